@@ -1,0 +1,1 @@
+"""Loading models from any supported URI, checksums, model introspection and the demo trainer."""

@@ -1,0 +1,47 @@
+"""Builds the scoring graph from the launch decisions; runs nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import apache_beam as beam
+from apache_beam.utils import shared
+
+from transforms.predict import PredictBatches
+from transforms.read import ReadBatches
+from transforms.spec import ERRORS, ScoringSpec
+from transforms.validate import ValidateBatches
+from transforms.write import ERRORS_DIR, PREDICTIONS, WriteOutputs
+
+
+def build(p: beam.Pipeline, spec: ScoringSpec, files: Sequence[str], staging_dir: str) -> dict:
+    """Adds read -> validate -> predict -> write to a pipeline.
+
+    Args:
+        p: the pipeline to add to.
+        spec: the launch decisions.
+        files: the input files, already matched.
+        staging_dir: where this run's output files go until the launcher commits them.
+
+    Returns:
+        The written PCollections (file names), keyed `predictions` and `errors`.
+    """
+    read_label = (
+        f"Read{ {'parquet': 'Parquet', 'csv': 'Csv', 'jsonl': 'JsonLines'}[spec.input_format] }"
+    )
+    read = (
+        p
+        | "InputFiles" >> beam.Create(list(files))
+        | "SpreadFiles" >> beam.Reshuffle()
+        | read_label >> beam.ParDo(ReadBatches(spec)).with_outputs(ERRORS, main="batches")
+    )
+    valid = read.batches | "Validate" >> beam.ParDo(ValidateBatches(spec)).with_outputs(
+        ERRORS, main="batches"
+    )
+    scored = valid.batches | "Predict" >> beam.ParDo(
+        PredictBatches(spec, shared.Shared())
+    ).with_outputs(ERRORS, main="predictions")
+    errors = (read[ERRORS], valid[ERRORS], scored[ERRORS]) | "AllErrors" >> beam.Flatten()
+    return {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
+        staging_dir, spec.output_schema
+    )

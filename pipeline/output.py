@@ -1,0 +1,254 @@
+"""The output directory: ownership check, run lock, staging area and the journaled commit.
+
+Layout under DIR:
+    manifest.json        the committed run's record (written last)
+    predictions/, errors/  the committed run's files
+    _lock                held by the run writing into DIR
+    _staging/<run_id>/   a run's files until commit; `COMMIT` inside marks it ready to move
+
+A run writes only into its staging directory. The commit first writes the `COMMIT` journal
+(the list of final files), then replaces the old files, then `manifest.json`. A run killed before
+the journal leaves the previous output untouched; a run killed during the commit is rolled forward
+by the next run before it starts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import socket
+import threading
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.errors import ConfigError
+from pipeline.manifest import PRODUCER
+
+_LOG = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+LOCK = "_lock"
+STAGING = "_staging"
+COMMIT = "COMMIT"
+OUTPUT_DIRS = ("predictions", "errors")
+HEARTBEAT_S = 60
+STALE_AFTER_S = 10 * 60
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def is_remote(path: str) -> bool:
+    """Whether a path is a URL (gs://...) rather than a local path."""
+    return "://" in path
+
+
+def list_files(directory: str) -> list[str]:
+    """Every file under a directory, recursively ([] when it does not exist)."""
+    if not is_remote(directory):
+        return [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+    return [m.path for m in FileSystems.match([FileSystems.join(directory, "**")])[0].metadata_list]
+
+
+def read_json(path: str) -> dict | None:
+    """A JSON file's object, or None if it does not exist or is not a JSON object."""
+    if not FileSystems.exists(path):
+        return None
+    try:
+        with FileSystems.open(path) as f:
+            data = json.loads(f.read())
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_json(path: str, data: dict) -> None:
+    """Writes a JSON file; locally through a rename so readers never see half a file."""
+    text = json.dumps(data, indent=2, sort_keys=False).encode()
+    if is_remote(path):
+        with FileSystems.create(path, mime_type="application/json") as f:
+            f.write(text)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _move(sources: list[str], destinations: list[str]) -> None:
+    if not sources:
+        return
+    if not is_remote(destinations[0]):
+        for d in destinations:
+            os.makedirs(os.path.dirname(d), exist_ok=True)
+    FileSystems.rename(sources, destinations)
+
+
+class OutputDir:
+    """One run's view of DIR: checks it may write there, holds the lock, stages and commits."""
+
+    def __init__(self, path: str, run_id: str):
+        self.path = path.rstrip("/")
+        self.run_id = run_id
+        self.staging = self.join(STAGING, run_id)
+        self._lock_path = self.join(LOCK)
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    def join(self, *parts: str) -> str:
+        return FileSystems.join(self.path, *parts)
+
+    def check_owned(self) -> None:
+        """Refuses a non-empty DIR that holds no manifest of this tool (exit 2)."""
+        manifest = read_json(self.join(MANIFEST))
+        if manifest is not None and manifest.get("producer") == PRODUCER:
+            return
+        prefix = self.path + "/"
+        foreign = [
+            f
+            for f in list_files(self.path)
+            if not f.removeprefix(prefix).startswith((STAGING + "/", LOCK))
+        ]
+        if foreign:
+            raise ConfigError(
+                f"output directory {self.path} is not empty and holds no manifest.json from this "
+                f"tool (found {foreign[0].removeprefix(prefix)}); refusing to write into it"
+            )
+
+    def acquire_lock(self) -> None:
+        """Takes DIR's lock, or refuses (exit 2) while another live run holds it."""
+        record = {
+            "run_id": self.run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": _now().isoformat(),
+            "heartbeat_at": _now().isoformat(),
+        }
+        if not self._create_exclusive(record):
+            held = read_json(self._lock_path) or {}
+            if not self._is_dead(held):
+                raise ConfigError(
+                    f"output directory {self.path} is locked by run {held.get('run_id', '?')} "
+                    f"(host {held.get('host', '?')}, pid {held.get('pid', '?')}, last heartbeat "
+                    f"{held.get('heartbeat_at', '?')}); if that run is gone, delete "
+                    f"{self._lock_path} and start again"
+                )
+            _LOG.warning("taking over the lock of run %s, which is gone", held.get("run_id"))
+            FileSystems.delete([self._lock_path])
+            if not self._create_exclusive(record):
+                raise ConfigError(
+                    f"output directory {self.path} was locked by another run just now"
+                )
+        self._heartbeat = threading.Thread(target=self._beat, args=(record,), daemon=True)
+        self._heartbeat.start()
+
+    def release_lock(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+            if FileSystems.exists(self._lock_path):
+                FileSystems.delete([self._lock_path])
+
+    def _beat(self, record: dict) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            record["heartbeat_at"] = _now().isoformat()
+            try:
+                write_json(self._lock_path, record)
+            except Exception as e:  # noqa: BLE001 - a missed heartbeat is not fatal
+                _LOG.warning("could not refresh the lock %s: %s", self._lock_path, e)
+
+    @staticmethod
+    def _is_dead(held: dict) -> bool:
+        """A lock's run is provably dead (same host, no such pid) or stale (no heartbeat)."""
+        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+            try:
+                os.kill(held["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                return False
+        try:
+            beat = datetime.datetime.fromisoformat(held["heartbeat_at"])
+        except (KeyError, TypeError, ValueError):
+            return True
+        return (_now() - beat).total_seconds() > STALE_AFTER_S
+
+    def _create_exclusive(self, record: dict) -> bool:
+        data = json.dumps(record).encode()
+        if is_remote(self._lock_path):
+            from pipeline.gcs import create_exclusive
+
+            return create_exclusive(self._lock_path, data)
+        os.makedirs(self.path, exist_ok=True)
+        try:
+            fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
+
+    def recover(self) -> None:
+        """Finishes a commit a killed run left half done; drops the staging of aborted runs."""
+        for run_dir in sorted({self._staging_run(f) for f in list_files(self.join(STAGING))}):
+            journal = read_json(FileSystems.join(run_dir, COMMIT))
+            if journal is not None:
+                _LOG.warning(
+                    "finishing the commit of run %s, interrupted earlier", journal["run_id"]
+                )
+                self._roll_forward(run_dir, journal)
+            else:
+                _LOG.info("removing the staging of an unfinished run: %s", run_dir)
+                self._delete_tree(run_dir)
+
+    def discard_staging(self) -> None:
+        self._delete_tree(self.staging)
+
+    def staged_files(self) -> list[str]:
+        """The run's staged output files, relative to DIR (predictions/..., errors/...)."""
+        prefix = self.staging + "/"
+        return sorted(
+            f.removeprefix(prefix)
+            for f in list_files(self.staging)
+            if f.removeprefix(prefix).split("/")[0] in OUTPUT_DIRS
+        )
+
+    def commit(self, manifest: dict, files: list[str]) -> None:
+        """Makes the staged files and the manifest the directory's output, replacing the old."""
+        journal = {"run_id": self.run_id, "files": files, "manifest": manifest}
+        write_json(FileSystems.join(self.staging, COMMIT), journal)
+        self._roll_forward(self.staging, journal)
+
+    def _roll_forward(self, run_dir: str, journal: dict) -> None:
+        keep = {self.join(f) for f in journal["files"]}
+        old = [f for d in OUTPUT_DIRS for f in list_files(self.join(d)) if f not in keep]
+        if old:
+            FileSystems.delete(old)
+        pending = [f for f in journal["files"] if FileSystems.exists(FileSystems.join(run_dir, f))]
+        _move([FileSystems.join(run_dir, f) for f in pending], [self.join(f) for f in pending])
+        write_json(self.join(MANIFEST), journal["manifest"])
+        self._delete_tree(run_dir)
+
+    def _staging_run(self, path: str) -> str:
+        rest = path.removeprefix(self.join(STAGING) + "/")
+        return self.join(STAGING, rest.split("/")[0])
+
+    def _delete_tree(self, directory: str) -> None:
+        if not is_remote(directory):
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
+            staging_root = self.join(STAGING)
+            if os.path.isdir(staging_root) and not os.listdir(staging_root):
+                os.rmdir(staging_root)
+            return
+        files = list_files(directory)
+        if files:
+            FileSystems.delete(files)

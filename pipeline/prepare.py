@@ -1,0 +1,222 @@
+"""Launch-time checks and decisions: what can be wrong is found before any row is scored."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import re
+import uuid
+
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from models import loading
+from models.introspect import UnsupportedModel, inspect
+from pipeline.errors import ConfigError
+from pipeline.options import ScoringOptions
+from transforms.read import FORMATS, FileUnreadable, file_columns, format_of
+from transforms.spec import LINEAGE_FIELDS, ScoringSpec
+
+_TYPES = {
+    "float64": pa.float64(),
+    "double": pa.float64(),
+    "float": pa.float64(),
+    "int64": pa.int64(),
+    "int": pa.int64(),
+    "bool": pa.bool_(),
+    "boolean": pa.bool_(),
+    "string": pa.string(),
+    "str": pa.string(),
+}
+_RESERVED = {"prediction", *(f.name for f in LINEAGE_FIELDS)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What the launcher decided: the spec for the workers and the run's coordinates."""
+
+    spec: ScoringSpec
+    files: tuple[str, ...]
+    input_pattern: str
+    output: str
+    run_date: str
+    max_error_rate: float
+    model_load_s: float
+
+
+def new_run_id(now: datetime.datetime) -> str:
+    """A sortable, unique run id: UTC time plus 8 random hex digits."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+def _absolute(path: str) -> str:
+    """Local paths made absolute (workers may run elsewhere); URIs (gs://, runs:/) as given."""
+    return path if re.match(r"^[a-z][a-z0-9+.-]*:/", path) else os.path.abspath(path)
+
+
+def _split(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(v.strip() for v in value.split(",") if v.strip())
+    return items or None
+
+
+def parse_run_date(value: str | None, today: datetime.date) -> str:
+    """Checks --run_date (YYYY-MM-DD) and defaults it to today."""
+    if value is None:
+        return today.isoformat()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        try:
+            return datetime.date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise ConfigError(f"--run_date {value!r} is not a date in the form YYYY-MM-DD")
+
+
+def _column_type_overrides(value: str | None) -> dict[str, pa.DataType]:
+    out = {}
+    for item in _split(value) or ():
+        name, sep, type_name = item.rpartition(":")
+        if not sep or not name or type_name.lower() not in _TYPES:
+            raise ConfigError(
+                f"--column_types item {item!r} is not name:type with type one of "
+                "float64, int64, bool, string"
+            )
+        out[name] = _TYPES[type_name.lower()]
+    return out
+
+
+def decide_type(name: str, declared: pa.DataType, is_feature: bool, facts) -> pa.DataType:
+    """The type a column is cast to in every batch, decided once.
+
+    Features the model encodes as categories take their categories' type; other numeric or
+    boolean features become float64 (what scikit-learn computes in); keys keep the input's type.
+    """
+    if pa.types.is_dictionary(declared):
+        declared = declared.value_type
+    if pa.types.is_large_string(declared):
+        declared = pa.string()
+    if is_feature:
+        if name in facts.categorical:
+            return facts.categorical[name]
+        if (
+            pa.types.is_integer(declared)
+            or pa.types.is_floating(declared)
+            or pa.types.is_boolean(declared)
+            or pa.types.is_decimal(declared)
+            or pa.types.is_null(declared)
+        ):
+            return pa.float64()
+        return declared
+    return pa.string() if pa.types.is_null(declared) else declared
+
+
+def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
+    """Checks the configuration and inputs and decides the job; raises ConfigError (exit 2).
+
+    Args:
+        opts: the parsed flags.
+        today: the date {run_date} defaults to (UTC today when None).
+
+    Returns:
+        The launch decisions.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    for flag in ("input", "model", "output"):
+        if not getattr(opts, flag):
+            raise ConfigError(f"--{flag} is required")
+    if opts.bigquery_table:
+        raise ConfigError("--bigquery_table is not supported by this version yet")
+    if opts.mlflow_experiment or opts.mlflow_tracking_uri:
+        raise ConfigError("MLflow logging (--mlflow_*) is not supported by this version yet")
+    if not 0.0 <= opts.max_error_rate <= 1.0:
+        raise ConfigError(f"--max_error_rate {opts.max_error_rate} is not between 0 and 1")
+    if opts.batch_size < 1:
+        raise ConfigError(f"--batch_size {opts.batch_size} must be at least 1")
+    run_date = parse_run_date(opts.run_date, today or now.date())
+    pattern = _absolute(opts.input.replace("{run_date}", run_date))
+    output = _absolute(opts.output.replace("{run_date}", run_date))
+    overrides = _column_type_overrides(opts.column_types)
+
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # noqa: BLE001 - a bad pattern or unreachable bucket
+        raise ConfigError(f"cannot list --input {pattern}: {str(e).splitlines()[0]}") from e
+    files = tuple(sorted(m.path for m in matched if not m.path.endswith("/")))
+    if not files:
+        raise ConfigError(f"no input file matches {pattern}")
+    fmt = opts.input_format or format_of(pattern) or format_of(files[0])
+    if fmt not in FORMATS:
+        raise ConfigError(
+            f"cannot tell the input format of {files[0]}; give --input_format parquet|csv|jsonl"
+        )
+
+    try:
+        ref = loading.resolve(_absolute(opts.model), opts.model_sha256)
+        start = datetime.datetime.now()
+        model = loading.load(ref)
+        load_s = (datetime.datetime.now() - start).total_seconds()
+        facts = inspect(model)
+    except (loading.ModelError, UnsupportedModel) as e:
+        raise ConfigError(str(e)) from e
+
+    features = _split(opts.features) or facts.features
+    if not features:
+        raise ConfigError(
+            "the model does not name its features (no feature_names_in_); give --features a,b,..."
+        )
+    if facts.features and set(features) - set(facts.features):
+        extra = sorted(set(features) - set(facts.features))
+        raise ConfigError(
+            f"--features names columns the model was not trained on: {', '.join(extra)}"
+        )
+
+    try:
+        declared = file_columns(files[0], fmt)
+    except FileUnreadable as e:
+        raise ConfigError(str(e)) from e
+    missing = [f for f in features if f not in declared.names]
+    if missing:
+        raise ConfigError(f"input {files[0]} lacks model feature column(s): {', '.join(missing)}")
+    keys = _split(opts.key_columns)
+    if keys is None:
+        keys = tuple(c for c in declared.names if c not in features and c not in _RESERVED)
+    else:
+        absent = [k for k in keys if k not in declared.names]
+        if absent:
+            raise ConfigError(f"input {files[0]} lacks key column(s): {', '.join(absent)}")
+    clash = [k for k in keys if k in _RESERVED or k.startswith("proba_")]
+    if clash:
+        raise ConfigError(
+            f"key column(s) {', '.join(clash)} clash with output columns; choose --key_columns"
+        )
+    unknown = sorted(set(overrides) - set(keys) - set(features))
+    if unknown:
+        raise ConfigError(f"--column_types names columns that are not read: {', '.join(unknown)}")
+
+    fields = []
+    for name in dict.fromkeys(keys + features):
+        type_ = overrides.get(name) or decide_type(
+            name, declared.field(name).type, name in features, facts
+        )
+        fields.append(pa.field(name, type_))
+    spec = ScoringSpec(
+        run_id=new_run_id(now),
+        input_format=fmt,
+        features=tuple(features),
+        keys=tuple(keys),
+        columns=pa.schema(fields),
+        model=ref,
+        facts=facts,
+        batch_size=opts.batch_size,
+    )
+    return Launch(
+        spec=spec,
+        files=files,
+        input_pattern=pattern,
+        output=output,
+        run_date=run_date,
+        max_error_rate=opts.max_error_rate,
+        model_load_s=load_s,
+    )

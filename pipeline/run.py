@@ -1,0 +1,204 @@
+"""Entry point: `python -m pipeline.run --input ... --model ... --output ... [Beam options]`."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import sys
+import time
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipeline.errors import ConfigError, RunFailed
+from pipeline.graph import build
+from pipeline.manifest import Counts, build_manifest, counts_from
+from pipeline.options import ScoringOptions
+from pipeline.output import MANIFEST, OutputDir
+from pipeline.prepare import prepare
+from transforms.errors import STAGES
+
+_LOG = logging.getLogger("pipeline")
+
+
+@dataclasses.dataclass
+class ScoringResult:
+    """What a run did: the Beam result, the manifest written, and the process exit code."""
+
+    pipeline_result: object
+    manifest: dict
+    exit_code: int
+    output: str
+    seconds: float
+
+
+def _known_flags() -> set[str]:
+    """Every flag some PipelineOptions subclass defines (ours and Beam's)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    seen: set[type] = set()
+    stack = list(PipelineOptions.__subclasses__())
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        stack.extend(cls.__subclasses__())
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:
+            continue  # a flag two option classes both define
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _check_flags(argv: list[str]) -> None:
+    """Refuses unknown flags: a typo in a nightly job must not be silently ignored."""
+    known = _known_flags()
+    for arg in argv:
+        if arg.startswith("--"):
+            flag = arg.split("=", 1)[0]
+            if flag not in known:
+                raise ConfigError(f"unknown flag {flag} (see --help and the README)")
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
+    """Scores the input and commits predictions, errors and the manifest.
+
+    Args:
+        argv: command-line flags (ours and Beam's); sys.argv[1:] when None.
+        test_pipeline: a pipeline to build into instead of a new one (tests).
+
+    Returns:
+        The run's result; raises ConfigError (exit 2) or RunFailed (exit 3).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _check_flags(argv)
+    options = PipelineOptions(argv)
+    opts = options.view_as(ScoringOptions)
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or "DirectRunner"
+    runner = standard.runner
+    started = datetime.datetime.now(datetime.UTC)
+    clock = time.monotonic()
+    launch = prepare(opts)
+    out = OutputDir(launch.output, launch.spec.run_id)
+    out.check_owned()
+    out.acquire_lock()
+    try:
+        out.recover()
+        _LOG.info(
+            "run %s: scoring %d %s file(s) matching %s with %s (version %s)",
+            launch.spec.run_id,
+            len(launch.files),
+            launch.spec.input_format,
+            launch.input_pattern,
+            launch.spec.model.uri,
+            launch.spec.model.version,
+        )
+        p = test_pipeline or beam.Pipeline(options=options)
+        build(p, launch.spec, launch.files, out.staging)
+        result = _run_pipeline(p, out)
+        counts = counts_from(result)
+        _check_reconciled(counts)
+        status = "succeeded"
+        if counts.files_failed or counts.error_rate > launch.max_error_rate:
+            status = "failed"
+        files = out.staged_files()
+        manifest = build_manifest(
+            launch=launch,
+            counts=counts,
+            status=status,
+            started_at=started.isoformat(),
+            finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
+            runner=runner,
+            output_files={
+                d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")
+            },
+        )
+        manifest["model_load_s_launcher"] = round(launch.model_load_s, 3)
+        out.commit(manifest, files)
+    finally:
+        out.release_lock()
+    return ScoringResult(
+        result, manifest, 0 if status == "succeeded" else 1, launch.output, time.monotonic() - clock
+    )
+
+
+def _run_pipeline(p: beam.Pipeline, out: OutputDir):
+    """Runs the pipeline to the end; any failure discards the staging and is a RunFailed."""
+    try:
+        result = p.run()
+        state = result.wait_until_finish()
+    except Exception as e:  # noqa: BLE001 - whatever stopped the run, the old output stays
+        out.discard_staging()
+        raise RunFailed(f"the run could not complete: {_cause(e)}") from e
+    if state not in (PipelineState.DONE, None):
+        out.discard_staging()
+        raise RunFailed(f"the run ended in state {state}")
+    return result
+
+
+def _check_reconciled(counts: Counts) -> None:
+    if counts.rows_read != counts.rows_predicted + counts.rows_failed:
+        raise RunFailed(
+            f"counts do not reconcile: read {counts.rows_read} != predicted "
+            f"{counts.rows_predicted} + failed {counts.rows_failed}"
+        )
+
+
+def _cause(e: BaseException) -> str:
+    """The most specific one-line cause in a (possibly wrapped, multi-line) worker error."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
+    line = causes[-1] if causes else (lines[0] if lines else type(e).__name__)
+    return line[:500]
+
+
+def summary(res: ScoringResult, launch_output: str) -> str:
+    """The closing lines a person reads: counts, throughput, where things are."""
+    m = res.manifest
+    c = m["counts"]
+    by_stage = ", ".join(f"{s} {c['rows_failed_by_stage'][s]:,}" for s in STAGES)
+    rate = c["rows_read"] / res.seconds if res.seconds else 0.0
+    lines = [
+        f"{m['status'].upper()}: {c['rows_read']:,} rows read, {c['rows_predicted']:,} predicted, "
+        f"{c['rows_failed']:,} failed ({by_stage}) in {res.seconds:.1f}s ({rate:,.0f} rows/s); "
+        f"error rate {m['error_rate']:.4%} (max {m['max_error_rate']:.4%}); "
+        f"model loaded {m['model_loads']} time(s)",
+    ]
+    if m["files_failed"]:
+        lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
+    lines.append(
+        f"  predictions: {launch_output}/predictions/ ({len(m['outputs']['predictions'])} files)"
+    )
+    if m["outputs"]["errors"]:
+        lines.append(
+            f"  errors:      {launch_output}/errors/ ({len(m['outputs']['errors'])} files)"
+        )
+    lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit code of the contract."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("apache_beam", "google", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # With no errors the errors sink has nothing to finalize, which it warns about.
+    logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)
+    try:
+        res = run(argv)
+    except (ConfigError, RunFailed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(summary(res, res.output))
+    return res.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Bootstraps .venv like run_local.sh, lints, then runs the whole test suite (arguments go to pytest).
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/bootstrap.sh
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+set +e
+"$VENV/bin/python" -m pytest -q "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$status"

@@ -1,0 +1,1 @@
+"""The pipeline's transforms: reading, validating, predicting and writing Arrow record batches."""

@@ -1,0 +1,180 @@
+"""Scoring record batches with a model loaded once per worker process."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.utils import shared
+
+from models import loading
+from transforms.errors import count, count_failed, error_record
+from transforms.spec import ERRORS, Chunk, ScoringSpec
+
+_LOG = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0
+
+
+class _LoadedModel:
+    """A model held by a worker process (a class, so Shared can keep a weak reference to it)."""
+
+    def __init__(self, model: Any, load_seconds: float):
+        self.model = model
+        self.load_seconds = load_seconds
+        self.counted = False
+        self.lock = threading.Lock()
+
+
+class _Progress:
+    """Process-wide progress lines: rows scored so far and the rate."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows = 0
+        self.start = time.monotonic()
+        self.last = self.start
+
+    def add(self, rows: int) -> None:
+        with self.lock:
+            self.rows += rows
+            now = time.monotonic()
+            if now - self.last >= PROGRESS_EVERY_S:
+                self.last = now
+                rate = self.rows / max(now - self.start, 1e-9)
+                _LOG.info("progress: %s rows scored (%s rows/s)", f"{self.rows:,}", f"{rate:,.0f}")
+
+
+_PROGRESS = _Progress()
+
+
+class PredictBatches(beam.DoFn):
+    """Predicts each Chunk in one call; adds proba_<class> columns, keys and lineage.
+
+    When the model raises on a batch, the batch is split in halves until the rows that fail on
+    their own are found: they go to the errors output with the model's message, the rest is scored.
+    Outputs Arrow tables in the predictions schema, and error records on the `errors` tag.
+    """
+
+    def __init__(self, spec: ScoringSpec, model_handle: shared.Shared):
+        self._spec = spec
+        self._handle = model_handle
+        self._loaded: _LoadedModel | None = None
+
+    def setup(self) -> None:
+        ref = self._spec.model
+
+        def load() -> _LoadedModel:
+            start = time.monotonic()
+            model = loading.load(ref)
+            return _LoadedModel(model, time.monotonic() - start)
+
+        self._loaded = self._handle.acquire(load, tag=ref.sha256)
+
+    def process(self, chunk: Chunk) -> Iterator[Any]:
+        loaded = self._loaded
+        # Metrics count only inside a bundle, so the load is counted at first use, once per load.
+        with loaded.lock:
+            if not loaded.counted:
+                loaded.counted = True
+                count("model_loads", 1)
+                count("model_load_ms", int(loaded.load_seconds * 1000))
+        spec = self._spec
+        batch = chunk.batch
+        ok = np.ones(batch.num_rows, dtype=bool)
+        outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+        failures: list[tuple[int, str]] = []
+        self._predict_range(loaded.model, batch, 0, batch.num_rows, outputs, failures)
+        if failures:
+            count_failed("predict", len(failures), chunk.source)
+            rows = batch.take(pa.array([i for i, _ in failures])).to_pylist()
+            for (index, message), row in zip(failures, rows):
+                ok[index] = False
+                yield beam.pvalue.TaggedOutput(
+                    ERRORS,
+                    error_record(
+                        "predict",
+                        message,
+                        row,
+                        chunk.source,
+                        spec.run_id,
+                        row_index=chunk.offset + index,
+                    ),
+                )
+        if not outputs:
+            return
+        outputs.sort(key=lambda o: o[0][0])
+        kept = batch.filter(pa.array(ok)) if failures else batch
+        pred = np.concatenate([o[1] for o in outputs])
+        proba = np.concatenate([o[2] for o in outputs]) if spec.facts.classes else None
+        count("rows_predicted", kept.num_rows, chunk.source)
+        _PROGRESS.add(kept.num_rows)
+        yield self._to_table(kept, pred, proba)
+
+    def _predict_range(self, model, batch, start, stop, outputs, failures) -> None:
+        """Predicts rows [start, stop), bisecting around rows the model rejects."""
+        part = batch.slice(start, stop - start)
+        try:
+            pred, proba = self._predict(model, part)
+        except Exception as e:  # noqa: BLE001 - whatever the model raises is a row error
+            if stop - start == 1:
+                failures.append((start, _message(e)))
+                return
+            middle = (start + stop) // 2
+            self._predict_range(model, batch, start, middle, outputs, failures)
+            self._predict_range(model, batch, middle, stop, outputs, failures)
+            return
+        outputs.append((np.arange(start, stop), pred, proba))
+
+    def _predict(self, model, part: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray | None]:
+        facts = self._spec.facts
+        features = part.select(list(self._spec.features)).to_pandas()
+        if not facts.classes:
+            pred = np.asarray(model.predict(features))
+            _check_length(pred, part.num_rows)
+            return pred, None
+        proba = np.asarray(model.predict_proba(features), dtype=np.float64)
+        _check_length(proba, part.num_rows)
+        if facts.proba_argmax:
+            pred = np.asarray(facts.classes)[np.argmax(proba, axis=1)]
+        else:
+            pred = np.asarray(model.predict(features))
+        return pred, proba
+
+    def _to_table(self, kept: pa.RecordBatch, pred: np.ndarray, proba) -> pa.Table:
+        spec = self._spec
+        schema = spec.output_schema
+        n = kept.num_rows
+        arrays = [kept.column(k) for k in spec.keys]
+        arrays.append(pa.array(_as_list(pred), type=spec.facts.prediction_type))
+        if proba is not None:
+            arrays.extend(pa.array(proba[:, i]) for i in range(proba.shape[1]))
+        scored_at = datetime.datetime.now(datetime.UTC)
+        for value in (spec.model.uri, spec.model.version, spec.run_id, scored_at):
+            arrays.append(_constant(value, n, schema.field(len(arrays)).type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _as_list(pred: np.ndarray):
+    return pred.tolist() if pred.dtype == object else pred
+
+
+def _constant(value: Any, n: int, type_: pa.DataType) -> pa.Array:
+    """A column of n copies of one value, built without a Python list of n items."""
+    return pa.repeat(pa.scalar(value, type_), n)
+
+
+def _check_length(values: np.ndarray, n: int) -> None:
+    if len(values) != n:
+        raise ValueError(f"the model returned {len(values)} predictions for {n} rows")
+
+
+def _message(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:2000]}" if text else type(e).__name__

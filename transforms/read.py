@@ -1,0 +1,302 @@
+"""Reading input files into bounded Arrow record batches: Parquet, CSV and JSON Lines.
+
+Each file is streamed; no file is ever held whole in memory. Records that cannot be parsed
+go to the errors output (stage `read`); a file that cannot be read at all is counted in
+`files_failed` and the other files go on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms.errors import count, count_failed, error_record
+from transforms.spec import ERRORS, Chunk, ScoringSpec
+
+_LOG = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv", "jsonl")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+_JSON_CHUNK_BYTES = 16 << 20
+_CSV_BLOCK_BYTES = 4 << 20
+
+
+class FileUnreadable(Exception):
+    """A whole input file cannot be read; the message says why."""
+
+
+def format_of(path: str) -> str | None:
+    """The input format a file name implies (compression suffixes ignored), or None."""
+    name = path.lower()
+    for suffix in (".gz", ".bz2", ".zst", ".deflate"):
+        name = name.removesuffix(suffix)
+    return next((fmt for ext, fmt in _EXTENSIONS.items() if name.endswith(ext)), None)
+
+
+def open_arrow_stream(path: str) -> tuple[Any, pa.NativeFile]:
+    """Opens a file through Beam's FileSystems as an Arrow stream, decompressing .gz on the fly.
+
+    Returns:
+        The underlying file object (close it) and the Arrow stream over it.
+    """
+    raw = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    stream: pa.NativeFile = pa.PythonFile(raw, mode="r")
+    if path.lower().endswith(".gz"):
+        stream = pa.CompressedInputStream(stream, "gzip")
+    return raw, stream
+
+
+def file_columns(path: str, fmt: str) -> pa.Schema:
+    """The columns of a file and the types its format declares or a first block implies."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    try:
+        if fmt == "parquet":
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                return pq.ParquetFile(f).schema_arrow
+        raw, stream = open_arrow_stream(path)
+        with raw:
+            if fmt == "csv":
+                return pacsv.open_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(block_size=1 << 20),
+                    parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _: "skip"),
+                ).schema
+            lines = stream.read(1 << 20).split(b"\n")
+            return _parse_json_lines(lines[:-1] if len(lines) > 1 else lines, None)[0].schema
+    except FileUnreadable:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
+        raise FileUnreadable(f"cannot read {path} as {fmt}: {_first_line(e)}") from e
+
+
+class ReadBatches(beam.DoFn):
+    """Reads one input file into Chunks of at most spec.batch_size rows.
+
+    Outputs Chunks on the main output and error records on the `errors` tag.
+    """
+
+    def __init__(self, spec: ScoringSpec):
+        self._spec = spec
+
+    def process(self, path: str) -> Iterator[Any]:
+        spec = self._spec
+        reader = {"parquet": self._parquet, "csv": self._csv, "jsonl": self._jsonl}[
+            spec.input_format
+        ]
+        offset = 0
+        try:
+            for item in reader(path):
+                if isinstance(item, dict):
+                    yield beam.pvalue.TaggedOutput(ERRORS, item)
+                    continue
+                count("rows_read", item.num_rows, path)
+                yield Chunk(path, offset, item)
+                offset += item.num_rows
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the other files
+            message = (
+                e.args[0]
+                if isinstance(e, FileUnreadable)
+                else (f"cannot read {path} as {spec.input_format}: {_first_line(e)}")
+            )
+            _LOG.warning("%s", message)
+            count("files_failed", 1)
+            count("file_failed", 1, path)
+            yield beam.pvalue.TaggedOutput(
+                ERRORS, error_record("read", message, None, path, spec.run_id, file_failed=True)
+            )
+
+    def _missing_features(self, path: str, present: set[str], rows: int | None) -> dict | None:
+        """A file-level error when the file lacks a feature column altogether."""
+        missing = [f for f in self._spec.features if f not in present]
+        if not missing:
+            return None
+        what = f"{rows} rows" if rows is not None else "all its rows"
+        return error_record(
+            "validate",
+            f"file lacks feature column(s) {', '.join(missing)}; {what} rejected",
+            None,
+            path,
+            self._spec.run_id,
+            rows=rows,
+            missing_columns=missing,
+        )
+
+    def _present(self, schema: pa.Schema) -> list[str]:
+        return [c for c in self._spec.wanted if c in schema.names]
+
+    def _parquet(self, path: str) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            try:
+                pf = pq.ParquetFile(f)
+            except Exception as e:  # noqa: BLE001
+                raise FileUnreadable(f"cannot open {path} as Parquet: {_first_line(e)}") from e
+            rows = pf.metadata.num_rows
+            if problem := self._missing_features(path, set(pf.schema_arrow.names), rows):
+                count("rows_read", rows, path)
+                count_failed("validate", rows, path)
+                yield problem
+                return
+            yield from pf.iter_batches(
+                batch_size=self._spec.batch_size, columns=self._present(pf.schema_arrow)
+            )
+
+    def _csv(self, path: str) -> Iterator[Any]:
+        import pyarrow.csv as pacsv
+
+        header = file_columns(path, "csv")
+        present = self._present(header)
+        bad: list[str] = []
+
+        def on_invalid(row: Any) -> str:
+            bad.append(row.text)
+            return "skip"
+
+        raw, stream = open_arrow_stream(path)
+        with raw:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=True),
+                parse_options=pacsv.ParseOptions(
+                    invalid_row_handler=on_invalid, newlines_in_values=True
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=present,
+                    column_types={c: pa.string() for c in present},
+                    strings_can_be_null=True,
+                ),
+            )
+            missing_problem = self._missing_features(path, set(header.names), None)
+            failed_rows = 0
+            for batch in reader:
+                yield from self._read_errors(path, bad, "wrong number of fields", len(header))
+                if missing_problem is not None:
+                    failed_rows += batch.num_rows
+                    continue
+                yield from _slices(batch, self._spec.batch_size)
+            yield from self._read_errors(path, bad, "wrong number of fields", len(header))
+            if missing_problem is not None:
+                count("rows_read", failed_rows, path)
+                count_failed("validate", failed_rows, path)
+                missing_problem["rows"] = failed_rows
+                missing_problem["error"] = missing_problem["error"].replace(
+                    "all its rows", f"{failed_rows} rows"
+                )
+                yield missing_problem
+
+    def _read_errors(self, path: str, bad: list, reason: str, expected: int) -> Iterator[dict]:
+        """Turns the lines the parser rejected so far into error records, and counts them."""
+        if not bad:
+            return
+        lines, bad[:] = list(bad), []
+        count("rows_read", len(lines), path)
+        count_failed("read", len(lines), path)
+        for line in lines:
+            yield error_record(
+                "read", f"{reason}: expected {expected}", line, path, self._spec.run_id
+            )
+
+    def _jsonl(self, path: str) -> Iterator[Any]:
+        raw, stream = open_arrow_stream(path)
+        with raw:
+            tail = b""
+            while True:
+                block = stream.read(_JSON_CHUNK_BYTES)
+                lines = (tail + block).split(b"\n")
+                tail = lines.pop() if block else b""
+                table, errors = _parse_json_lines(lines, self._spec.wanted)
+                for line, reason in errors:
+                    count("rows_read", 1, path)
+                    count_failed("read", 1, path)
+                    yield error_record("read", reason, line, path, self._spec.run_id)
+                yield from table.to_batches(max_chunksize=self._spec.batch_size)
+                if not block:
+                    return
+
+
+def _parse_json_lines(lines: list[bytes], wanted: tuple[str, ...] | None):
+    """Parses JSON Lines: columnar for clean chunks, line by line only where a chunk is dirty.
+
+    Returns:
+        A table of the wanted columns (all columns when wanted is None) and the rejected
+        lines as (line, reason) pairs.
+    """
+    import pyarrow.json as pajson
+
+    body = [ln for ln in lines if ln.strip()]
+    if not body:
+        return pa.table({}), []
+    try:
+        table = pajson.read_json(
+            pa.BufferReader(b"\n".join(body)),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=_JSON_CHUNK_BYTES * 2),
+        )
+        return _with_columns(table, wanted), []
+    except pa.ArrowInvalid:
+        pass
+    rows: list[dict] = []
+    errors: list[tuple[str, str]] = []
+    for ln in body:
+        text = ln.decode("utf-8", errors="replace").rstrip("\r")
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            errors.append((text, f"not valid JSON: {e}"))
+            continue
+        if not isinstance(obj, dict):
+            errors.append((text, f"not a JSON object but a {type(obj).__name__}"))
+            continue
+        rows.append(obj)
+    names = wanted if wanted is not None else list(dict.fromkeys(k for r in rows for k in r))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # Mixed types: keep the text so validation can name each bad value.
+            columns[name] = pa.array(
+                [
+                    None if v is None else (v if isinstance(v, str) else json.dumps(v))
+                    for v in values
+                ],
+                pa.string(),
+            )
+    return pa.table(columns), errors
+
+
+def _with_columns(table: pa.Table, wanted: tuple[str, ...] | None) -> pa.Table:
+    """The wanted columns of a table, in order; a column absent from every line is all null."""
+    if wanted is None:
+        return table
+    arrays = [
+        table.column(c) if c in table.column_names else pa.nulls(table.num_rows) for c in wanted
+    ]
+    return pa.table(arrays, names=list(wanted))
+
+
+def _slices(batch: pa.RecordBatch, size: int) -> Iterator[pa.RecordBatch]:
+    for start in range(0, batch.num_rows, size):
+        yield batch.slice(start, size)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
