@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.errors import ConfigError
 from pipeline.manifest import PRODUCER
+from transforms.write import FILE_LIST
 
 _LOG = logging.getLogger(__name__)
 
@@ -212,13 +213,15 @@ class OutputDir:
         self._delete_tree(self.staging)
 
     def staged_files(self) -> list[str]:
-        """The run's staged output files, relative to DIR (predictions/..., errors/...)."""
+        """The files the run's successful bundles wrote, relative to DIR (predictions/...).
+
+        Only files listed by the pipeline's last step count: a retried bundle's leftovers in
+        the staging directory are never committed.
+        """
+        with FileSystems.open(FileSystems.join(self.staging, FILE_LIST)) as f:
+            listed = json.loads(f.read())
         prefix = self.staging + "/"
-        return sorted(
-            f.removeprefix(prefix)
-            for f in list_files(self.staging)
-            if f.removeprefix(prefix).split("/")[0] in OUTPUT_DIRS
-        )
+        return sorted(p.removeprefix(prefix) for p in listed)
 
     def commit(self, manifest: dict, files: list[str]) -> None:
         """Makes the staged files and the manifest the directory's output, replacing the old."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -85,10 +87,60 @@ def file_columns(path: str, fmt: str) -> pa.Schema:
         raise FileUnreadable(f"cannot read {path} as {fmt}: {_first_line(e)}") from e
 
 
+class Rejected(NamedTuple):
+    """Records a reader rejects: the error record, how many input rows it stands for, the stage."""
+
+    record: dict
+    rows: int
+    stage: str
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Runs an iterator in a background thread, `depth` items ahead of its consumer.
+
+    Reading and decoding (which release the GIL) then overlap with the work done on each item.
+    An exception in the producer is raised in the consumer.
+    """
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            slots.put(_Failure(e))
+
+    thread = threading.Thread(target=produce, daemon=True, name="prefetch")
+    thread.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Failure(NamedTuple):
+    error: BaseException
+
+
 class ReadBatches(beam.DoFn):
     """Reads one input file into Chunks of at most spec.batch_size rows.
 
-    Outputs Chunks on the main output and error records on the `errors` tag.
+    Outputs Chunks on the main output and error records on the `errors` tag. The file is read
+    in a background thread, a couple of batches ahead of validation and prediction.
     """
 
     def __init__(self, spec: ScoringSpec):
@@ -101,9 +153,12 @@ class ReadBatches(beam.DoFn):
         ]
         offset = 0
         try:
-            for item in reader(path):
-                if isinstance(item, dict):
-                    yield beam.pvalue.TaggedOutput(ERRORS, item)
+            # Counting happens here, not in the reader's thread: metrics belong to this one.
+            for item in prefetch(reader(path)):
+                if isinstance(item, Rejected):
+                    count("rows_read", item.rows, path)
+                    count_failed(item.stage, item.rows, path)
+                    yield beam.pvalue.TaggedOutput(ERRORS, item.record)
                     continue
                 count("rows_read", item.num_rows, path)
                 yield Chunk(path, offset, item)
@@ -112,7 +167,7 @@ class ReadBatches(beam.DoFn):
             message = (
                 e.args[0]
                 if isinstance(e, FileUnreadable)
-                else (f"cannot read {path} as {spec.input_format}: {_first_line(e)}")
+                else f"cannot read {path} as {spec.input_format}: {_first_line(e)}"
             )
             _LOG.warning("%s", message)
             count("files_failed", 1)
@@ -121,24 +176,24 @@ class ReadBatches(beam.DoFn):
                 ERRORS, error_record("read", message, None, path, spec.run_id, file_failed=True)
             )
 
-    def _missing_features(self, path: str, present: set[str], rows: int | None) -> dict | None:
-        """A file-level error when the file lacks a feature column altogether."""
+    def _missing_features(self, path: str, present: list[str], rows: int) -> Rejected | None:
+        """A file-level rejection when the file lacks a feature column altogether."""
         missing = [f for f in self._spec.features if f not in present]
         if not missing:
             return None
-        what = f"{rows} rows" if rows is not None else "all its rows"
-        return error_record(
+        record = error_record(
             "validate",
-            f"file lacks feature column(s) {', '.join(missing)}; {what} rejected",
+            f"file lacks feature column(s) {', '.join(missing)}; its {rows} rows are rejected",
             None,
             path,
             self._spec.run_id,
             rows=rows,
             missing_columns=missing,
         )
+        return Rejected(record, rows, "validate")
 
-    def _present(self, schema: pa.Schema) -> list[str]:
-        return [c for c in self._spec.wanted if c in schema.names]
+    def _present(self, names: list[str]) -> list[str]:
+        return [c for c in self._spec.wanted if c in names]
 
     def _parquet(self, path: str) -> Iterator[Any]:
         import pyarrow.parquet as pq
@@ -148,26 +203,32 @@ class ReadBatches(beam.DoFn):
                 pf = pq.ParquetFile(f)
             except Exception as e:  # noqa: BLE001
                 raise FileUnreadable(f"cannot open {path} as Parquet: {_first_line(e)}") from e
-            rows = pf.metadata.num_rows
-            if problem := self._missing_features(path, set(pf.schema_arrow.names), rows):
-                count("rows_read", rows, path)
-                count_failed("validate", rows, path)
+            names = pf.schema_arrow.names
+            if problem := self._missing_features(path, names, pf.metadata.num_rows):
                 yield problem
                 return
             yield from pf.iter_batches(
-                batch_size=self._spec.batch_size, columns=self._present(pf.schema_arrow)
+                batch_size=self._spec.batch_size, columns=self._present(names)
             )
 
     def _csv(self, path: str) -> Iterator[Any]:
         import pyarrow.csv as pacsv
 
-        header = file_columns(path, "csv")
-        present = self._present(header)
+        names = file_columns(path, "csv").names
+        present = self._present(names)
         bad: list[str] = []
 
         def on_invalid(row: Any) -> str:
             bad.append(row.text)
             return "skip"
+
+        def rejected_lines() -> Iterator[Rejected]:
+            lines, bad[:] = list(bad), []
+            for line in lines:
+                reason = f"wrong number of fields: expected {len(names)}"
+                yield Rejected(
+                    error_record("read", reason, line, path, self._spec.run_id), 1, "read"
+                )
 
         raw, stream = open_arrow_stream(path)
         with raw:
@@ -183,35 +244,17 @@ class ReadBatches(beam.DoFn):
                     strings_can_be_null=True,
                 ),
             )
-            missing_problem = self._missing_features(path, set(header.names), None)
-            failed_rows = 0
+            lacking_rows = 0
+            lacks_features = any(f not in names for f in self._spec.features)
             for batch in reader:
-                yield from self._read_errors(path, bad, "wrong number of fields", len(header))
-                if missing_problem is not None:
-                    failed_rows += batch.num_rows
-                    continue
-                yield from _slices(batch, self._spec.batch_size)
-            yield from self._read_errors(path, bad, "wrong number of fields", len(header))
-            if missing_problem is not None:
-                count("rows_read", failed_rows, path)
-                count_failed("validate", failed_rows, path)
-                missing_problem["rows"] = failed_rows
-                missing_problem["error"] = missing_problem["error"].replace(
-                    "all its rows", f"{failed_rows} rows"
-                )
-                yield missing_problem
-
-    def _read_errors(self, path: str, bad: list, reason: str, expected: int) -> Iterator[dict]:
-        """Turns the lines the parser rejected so far into error records, and counts them."""
-        if not bad:
-            return
-        lines, bad[:] = list(bad), []
-        count("rows_read", len(lines), path)
-        count_failed("read", len(lines), path)
-        for line in lines:
-            yield error_record(
-                "read", f"{reason}: expected {expected}", line, path, self._spec.run_id
-            )
+                yield from rejected_lines()
+                if lacks_features:
+                    lacking_rows += batch.num_rows
+                else:
+                    yield from _slices(batch, self._spec.batch_size)
+            yield from rejected_lines()
+            if lacks_features:
+                yield self._missing_features(path, names, lacking_rows)
 
     def _jsonl(self, path: str) -> Iterator[Any]:
         raw, stream = open_arrow_stream(path)
@@ -223,9 +266,8 @@ class ReadBatches(beam.DoFn):
                 tail = lines.pop() if block else b""
                 table, errors = _parse_json_lines(lines, self._spec.wanted)
                 for line, reason in errors:
-                    count("rows_read", 1, path)
-                    count_failed("read", 1, path)
-                    yield error_record("read", reason, line, path, self._spec.run_id)
+                    record = error_record("read", reason, line, path, self._spec.run_id)
+                    yield Rejected(record, 1, "read")
                 yield from table.to_batches(max_chunksize=self._spec.batch_size)
                 if not block:
                     return

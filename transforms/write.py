@@ -1,46 +1,137 @@
-"""Writing predictions (Parquet, explicit schema) and error records (JSON Lines) to staging."""
+"""Writing predictions (Parquet, explicit schema) and error records (JSON Lines) to staging.
+
+Each bundle streams its rows into one file of its own under the staging directory, named
+uniquely, so a retried bundle never collides with another. Only files whose bundle succeeded
+are listed in `FILES.json`, and only those are committed by the launcher: a failed attempt's
+leftovers are never published.
+"""
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io import WriteToParquetBatched, WriteToText
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.errors import to_json_line
 
 PREDICTIONS = "predictions"
 ERRORS_DIR = "errors"
+FILE_LIST = "FILES.json"
+
+
+class _BundleFileWriter(beam.DoFn):
+    """Writes a bundle's elements into one new file, opened at the first element."""
+
+    def __init__(self, directory: str, suffix: str):
+        self._directory = directory
+        self._suffix = suffix
+        self._path: str | None = None
+
+    def start_bundle(self) -> None:
+        self._path = None
+
+    def _new_path(self) -> str:
+        self._path = FileSystems.join(
+            self._directory, f"part-{uuid.uuid4().hex[:16]}{self._suffix}"
+        )
+        return self._path
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        if self._path is not None:
+            self._close()
+            yield WindowedValue(self._path, MIN_TIMESTAMP, [GlobalWindow()])
+            self._path = None
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+
+class WriteParquetFiles(_BundleFileWriter):
+    """Streams Arrow tables into a Parquet file per bundle, with an explicit schema."""
+
+    def __init__(self, directory: str, schema: pa.Schema, compression: str = "snappy"):
+        super().__init__(directory, ".parquet")
+        self._schema = schema
+        self._compression = compression
+        # Dictionary encoding pays off for text (lineage, labels), not for probabilities.
+        self._dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
+        self._file = None
+        self._writer = None
+
+    def process(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            self._file = FileSystems.create(self._new_path(), mime_type="application/x-parquet")
+            self._writer = pq.ParquetWriter(
+                self._file,
+                self._schema,
+                compression=self._compression,
+                use_dictionary=self._dictionary or False,
+            )
+        self._writer.write_table(table)
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._file.close()
+        self._writer = self._file = None
+
+
+class WriteJsonLinesFiles(_BundleFileWriter):
+    """Writes error records as JSON Lines, one file per bundle that has any."""
+
+    def __init__(self, directory: str):
+        super().__init__(directory, ".jsonl")
+        self._file = None
+
+    def process(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = FileSystems.create(self._new_path(), mime_type="application/x-ndjson")
+        self._file.write(to_json_line(record).encode() + b"\n")
+
+    def _close(self) -> None:
+        self._file.close()
+        self._file = None
+
+
+def _write_file_list(paths: list[str], staging_dir: str) -> str:
+    target = FileSystems.join(staging_dir, FILE_LIST)
+    with FileSystems.create(target, mime_type="application/json") as f:
+        f.write(json.dumps(sorted(paths)).encode())
+    return target
 
 
 class WriteOutputs(beam.PTransform):
-    """Writes a run's predictions and errors as sharded files under a staging directory.
+    """Writes a run's predictions and errors under a staging directory, and lists them.
 
     Takes a dict of PCollections: `predictions` (Arrow tables in `schema`) and `errors`
-    (error-record dicts). The launcher commits the staging directory once the run is over.
+    (error-record dicts). Returns the PCollection of the file list's path.
     """
 
-    def __init__(self, staging_dir: str, schema: pa.Schema, codec: str = "snappy"):
+    def __init__(self, staging_dir: str, schema: pa.Schema):
         super().__init__()
         self._staging = staging_dir
         self._schema = schema
-        self._codec = codec
 
     def expand(self, pcolls):
-        predictions = pcolls[PREDICTIONS] | "WritePredictions" >> WriteToParquetBatched(
-            FileSystems.join(self._staging, PREDICTIONS, "part"),
-            schema=self._schema,
-            codec=self._codec,
-            file_name_suffix=".parquet",
+        join = FileSystems.join
+        predictions = pcolls[PREDICTIONS] | "WritePredictions" >> beam.ParDo(
+            WriteParquetFiles(join(self._staging, PREDICTIONS), self._schema)
         )
-        errors = (
-            pcolls[ERRORS_DIR]
-            | "ErrorsToJson" >> beam.Map(to_json_line)
-            | "WriteErrors"
-            >> WriteToText(
-                FileSystems.join(self._staging, ERRORS_DIR, "part"),
-                file_name_suffix=".jsonl",
-                skip_if_empty=True,
-            )
+        errors = pcolls[ERRORS_DIR] | "WriteErrors" >> beam.ParDo(
+            WriteJsonLinesFiles(join(self._staging, ERRORS_DIR))
         )
-        return {PREDICTIONS: predictions, ERRORS_DIR: errors}
+        return (
+            (predictions, errors)
+            | "AllFiles" >> beam.Flatten()
+            | "CollectFiles" >> beam.combiners.ToList()
+            | "ListFiles" >> beam.Map(_write_file_list, self._staging)
+        )
