@@ -24,7 +24,8 @@ class ModelFacts:
         features: the model's own feature names (feature_names_in_), or None.
         classes: class labels for a classifier with predict_proba, else None.
         prediction_type: Arrow type of the prediction column.
-        allow_nan: whether the model accepts missing values (scikit-learn's input tags).
+        allow_nan: whether the model accepts missing values (scikit-learn's input tags); the
+            launcher refines this per feature by probing the model (see `missing_ok`).
         proba_argmax: whether prediction == classes[argmax(proba)], so predict() need not run.
         categorical: features the model encodes as categories, with their categories' type.
     """
@@ -35,6 +36,13 @@ class ModelFacts:
     allow_nan: bool
     proba_argmax: bool
     categorical: dict[str, pa.DataType]
+    missing_ok: frozenset[str] | None = None
+
+    def accepts_missing(self, feature: str) -> bool:
+        """Whether a null/NaN in this feature is for the model to handle, not an error."""
+        if self.missing_ok is None:
+            return self.allow_nan
+        return feature in self.missing_ok
 
     @property
     def proba_columns(self) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from models import loading
 from models.introspect import UnsupportedModel, inspect
 from pipeline.errors import ConfigError
 from pipeline.options import ScoringOptions
-from transforms.read import FORMATS, FileUnreadable, file_columns, format_of
+from transforms.read import FORMATS, FileUnreadable, format_of, sample
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec
 
 _TYPES = {
@@ -87,12 +87,28 @@ def _column_type_overrides(value: str | None) -> dict[str, pa.DataType]:
     return out
 
 
-def decide_type(name: str, declared: pa.DataType, is_feature: bool, facts) -> pa.DataType:
+def _mostly_numbers(values: pa.ChunkedArray) -> bool:
+    """Whether nine in ten of a sampled text column's values are numbers (the rest are dirt)."""
+    import pandas as pd
+
+    present = values.drop_null().to_pandas()
+    if present.empty:
+        return False
+    return pd.to_numeric(present, errors="coerce").notna().mean() >= 0.9
+
+
+def decide_type(name: str, first: pa.Table, is_feature: bool, facts) -> pa.DataType:
     """The type a column is cast to in every batch, decided once.
 
     Features the model encodes as categories take their categories' type; other numeric or
-    boolean features become float64 (what scikit-learn computes in); keys keep the input's type.
+    boolean features become float64 (what scikit-learn computes in), and so does a text
+    feature whose sampled values are nearly all numbers (one stray word must not make the
+    column text); keys keep the input's type.
     """
+    declared = first.schema.field(name).type
+    if is_feature and pa.types.is_string(declared) and name not in facts.categorical:
+        if _mostly_numbers(first.column(name)):
+            return pa.float64()
     if pa.types.is_dictionary(declared):
         declared = declared.value_type
     if pa.types.is_large_string(declared):
@@ -110,6 +126,62 @@ def decide_type(name: str, declared: pa.DataType, is_feature: bool, facts) -> pa
             return pa.float64()
         return declared
     return pa.string() if pa.types.is_null(declared) else declared
+
+
+def probe_missing(model, facts, features, columns: pa.Schema, first: pa.Table):
+    """Which features the model takes as missing (null/NaN), found by asking it.
+
+    Estimator tags describe a Pipeline by its first step (a scaler passes NaN on to a model
+    that then raises), so the launcher predicts a real sampled row with one feature blanked
+    at a time. Returns None (fall back to the tags) when the sample has no row the model
+    scores as it is.
+    """
+    import pandas as pd
+
+    from transforms.validate import cast_column
+
+    rows = first.select(list(features)).slice(0, 20)
+    # A value that does not convert is null here, and rows with a null are not probed.
+    arrays = [
+        cast_column(rows.column(f).combine_chunks(), columns.field(f).type)[0] for f in features
+    ]
+    frame = pa.table(arrays, names=list(features)).to_pandas()
+    for i in range(len(frame)):
+        row = frame.iloc[[i]]
+        if row.isna().any(axis=None):
+            continue
+        try:
+            model.predict(row)
+        except Exception:  # noqa: BLE001 - this row is no good for probing, try the next
+            continue
+        accepted = set()
+        for feature in features:
+            blank = row.copy()
+            blank[feature] = None if blank[feature].dtype == object else float("nan")
+            try:
+                model.predict(pd.DataFrame(blank))
+            except Exception:  # noqa: BLE001 - the model refuses a missing value here
+                continue
+            accepted.add(feature)
+        return frozenset(accepted)
+    return None
+
+
+def _first_sample(files: tuple[str, ...], fmt: str) -> pa.Table:
+    """The sample of the first file that has columns: empty files have none, and an unreadable
+    file is left for the run to report (files_failed) unless no file can be read at all."""
+    problem = None
+    for path in files:
+        try:
+            table = sample(path, fmt)
+        except FileUnreadable as e:
+            problem = problem or e
+            continue
+        if table.num_columns:
+            return table
+    if problem is not None:
+        raise ConfigError(str(problem))
+    raise ConfigError(f"every input file is empty ({len(files)} file(s), first {files[0]})")
 
 
 def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
@@ -172,10 +244,8 @@ def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
             f"--features names columns the model was not trained on: {', '.join(extra)}"
         )
 
-    try:
-        declared = file_columns(files[0], fmt)
-    except FileUnreadable as e:
-        raise ConfigError(str(e)) from e
+    first = _first_sample(files, fmt)
+    declared = first.schema
     missing = [f for f in features if f not in declared.names]
     if missing:
         raise ConfigError(f"input {files[0]} lacks model feature column(s): {', '.join(missing)}")
@@ -197,16 +267,18 @@ def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
 
     fields = []
     for name in dict.fromkeys(keys + features):
-        type_ = overrides.get(name) or decide_type(
-            name, declared.field(name).type, name in features, facts
-        )
+        type_ = overrides.get(name) or decide_type(name, first, name in features, facts)
         fields.append(pa.field(name, type_))
+    columns = pa.schema(fields)
+    facts = dataclasses.replace(
+        facts, missing_ok=probe_missing(model, facts, tuple(features), columns, first)
+    )
     spec = ScoringSpec(
         run_id=new_run_id(now),
         input_format=fmt,
         features=tuple(features),
         keys=tuple(keys),
-        columns=pa.schema(fields),
+        columns=columns,
         model=ref,
         facts=facts,
         batch_size=opts.batch_size,

@@ -62,25 +62,46 @@ def open_arrow_stream(path: str) -> tuple[Any, pa.NativeFile]:
     return raw, stream
 
 
-def file_columns(path: str, fmt: str) -> pa.Schema:
-    """The columns of a file and the types its format declares or a first block implies."""
+def sample(path: str, fmt: str) -> pa.Table:
+    """A file's columns and first rows, with types as Parquet declares them, or as the first
+    block of a CSV or JSON Lines file implies them.
+
+    An empty file has no columns.
+    """
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
     try:
         if fmt == "parquet":
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                return pq.ParquetFile(f).schema_arrow
+                if not f.read(1):  # zero bytes: zero rows, not an error
+                    return pa.table({})
+                f.seek(0)
+                pf = pq.ParquetFile(f)
+                first = next(pf.iter_batches(batch_size=100), None)
+                schema = pf.schema_arrow
+                return pa.Table.from_batches([first] if first else [], schema=schema)
         raw, stream = open_arrow_stream(path)
         with raw:
             if fmt == "csv":
-                return pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=1 << 20),
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=lambda _: "skip"),
-                ).schema
+                try:
+                    reader = pacsv.open_csv(
+                        stream,
+                        read_options=pacsv.ReadOptions(block_size=1 << 20),
+                        parse_options=pacsv.ParseOptions(
+                            invalid_row_handler=lambda _: "skip", newlines_in_values=True
+                        ),
+                    )
+                except pa.ArrowInvalid as e:
+                    if "Empty CSV file" in str(e):  # zero bytes: zero rows, not an error
+                        return pa.table({})
+                    raise
+                try:
+                    return pa.Table.from_batches([reader.read_next_batch()])
+                except StopIteration:
+                    return reader.schema.empty_table()
             lines = stream.read(1 << 20).split(b"\n")
-            return _parse_json_lines(lines[:-1] if len(lines) > 1 else lines, None)[0].schema
+            return _parse_json_lines(lines[:-1] if len(lines) > 1 else lines, None)[0]
     except FileUnreadable:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
@@ -199,6 +220,9 @@ class ReadBatches(beam.DoFn):
         import pyarrow.parquet as pq
 
         with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            if not f.read(1):  # zero bytes: zero rows, not an error
+                return
+            f.seek(0)
             try:
                 pf = pq.ParquetFile(f)
             except Exception as e:  # noqa: BLE001
@@ -214,7 +238,9 @@ class ReadBatches(beam.DoFn):
     def _csv(self, path: str) -> Iterator[Any]:
         import pyarrow.csv as pacsv
 
-        names = file_columns(path, "csv").names
+        names = sample(path, "csv").column_names
+        if not names:
+            return
         present = self._present(names)
         bad: list[str] = []
 

@@ -118,13 +118,14 @@ class ValidateBatches(beam.DoFn):
     def _check_feature(self, name: str, values: pa.Array, reasons: dict, bad: np.ndarray) -> None:
         missing = values.is_null()
         if pa.types.is_floating(values.type):
-            nan = pc.is_nan(values)
-            inf = pc.is_inf(values)
+            # is_nan/is_inf of a null is null, which would hide the null from or_().
+            nan = pc.is_nan(values).fill_null(False)
+            inf = pc.is_inf(values).fill_null(False)
             if pc.any(inf).as_py():
                 self._note(reasons, bad, _mask(inf), values, f"{name}: {{}} is not a finite number")
-            if not self._spec.facts.allow_nan:
+            if not self._spec.facts.accepts_missing(name):
                 missing = pc.or_(missing, nan)
-        if not self._spec.facts.allow_nan and pc.any(missing).as_py():
+        if not self._spec.facts.accepts_missing(name) and pc.any(missing).as_py():
             self._note(
                 reasons,
                 bad,
