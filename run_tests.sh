@@ -6,7 +6,8 @@ source scripts/bootstrap.sh
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 set +e
-"$VENV/bin/python" -m pytest -q "$@"
+# Two workers: the suite is mostly whole pipeline runs in subprocesses, on a 2-core machine.
+"$VENV/bin/python" -m pytest -q -n 2 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

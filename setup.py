@@ -21,7 +21,12 @@ setup(
         "google-cloud-storage>=2.14,<4",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "hypothesis>=6.100,<7", "ruff>=0.6,<1"],
+        "test": [
+            "pytest>=8,<10",
+            "pytest-xdist>=3.5,<4",
+            "hypothesis>=6.100,<7",
+            "ruff>=0.6,<1",
+        ],
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},
 )

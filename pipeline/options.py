@@ -10,11 +10,11 @@ class ScoringOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        # Required flags are checked by the launcher, so a missing one is one line, exit 2.
+        # Values are checked by the launcher (pipeline.prepare), not argparse, so a bad or
+        # missing one is one line on stderr and exit 2, not a usage dump.
         parser.add_argument("--input", help="file pattern, local or gs://; may contain {run_date}")
         parser.add_argument(
             "--input_format",
-            choices=("parquet", "csv", "jsonl"),
             help="default: from the file extension (.parquet, .csv, .jsonl/.json, optionally .gz)",
         )
         parser.add_argument("--model", help="model file (.joblib/.pkl), local or gs://")
@@ -35,14 +35,13 @@ class ScoringOptions(PipelineOptions):
         )
         parser.add_argument(
             "--max_error_rate",
-            type=float,
-            default=0.0,
+            default="0",
             help="fraction of rows that may be rejected before the run counts as failed "
             "(default 0)",
         )
         parser.add_argument("--run_date", help="YYYY-MM-DD (default: today, UTC); fills {run_date}")
         parser.add_argument(
-            "--batch_size", type=int, default=65536, help="rows per record batch (default 65536)"
+            "--batch_size", default="65536", help="rows per record batch (default 65536)"
         )
         parser.add_argument("--bigquery_table", help="also load predictions into this table")
         parser.add_argument("--mlflow_tracking_uri", help="MLflow tracking/registry server")

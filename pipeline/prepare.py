@@ -74,6 +74,16 @@ def parse_run_date(value: str | None, today: datetime.date) -> str:
     raise ConfigError(f"--run_date {value!r} is not a date in the form YYYY-MM-DD")
 
 
+def _number(flag: str, value, kind: type, low: float, high: float):
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{flag} {value!r} is not a number from {low} to {high}")
+    return number
+
+
 def _column_type_overrides(value: str | None) -> dict[str, pa.DataType]:
     out = {}
     for item in _split(value) or ():
@@ -202,10 +212,10 @@ def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
         raise ConfigError("--bigquery_table is not supported by this version yet")
     if opts.mlflow_experiment or opts.mlflow_tracking_uri:
         raise ConfigError("MLflow logging (--mlflow_*) is not supported by this version yet")
-    if not 0.0 <= opts.max_error_rate <= 1.0:
-        raise ConfigError(f"--max_error_rate {opts.max_error_rate} is not between 0 and 1")
-    if opts.batch_size < 1:
-        raise ConfigError(f"--batch_size {opts.batch_size} must be at least 1")
+    if opts.input_format is not None and opts.input_format not in FORMATS:
+        raise ConfigError(f"--input_format {opts.input_format!r} is not one of parquet, csv, jsonl")
+    max_error_rate = _number("--max_error_rate", opts.max_error_rate, float, 0.0, 1.0)
+    batch_size = _number("--batch_size", opts.batch_size, int, 1, 10_000_000)
     run_date = parse_run_date(opts.run_date, today or now.date())
     pattern = _absolute(opts.input.replace("{run_date}", run_date))
     output = _absolute(opts.output.replace("{run_date}", run_date))
@@ -281,7 +291,7 @@ def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
         columns=columns,
         model=ref,
         facts=facts,
-        batch_size=opts.batch_size,
+        batch_size=batch_size,
     )
     return Launch(
         spec=spec,
@@ -289,6 +299,6 @@ def prepare(opts: ScoringOptions, today: datetime.date | None = None) -> Launch:
         input_pattern=pattern,
         output=output,
         run_date=run_date,
-        max_error_rate=opts.max_error_rate,
+        max_error_rate=max_error_rate,
         model_load_s=load_s,
     )

@@ -1,0 +1,154 @@
+"""Each exit-2 case of the contract: one line on stderr naming the problem, no traceback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+
+import pytest
+
+from tests.conftest import assert_one_line_error, float_rows, run_cli, write_input
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def inp(tmp_path):
+    return write_input(float_rows(20), tmp_path / "in" / "a.parquet")
+
+
+def test_no_such_model(tmp_path, inp):
+    cli = run_cli("--input", inp, "--model", tmp_path / "nope.joblib", "--output", tmp_path / "o")
+    assert_one_line_error(cli, "no such model file", "nope.joblib")
+    assert not (tmp_path / "o").exists()
+
+
+def test_checksum_mismatch_refuses_before_unpickling(tmp_path, inp, models_dir):
+    cli = run_cli(
+        "--input",
+        inp,
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "o",
+        "--model_sha256",
+        "0" * 64,
+    )
+    assert_one_line_error(cli, "SHA-256", "refusing")
+
+
+def test_matching_checksum_is_accepted(tmp_path, inp, models_dir):
+    sha = hashlib.sha256((models_dir / "binary.joblib").read_bytes()).hexdigest()
+    cli = run_cli(
+        "--input",
+        inp,
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "o",
+        "--model_sha256",
+        sha.upper(),
+    )
+    assert cli.code == 0, cli.stderr
+
+
+def test_no_input_file_matches(tmp_path, models_dir):
+    cli = run_cli(
+        "--input",
+        tmp_path / "none" / "*.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "o",
+    )
+    assert_one_line_error(cli, "no input file matches")
+
+
+def test_model_feature_missing_from_input(tmp_path, models_dir):
+    write_input(float_rows(20).drop(columns="f2"), tmp_path / "in.csv")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "o",
+    )
+    assert_one_line_error(cli, "lacks model feature", "f2")
+
+
+def test_foreign_output_directory_is_never_touched(tmp_path, inp, models_dir):
+    foreign = tmp_path / "o"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", foreign)
+    assert_one_line_error(cli, "not empty", "precious.txt")
+    assert sorted(os.listdir(foreign)) == ["precious.txt"]
+
+
+def test_output_locked_by_a_live_run(tmp_path, inp, models_dir):
+    out = tmp_path / "o"
+    out.mkdir()
+    # A live process on this host holds the lock: this test's own pid.
+    (out / "_lock").write_text(
+        json.dumps(
+            {
+                "run_id": "other",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "heartbeat_at": "2099-01-01T00:00:00+00:00",
+            }
+        )
+    )
+    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", out)
+    assert_one_line_error(cli, "locked by run other", "_lock")
+
+
+def test_lock_of_a_dead_run_is_taken_over(tmp_path, inp, models_dir):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "_lock").write_text(
+        json.dumps(
+            {
+                "run_id": "dead",
+                "host": socket.gethostname(),
+                "pid": 2**22 + 12345,
+                "heartbeat_at": "2099-01-01T00:00:00+00:00",
+            }
+        )
+    )
+    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", out)
+    assert cli.code == 0, cli.stderr
+    assert not (out / "_lock").exists()
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--run_date", "2026-13-01"], ["--run_date"]),
+        (["--max_error_rate", "2"], ["--max_error_rate"]),
+        (["--max_eror_rate", "0.1"], ["unknown flag", "--max_eror_rate"]),
+        (["--input_format", "xml"], ["--input_format"]),
+        (["--column_types", "f0:decimal"], ["--column_types"]),
+        (["--key_columns", "nope"], ["lacks key column", "nope"]),
+        (["--features", "f0,zz"], ["zz"]),
+    ],
+)
+def test_bad_flags(tmp_path, inp, models_dir, args, words):
+    cli = run_cli(
+        "--input", inp, "--model", models_dir / "binary.joblib", "--output", tmp_path / "o", *args
+    )
+    assert_one_line_error(cli, *words)
+
+
+def test_missing_required_flag(tmp_path, models_dir):
+    cli = run_cli("--model", models_dir / "binary.joblib", "--output", tmp_path / "o")
+    assert_one_line_error(cli, "--input is required")
+
+
+def test_not_a_model_file(tmp_path, inp):
+    (tmp_path / "m.joblib").write_bytes(b"this is not a pickle")
+    cli = run_cli("--input", inp, "--model", tmp_path / "m.joblib", "--output", tmp_path / "o")
+    assert_one_line_error(cli, "cannot load model")
