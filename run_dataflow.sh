@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs the scoring job on Google Cloud Dataflow. Reads PROJECT, REGION and BUCKET from the
+# environment; every other argument goes to `python -m pipeline.run` (and so to Beam).
+#   PROJECT=my-proj REGION=europe-west1 BUCKET=my-bucket ./run_dataflow.sh \
+#     --input 'gs://my-bucket/in/{run_date}/*.parquet' --model gs://my-bucket/models/m.joblib \
+#     --output 'gs://my-bucket/scores/{run_date}'
+set -euo pipefail
+cd "$(dirname "$0")"
+: "${PROJECT:?set PROJECT to the Google Cloud project id}"
+: "${REGION:?set REGION, e.g. europe-west1}"
+: "${BUCKET:?set BUCKET to a bucket for Dataflow temp and staging files (no gs://)}"
+source scripts/bootstrap.sh
+JOB_NAME="${JOB_NAME:-beamscore-$(date -u +%Y%m%d-%H%M%S)}"
+exec "$VENV/bin/python" -m pipeline.run \
+  --runner DataflowRunner \
+  --project "$PROJECT" \
+  --region "$REGION" \
+  --temp_location "gs://$BUCKET/dataflow/tmp" \
+  --staging_location "gs://$BUCKET/dataflow/staging" \
+  --setup_file ./setup.py \
+  --job_name "$JOB_NAME" \
+  "$@"
