@@ -1,0 +1,114 @@
+"""Inputs people really have: BOM, CRLF, quoted newlines, gzip, wide files, shuffled columns."""
+
+from __future__ import annotations
+
+import gzip
+
+import joblib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import FEATURES, float_rows, run_cli, write_input
+
+pytestmark = pytest.mark.slow
+
+
+def check_predictions(cli, df, models_dir):
+    assert cli.code == 0, cli.stderr
+    model = joblib.load(models_dir / "binary.joblib")
+    got = cli.predictions().set_index("id").loc[df.id]
+    np.testing.assert_allclose(got.proba_1, model.predict_proba(df[FEATURES])[:, 1])
+    c = cli.manifest["counts"]
+    assert c["rows_read"] == c["rows_predicted"] == len(df)
+
+
+def test_bom_crlf_and_quoted_newlines(tmp_path, models_dir):
+    df = float_rows(50)
+    df["note"] = [f'line one, "quoted"\nline {i}' for i in range(50)]
+    text = df.to_csv(index=False, lineterminator="\r\n")
+    (tmp_path / "in.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+    )
+    check_predictions(cli, df, models_dir)
+    notes = cli.predictions().set_index("id").loc[df.id].note
+    assert list(notes) == list(df.note)
+    assert cli.manifest["key_columns"] == ["id", "note"]  # the BOM is not part of the name
+
+
+@pytest.mark.parametrize("ext", ["csv", "jsonl"])
+def test_gzipped_inputs(tmp_path, models_dir, ext):
+    df = float_rows(3000)
+    plain = write_input(df, tmp_path / f"plain.{ext}")
+    with gzip.open(tmp_path / f"in.{ext}.gz", "wb") as f:
+        f.write(plain.read_bytes())
+    cli = run_cli(
+        "--input",
+        tmp_path / f"in.{ext}.gz",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+    )
+    check_predictions(cli, df, models_dir)
+    assert cli.manifest["input_format"] == ext
+
+
+def test_wide_file_with_shuffled_columns(tmp_path, models_dir):
+    df = float_rows(500)
+    rng = np.random.default_rng(0)
+    extras = pd.DataFrame(
+        rng.normal(size=(len(df), 480)), columns=[f"extra{i:03d}" for i in range(480)]
+    )
+    df = pd.concat([df, extras], axis=1)
+    shuffled = df[list(rng.permutation(df.columns))]
+    write_input(shuffled, tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+        "--key_columns",
+        "id",
+    )
+    check_predictions(cli, df, models_dir)
+    assert list(cli.predictions().columns[:2]) == ["id", "prediction"]
+
+
+def test_mixed_files_where_one_lacks_a_column(tmp_path, models_dir):
+    a = float_rows(100)
+    a["region"] = "north"
+    b = float_rows(80, start_id=100)  # lacks the key column `region`
+    c = float_rows(60, start_id=180).drop(columns="f1")  # lacks a feature
+    write_input(a, tmp_path / "in" / "a.parquet")
+    write_input(b[list(reversed(b.columns))], tmp_path / "in" / "b.parquet")
+    write_input(c, tmp_path / "in" / "c.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in" / "*.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+        "--max_error_rate",
+        "0.5",
+    )
+    assert cli.code == 0, cli.stderr
+    m = cli.manifest
+    assert [(i["rows_read"], i["rows_failed"]) for i in m["inputs"]] == [
+        (100, 0),
+        (80, 0),
+        (60, 60),
+    ]
+    preds = cli.predictions().set_index("id")
+    assert len(preds) == 180
+    assert pd.isna(preds.loc[150].region)  # a missing key column is null, not an error
+    assert preds.loc[5].region == "north"
