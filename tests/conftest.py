@@ -93,7 +93,7 @@ class Cli:
         return [
             json.loads(line)
             for f in sorted((self.output / "errors").glob("*.jsonl"))
-            for line in f.read_text().splitlines()
+            for line in f.read_text().split("\n")[:-1]
         ]
 
 

@@ -41,10 +41,12 @@ def error_record(
 def to_json_line(rec: dict[str, Any]) -> str:
     """Serialises an error record as one JSON line of at most 64 KiB.
 
+    Non-ASCII is escaped, so no reader splits a line at U+0085 or U+2028 inside a record.
+
     A longer record is cut: its `record` becomes a prefix of its JSON text and
     `"truncated": true` is set.
     """
-    line = json.dumps(_jsonable(rec), ensure_ascii=False, allow_nan=False)
+    line = json.dumps(_jsonable(rec), ensure_ascii=True, allow_nan=False)
     if len(line.encode()) <= MAX_RECORD_BYTES:
         return line
     rec = dict(rec)
@@ -55,7 +57,7 @@ def to_json_line(rec: dict[str, Any]) -> str:
     keep = MAX_RECORD_BYTES - len(json.dumps(_jsonable(rec)).encode()) - 64
     while True:  # escaping can grow the text, so shrink until the line fits
         rec["record"] = raw.encode()[: max(keep, 0)].decode(errors="ignore")
-        line = json.dumps(_jsonable(rec), ensure_ascii=False, allow_nan=False)
+        line = json.dumps(_jsonable(rec), ensure_ascii=True, allow_nan=False)
         if len(line.encode()) <= MAX_RECORD_BYTES:
             return line
         keep //= 2

@@ -66,6 +66,8 @@ class PredictBatches(beam.DoFn):
         self._spec = spec
         self._handle = model_handle
         self._loaded: _LoadedModel | None = None
+        self._schema = spec.output_schema
+        self._classes = np.asarray(spec.facts.classes) if spec.facts.classes else None
 
     def setup(self) -> None:
         ref = self._spec.model
@@ -142,14 +144,14 @@ class PredictBatches(beam.DoFn):
         proba = np.asarray(model.predict_proba(features), dtype=np.float64)
         _check_length(proba, part.num_rows)
         if facts.proba_argmax:
-            pred = np.asarray(facts.classes)[np.argmax(proba, axis=1)]
+            pred = self._classes[np.argmax(proba, axis=1)]
         else:
             pred = np.asarray(model.predict(features))
         return pred, proba
 
     def _to_table(self, kept: pa.RecordBatch, pred: np.ndarray, proba) -> pa.Table:
         spec = self._spec
-        schema = spec.output_schema
+        schema = self._schema
         n = kept.num_rows
         arrays = [kept.column(k) for k in spec.keys]
         arrays.append(pa.array(_as_list(pred), type=spec.facts.prediction_type))

@@ -45,6 +45,16 @@ def cast_column(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.nda
         pass
     if target == pa.string():
         return pc.cast(values, pa.string(), safe=False), None
+    if pa.types.is_string(values.type) and (
+        pa.types.is_floating(target) or pa.types.is_integer(target)
+    ):
+        # Vectorised: find the values that are not numbers, null them, cast the rest.
+        bad = _not_numbers(values)
+        try:
+            cleaned = pc.if_else(pa.array(bad), pa.scalar(None, values.type), values)
+            return pc.cast(cleaned, target), bad
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass  # a value pandas reads as a number but Arrow does not: go value by value
     parse = _PARSERS.get(target, lambda v: pa.scalar(v).cast(target).as_py())
     out: list[Any] = []
     bad = np.zeros(len(values), dtype=bool)
@@ -58,6 +68,16 @@ def cast_column(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.nda
             out.append(None)
             bad[i] = True
     return pa.array(out, target), bad
+
+
+def _not_numbers(values: pa.Array) -> np.ndarray:
+    """Mask of the non-null text values that are not numbers (NaN/inf spelled out are numbers)."""
+    import pandas as pd
+
+    text = values.to_pandas()
+    return (pd.to_numeric(text, errors="coerce").isna() & text.notna()).to_numpy(dtype=bool) & (
+        ~text.str.strip().str.lower().isin(["nan", "-nan", "+nan"]).to_numpy(dtype=bool)
+    )
 
 
 class ValidateBatches(beam.DoFn):
