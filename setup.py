@@ -19,6 +19,9 @@ setup(
         "pyarrow>=17,<26",
         "numpy>=1.26,<3",
         "google-cloud-storage>=2.14,<4",
+        # runs:/ and models:/ model URIs; skops loads MLflow 3's default sklearn format.
+        "mlflow>=3.1,<4",
+        "skops>=0.10,<1",
     ],
     extras_require={
         "test": [

@@ -28,6 +28,9 @@ class ModelFacts:
             launcher refines this per feature by probing the model (see `missing_ok`).
         proba_argmax: whether prediction == classes[argmax(proba)], so predict() need not run.
         categorical: features the model encodes as categories, with their categories' type.
+        missing_ok: features the model was seen to accept as missing (None: unknown).
+        numpy_ok: the model was seen to give the same output for a float matrix as for a
+            DataFrame, so batches skip the pandas conversion.
     """
 
     features: tuple[str, ...] | None
@@ -37,6 +40,7 @@ class ModelFacts:
     proba_argmax: bool
     categorical: dict[str, pa.DataType]
     missing_ok: frozenset[str] | None = None
+    numpy_ok: bool = False
 
     def accepts_missing(self, feature: str) -> bool:
         """Whether a null/NaN in this feature is for the model to handle, not an error."""

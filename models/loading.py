@@ -31,14 +31,18 @@ class ModelRef:
     Attributes:
         uri: the URI the user gave (lineage).
         version: registry version, run id, or the first 12 hex digits of the file's SHA-256.
-        sha256: SHA-256 of the model file that is loaded.
-        path: the file the workers load (local or gs://).
+        sha256: SHA-256 of the model file (or of the MLflow model directory's files) loaded.
+        path: what the workers load (a file, or a staged MLflow model directory; local or gs://).
+        kind: "file" (joblib/pickle) or "mlflow".
+        run_id: the MLflow run that produced the model, if any.
     """
 
     uri: str
     version: str
     sha256: str
     path: str
+    kind: str = "file"
+    run_id: str = ""
 
 
 def read_verified(path: str, expected_sha256: str | None) -> tuple[bytes, str]:
@@ -52,7 +56,7 @@ def read_verified(path: str, expected_sha256: str | None) -> tuple[bytes, str]:
         The file's bytes and its hex SHA-256.
     """
     digest = hashlib.sha256()
-    buf = io.BytesIO()
+    buf = io.BytesIO()  # the bytes that were hashed are the bytes unpickled
     try:
         with FileSystems.open(path) as f:
             while chunk := f.read(_CHUNK):
@@ -61,37 +65,53 @@ def read_verified(path: str, expected_sha256: str | None) -> tuple[bytes, str]:
     except Exception as e:  # noqa: BLE001 - any filesystem failure is "cannot read the model"
         raise ModelError(f"cannot read model file {path}: {_first_line(e)}") from e
     sha = digest.hexdigest()
-    if expected_sha256 and sha != expected_sha256.lower():
-        raise ModelError(
-            f"model file {path} has SHA-256 {sha}, expected {expected_sha256.lower()}; "
-            "refusing to load it"
-        )
+    _check_sha(f"file {path}", sha, expected_sha256)
     return buf.getvalue(), sha
 
 
-def resolve(uri: str, expected_sha256: str | None = None) -> ModelRef:
+def resolve(
+    uri: str,
+    expected_sha256: str | None = None,
+    tracking_uri: str | None = None,
+    staging_root: str | None = None,
+) -> ModelRef:
     """Resolves a model URI on the launcher: checks it exists and pins its checksum.
 
     Args:
-        uri: a .joblib/.pkl file, local or gs://.
+        uri: a .joblib/.pkl file, local or gs://; or runs:/..., models:/name/version,
+            models:/name@alias.
         expected_sha256: optional pinned checksum (--model_sha256).
+        tracking_uri: the MLflow tracking/registry server for runs:/ and models:/ URIs.
+        staging_root: where to stage MLflow artifacts for remote workers (None: not needed).
 
     Returns:
         The reference workers load from.
     """
-    if uri.startswith(("runs:/", "models:/")):
-        raise ModelError(
-            f"MLflow model URIs ({uri}) are not supported by this version yet; "
-            "give the model file path (for example the model.pkl under the run's artifacts)"
+    from models import mlflow_models
+
+    if mlflow_models.is_mlflow_uri(uri):
+        version, run_id, local, sha = mlflow_models.resolve(uri, tracking_uri)
+        _check_sha(uri, sha, expected_sha256)
+        path = mlflow_models.stage(local, staging_root, sha)
+        return ModelRef(
+            uri=uri, version=version, sha256=sha, path=path, kind="mlflow", run_id=run_id
         )
     if not uri.lower().endswith(MODEL_FILE_SUFFIXES):
         raise ModelError(
-            f"unsupported model file {uri}: expected one of {', '.join(MODEL_FILE_SUFFIXES)}"
+            f"unsupported model {uri}: expected a {', '.join(MODEL_FILE_SUFFIXES)} file, "
+            "or an MLflow URI (runs:/, models:/)"
         )
     if not FileSystems.exists(uri):
         raise ModelError(f"no such model file: {uri}")
     _, sha = read_verified(uri, expected_sha256)
     return ModelRef(uri=uri, version=sha[:12], sha256=sha, path=uri)
+
+
+def _check_sha(what: str, sha: str, expected: str | None) -> None:
+    if expected and sha != expected.lower():
+        raise ModelError(
+            f"model {what} has SHA-256 {sha}, expected {expected.lower()}; refusing to load it"
+        )
 
 
 def load(ref: ModelRef):
@@ -106,9 +126,18 @@ def load(ref: ModelRef):
     import joblib  # heavy; imported where a model is really loaded
 
     start = time.monotonic()
-    data, _ = read_verified(ref.path, ref.sha256)
     try:
-        model = joblib.load(io.BytesIO(data))
+        if ref.kind == "mlflow":
+            from models import mlflow_models
+
+            local = mlflow_models.fetch(ref.path)
+            _check_sha(ref.uri, mlflow_models.tree_sha256(local), ref.sha256)
+            model = mlflow_models.load_local(local)
+        else:
+            data, _ = read_verified(ref.path, ref.sha256)
+            model = joblib.load(io.BytesIO(data))
+    except ModelError:
+        raise
     except Exception as e:  # noqa: BLE001 - unpickling can raise anything
         raise ModelError(f"cannot load model {ref.uri}: {_first_line(e)}") from e
     _LOG.info(

@@ -91,6 +91,7 @@ def build_manifest(
             "uri": spec.model.uri,
             "version": spec.model.version,
             "sha256": spec.model.sha256,
+            "run_id": spec.model.run_id or None,
         },
         "counts": {
             "rows_read": counts.rows_read,

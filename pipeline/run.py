@@ -9,7 +9,11 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import (
+    GoogleCloudOptions,
+    PipelineOptions,
+    StandardOptions,
+)
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.errors import ConfigError, RunFailed
@@ -83,7 +87,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     runner = standard.runner
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
-    launch = prepare(opts)
+    staging_root = None
+    if "Direct" not in runner:  # remote workers cannot read the launcher's temp directory
+        staging_root = options.view_as(GoogleCloudOptions).temp_location
+    launch = prepare(opts, staging_root=staging_root)
     out = OutputDir(launch.output, launch.spec.run_id)
     out.check_owned()
     out.acquire_lock()

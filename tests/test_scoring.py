@@ -74,7 +74,12 @@ def test_lineage_on_every_row(tmp_path, models_dir):
     assert set(preds.model_version) == {sha[:12]}
     assert set(preds.run_id) == {m["run_id"]}
     assert preds.scored_at.min() >= pd.Timestamp(before)
-    assert m["model"] == {"uri": str(model_path), "version": sha[:12], "sha256": sha}
+    assert m["model"] == {
+        "uri": str(model_path),
+        "version": sha[:12],
+        "sha256": sha,
+        "run_id": None,
+    }
     assert m["started_at"] <= m["finished_at"]
     assert m["runner"] == "DirectRunner"
 

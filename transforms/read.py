@@ -35,6 +35,7 @@ _EXTENSIONS = {
 }
 _JSON_CHUNK_BYTES = 16 << 20
 _CSV_BLOCK_BYTES = 4 << 20
+_PARQUET_BUFFER_BYTES = 1 << 20
 
 
 class FileUnreadable(Exception):
@@ -60,6 +61,14 @@ def open_arrow_stream(path: str) -> tuple[Any, pa.NativeFile]:
     if path.lower().endswith(".gz"):
         stream = pa.CompressedInputStream(stream, "gzip")
     return raw, stream
+
+
+def _open_parquet_source(path: str):
+    """A seekable source for a Parquet file: Arrow's own file for a local path (its small reads
+    are cheap there), Beam's FileSystems for gs:// and other remote paths."""
+    if "://" not in path:
+        return pa.OSFile(path, "rb")
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 def sample(path: str, fmt: str) -> pa.Table:
@@ -219,12 +228,14 @@ class ReadBatches(beam.DoFn):
     def _parquet(self, path: str) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        with _open_parquet_source(path) as f:
             if not f.read(1):  # zero bytes: zero rows, not an error
                 return
             f.seek(0)
             try:
-                pf = pq.ParquetFile(f)
+                # Pages stream through a small buffer instead of whole row groups being loaded:
+                # memory stays bounded whatever the row-group size.
+                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES)
             except Exception as e:  # noqa: BLE001
                 raise FileUnreadable(f"cannot open {path} as Parquet: {_first_line(e)}") from e
             names = pf.schema_arrow.names

@@ -1,0 +1,193 @@
+"""MLflow models: resolved on the launcher (`runs:/`, `models:/`), loaded from a staged copy.
+
+The launcher talks to the tracking/registry server once: it turns an alias into a version,
+downloads that version's artifacts, checksums them and stages them where workers can read them.
+Workers load the staged copy and never talk to the server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from typing import Any
+
+from apache_beam.io.filesystems import FileSystems
+
+MLFLOW_PREFIXES = ("runs:/", "models:/")
+# Launch checks must fail fast when the server is down, not retry for minutes.
+_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+class MlflowUnreachable(Exception):
+    """The tracking/registry server cannot be reached (a fault a scheduler may retry)."""
+
+
+def is_mlflow_uri(uri: str) -> bool:
+    return uri.startswith(MLFLOW_PREFIXES)
+
+
+def _client(tracking_uri: str | None):
+    for name, value in _CLIENT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def tree_sha256(directory: str) -> str:
+    """SHA-256 over a local directory's files: their relative paths and contents, in order."""
+    digest = hashlib.sha256()
+    for root, dirs, files in os.walk(directory):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(8 << 20):
+                    digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
+    """Resolves a registry or run URI to a pinned version and downloads its artifacts.
+
+    Args:
+        uri: runs:/<run_id>/<path>, models:/<name>/<version> or models:/<name>@<alias>.
+        tracking_uri: the tracking/registry server (None: MLFLOW_TRACKING_URI).
+
+    Returns:
+        (version, run_id, local directory of the artifacts, their tree SHA-256). The version is
+        the registry version, or the run id for runs:/.
+    """
+    from mlflow.exceptions import MlflowException
+
+    from models.loading import ModelError
+
+    client = _client(tracking_uri)
+    try:
+        if uri.startswith("models:/"):
+            rest = uri.removeprefix("models:/")
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, number = rest.rpartition("/")
+                if not name:
+                    raise ModelError(
+                        f"{uri} is not models:/<name>/<version> or models:/<name>@<alias>"
+                    )
+                mv = client.get_model_version(name, number)
+            version, run_id = str(mv.version), mv.run_id or ""
+            # The pinned version, not the alias: an alias moved mid-run changes nothing.
+            download_uri = f"models:/{name}/{version}"
+        else:
+            run_id = uri.removeprefix("runs:/").split("/", 1)[0]
+            client.get_run(run_id)
+            version, download_uri = run_id, uri
+        import mlflow.artifacts
+
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=download_uri,
+            dst_path=tempfile.mkdtemp(prefix="beamscore-model-"),
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+    except MlflowException as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if _unreachable(e):
+            raise MlflowUnreachable(f"MLflow server unreachable resolving {uri}: {text}") from e
+        raise ModelError(f"cannot resolve {uri}: {text}") from e
+    except (OSError, ConnectionError) as e:
+        raise MlflowUnreachable(f"MLflow server unreachable resolving {uri}: {e}") from e
+    if not os.path.exists(os.path.join(local, "MLmodel")):
+        raise ModelError(f"{uri} is not an MLflow model (no MLmodel file)")
+    return version, run_id, local, tree_sha256(local)
+
+
+def _unreachable(e: Exception) -> bool:
+    text = str(e)
+    return any(
+        s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish")
+    )
+
+
+def stage(local_dir: str, staging_root: str | None, sha256: str) -> str:
+    """Copies downloaded artifacts where workers can read them; returns that location.
+
+    With no staging root (local runners) the download directory itself is used.
+    """
+    if not staging_root:
+        return local_dir
+    target = FileSystems.join(staging_root, "beamscore-models", sha256[:16])
+    sources, destinations = [], []
+    for root, _, files in os.walk(local_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            sources.append(path)
+            destinations.append(FileSystems.join(target, os.path.relpath(path, local_dir)))
+    for src, dst in zip(sources, destinations):
+        with open(src, "rb") as fin, FileSystems.create(dst) as fout:
+            shutil.copyfileobj(fin, fout)
+    return target
+
+
+def fetch(staged: str) -> str:
+    """A local directory holding the staged artifacts (downloaded when they are remote)."""
+    if "://" not in staged:
+        return staged
+    local = tempfile.mkdtemp(prefix="beamscore-model-")
+    prefix = staged.rstrip("/") + "/"
+    for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
+        dst = os.path.join(local, meta.path.removeprefix(prefix))
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with FileSystems.open(meta.path) as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    return local
+
+
+def load_local(directory: str) -> Any:
+    """Loads an MLflow model directory: the scikit-learn object itself when it has that flavor
+    (the fast Arrow path with predict_proba), else a pyfunc wrapper."""
+    from mlflow.models import Model
+
+    # The user vouched for this model by naming it, exactly as for a joblib file (README: Trust).
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+    flavors = Model.load(os.path.join(directory, "MLmodel")).flavors
+    if "sklearn" in flavors:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(directory)
+    import mlflow.pyfunc
+
+    return PyfuncModel(mlflow.pyfunc.load_model(directory))
+
+
+def signature_inputs(directory: str) -> list[tuple[str, str]] | None:
+    """The model signature's input columns as (name, MLflow type), or None without one."""
+    from mlflow.models import Model
+
+    signature = Model.load(os.path.join(directory, "MLmodel")).signature
+    if signature is None or signature.inputs is None or not signature.inputs.has_input_names():
+        return None
+    return [
+        (c.name, str(c.type.name if hasattr(c.type, "name") else c.type))
+        for c in signature.inputs.inputs
+    ]
+
+
+class PyfuncModel:
+    """Any MLflow pyfunc model, scored on a pandas frame per batch (slower than the Arrow path)."""
+
+    def __init__(self, model: Any):
+        self._model = model
+
+    def predict(self, frame):
+        import numpy as np
+
+        out = self._model.predict(frame)
+        if hasattr(out, "to_numpy"):
+            out = out.to_numpy()
+        out = np.asarray(out)
+        return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
