@@ -34,7 +34,7 @@ _EXTENSIONS = {
     ".ndjson": "jsonl",
 }
 _JSON_CHUNK_BYTES = 16 << 20
-_CSV_BLOCK_BYTES = 4 << 20
+_CSV_BLOCK_BYTES = 16 << 20
 _PARQUET_BUFFER_BYTES = 1 << 20
 
 
