@@ -1,0 +1,427 @@
+"""Runs the benchmark cases as separate processes and writes bench/REPORT.md.
+
+Usage: python bench/run_bench.py [--quick] [--cases NAME,PATTERN,...] [--repeats N]
+Each run is a whole process (wall time measured around it, peak RSS from /usr/bin/time -f %M,
+or from getrusage(RUSAGE_CHILDREN) in a fresh wrapper process when /usr/bin/time is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import fnmatch
+import glob
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+GNU_TIME = Path("/usr/bin/time")
+OUT = "<tmpdir>"  # replaced by a fresh output directory in every run
+# Fallback when /usr/bin/time is missing: argv[1] = file for the peak RSS (KB), argv[2:] = command.
+_RUSAGE_WRAPPER = """\
+import resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+sys.exit(code)
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One benchmark case: the command (after the interpreter) and what it processes."""
+
+    name: str
+    description: str
+    argv: list[str]
+    rows: int
+    inputs: str  # glob that must match files for the case to run
+    large: bool = False  # a 4M-row case (left out by --quick)
+    ok_codes: frozenset[int] = frozenset({0})
+
+
+@dataclasses.dataclass
+class Result:
+    """The runs of one case: wall times (s) and peak RSS (MB), or why it failed."""
+
+    case: Case
+    walls: list[float] = dataclasses.field(default_factory=list)
+    rss_mb: list[float] = dataclasses.field(default_factory=list)
+    loads: list[float] = dataclasses.field(default_factory=list)  # 1-min load before each run
+    error: str | None = None
+
+    @property
+    def wall(self) -> float | None:
+        """Median wall time, None when there is no successful run."""
+        return statistics.median(self.walls) if self.walls and not self.error else None
+
+    @property
+    def rss(self) -> float | None:
+        """Median peak RSS in MB, None when there is no successful run."""
+        return statistics.median(self.rss_mb) if self.rss_mb and not self.error else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """A ratio of two cases' wall times (or peak RSS) and its target."""
+
+    label: str
+    numerator: str
+    denominator: str
+    op: str  # "<=" or ">="
+    bound: float
+    metric: str = "wall"  # or "rss"
+
+    def value(self, results: dict[str, Result]) -> float | None:
+        """The ratio, None when either case is missing or failed."""
+        num, den = results.get(self.numerator), results.get(self.denominator)
+        if num is None or den is None:
+            return None
+        a, b = getattr(num, self.metric), getattr(den, self.metric)
+        return a / b if a is not None and b else None
+
+    def verdict(self, value: float | None) -> str:
+        """met / not met / n/a."""
+        if value is None:
+            return "n/a"
+        met = value <= self.bound if self.op == "<=" else value >= self.bound
+        return "met" if met else "not met"
+
+
+def _rel(path: str | Path) -> str:
+    """The path relative to the repository (the runs' working directory) when inside it."""
+    path = Path(path).absolute()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def build_cases(data: Path) -> list[Case]:
+    """Every case, in the order they run (paths relative to the repository when inside it)."""
+
+    def project(inputs: str, model: str, *extra: str) -> list[str]:
+        model_path = _rel(data / f"{model}.joblib")
+        base = ["-m", "pipeline.run", "--input", inputs, "--model", model_path, "--output", OUT]
+        return [*base, "--runner", "DirectRunner", *extra]
+
+    def script(name: str, inputs: str, model: str) -> list[str]:
+        model_path = _rel(data / f"{model}.joblib")
+        return [_rel(BENCH / name), "--input", inputs, "--model", model_path, "--output", OUT]
+
+    cases = []
+    for size, rows in (("1m", 1_000_000), ("4m", 4_000_000)):
+        inputs = _rel(data / f"rows{size}" / "*.parquet")
+        for model in ("light", "heavy"):
+            cases += [
+                Case(
+                    f"project_{model}_{size}",
+                    f"pipeline.run, {model} model, {rows:,} rows in 8 Parquet files",
+                    project(inputs, model),
+                    rows,
+                    inputs,
+                    size == "4m",
+                ),
+                Case(
+                    f"plain_{model}_{size}",
+                    f"plain_loop.py (pyarrow + predict_proba, file by file), {model}, {size}",
+                    script("plain_loop.py", inputs, model),
+                    rows,
+                    inputs,
+                    size == "4m",
+                ),
+            ]
+    rows1m = _rel(data / "rows1m" / "*.parquet")
+    csv1m = _rel(data / "csv1m" / "*.csv")
+    dirty = _rel(data / "csv1m_dirty" / "*.csv")
+    one_row = _rel(data / "one_row" / "*.parquet")
+    color = _rel(data / "rows1m_color" / "*.parquet")
+    poison = _rel(data / "rows1m_poison" / "*.parquet")
+    return cases + [
+        Case(
+            "project_strict_clean_1m",
+            "pipeline.run, one-hot + LogisticRegression (handle_unknown='error'), 1M rows",
+            project(color, "strict"),
+            1_000_000,
+            color,
+        ),
+        Case(
+            "project_strict_poison_1m",
+            "the same with one row of an unseen category: the model raises on it (exit 1)",
+            project(poison, "strict"),
+            1_000_000,
+            poison,
+            ok_codes=frozenset({1}),
+        ),
+        Case(
+            "runinference_light_1m",
+            "runinference.py (ReadFromParquet, KeyedModelHandler(SklearnModelHandlerNumpy)), light",
+            script("runinference.py", rows1m, "light"),
+            1_000_000,
+            rows1m,
+        ),
+        Case(
+            "project_csv_light_1m",
+            "pipeline.run on 1M rows in 8 CSV files, light",
+            project(csv1m, "light"),
+            1_000_000,
+            csv1m,
+        ),
+        Case(
+            "plain_csv_light_1m",
+            "plain_loop.py with pyarrow.csv.read_csv, light",
+            script("plain_loop.py", csv1m, "light"),
+            1_000_000,
+            csv1m,
+        ),
+        Case(
+            "project_dirty_csv_light_1m",
+            "pipeline.run on the CSV with 1% bad rows, --max_error_rate 0.05 (exit 0 or 1)",
+            project(dirty, "light", "--max_error_rate", "0.05"),
+            1_000_000,
+            dirty,
+            ok_codes=frozenset({0, 1}),
+        ),
+        Case(
+            "project_one_row",
+            "pipeline.run on one row, light",
+            project(one_row, "light"),
+            1,
+            one_row,
+        ),
+        Case(
+            "bare_beam",
+            "bare_beam.py: Create([1]) | Map(identity) on the DirectRunner",
+            [_rel(BENCH / "bare_beam.py")],
+            1,
+            _rel(BENCH / "bare_beam.py"),
+        ),
+    ]
+
+
+RATIOS = [
+    *(
+        Ratio(f"project/plain {m} {s.upper()}", f"project_{m}_{s}", f"plain_{m}_{s}", "<=", b)
+        for m, s, b in (
+            ("light", "4m", 1.1),
+            ("heavy", "4m", 1.1),
+            ("light", "1m", 1.5),
+            ("heavy", "1m", 1.2),
+        )
+    ),
+    Ratio("runinference/project light 1M", "runinference_light_1m", "project_light_1m", ">=", 6),
+    Ratio("CSV project/plain pyarrow.csv", "project_csv_light_1m", "plain_csv_light_1m", "<=", 1.5),
+    Ratio(
+        "dirty/clean CSV (project)", "project_dirty_csv_light_1m", "project_csv_light_1m", "<=", 1.3
+    ),
+    Ratio("one row: project/bare Beam", "project_one_row", "bare_beam", "<=", 1.5),
+    Ratio(
+        "one poison row/clean (predict stage)",
+        "project_strict_poison_1m",
+        "project_strict_clean_1m",
+        "<=",
+        2,
+    ),
+    *(
+        Ratio(f"project peak RSS 4M/1M {m}", f"project_{m}_4m", f"project_{m}_1m", "<=", 1.1, "rss")
+        for m in ("light", "heavy")
+    ),
+]
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def run_once(case: Case, python: str, timeout: float) -> tuple[float, float | None, str | None]:
+    """Runs the case once in a fresh output directory: (wall s, peak RSS MB, error or None)."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        rss_file = os.path.join(tmp, "rss")
+        command = [python, *(a.replace(OUT, os.path.join(tmp, "out")) for a in case.argv)]
+        if GNU_TIME.exists():
+            wrapped = [str(GNU_TIME), "-f", "%M", "-o", rss_file, *command]
+        else:
+            wrapped = [python, "-c", _RUSAGE_WRAPPER, rss_file, *command]
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            wrapped,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            _, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            return time.perf_counter() - started, None, f"timed out after {timeout:g}s"
+        wall = time.perf_counter() - started
+        rss_text = Path(rss_file).read_text() if os.path.exists(rss_file) else ""
+        last = _last_line(rss_text)
+        rss = int(last) / 1024 if last.isdigit() else None
+        if proc.returncode not in case.ok_codes:
+            return wall, rss, _last_line(stderr) or f"exit code {proc.returncode}"
+        return wall, rss, None
+
+
+def run_case(case: Case, python: str, repeats: int, timeout: float) -> Result:
+    """Runs the case `repeats` times (stops at the first failure)."""
+    result = Result(case)
+    if not glob.glob(os.path.join(REPO, case.inputs)):
+        result.error = f"no input matches {case.inputs}: run bench/make_data.py"
+        return result
+    for i in range(repeats):
+        result.loads.append(os.getloadavg()[0])
+        wall, rss, error = run_once(case, python, timeout)
+        status = f"failed: {error}" if error else "ok"
+        rss_text = f"{rss:,.0f} MB" if rss is not None else "? MB"
+        print(
+            f"  {case.name} run {i + 1}/{repeats}: {wall:.2f}s {rss_text} {status} "
+            f"(load before: {result.loads[-1]:.2f})",
+            flush=True,
+        )
+        if error:
+            result.error = error
+            return result
+        result.walls.append(wall)
+        if rss is not None:
+            result.rss_mb.append(rss)
+    return result
+
+
+def machine(python: str) -> str:
+    """nproc, CPU, memory and the interpreter's package versions, as one Markdown line."""
+    probe = (
+        "import platform; from importlib.metadata import version as v; "
+        'print(f\'Python {platform.python_version()}, apache-beam {v("apache-beam")}, '
+        'scikit-learn {v("scikit-learn")}, pyarrow {v("pyarrow")}, '
+        'pandas {v("pandas")}, numpy {v("numpy")}\')'
+    )
+    versions = subprocess.run(
+        [python, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    with open("/proc/cpuinfo") as f:
+        cpu = next(
+            (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")),
+            platform.machine(),
+        )
+    with open("/proc/meminfo") as f:
+        mem_gb = int(next(ln.split()[1] for ln in f if ln.startswith("MemTotal"))) / 1024**2
+    nproc = len(os.sched_getaffinity(0))
+    return f"nproc {nproc} ({cpu}), {mem_gb:.0f} GB RAM, {platform.system()}; {versions}"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "-"
+
+
+def tables(results: list[Result]) -> str:
+    """The cases table and the ratios table, in Markdown."""
+    lines = [
+        "| case | wall s (median) | runs s | rows/s | peak RSS MB | max load before | status |",
+        "|---|---:|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        runs = ", ".join(f"{w:.2f}" for w in r.walls)
+        rate = r.case.rows / r.wall if r.wall else None
+        rate_spec = ",.0f" if rate and rate >= 100 else ".2f"
+        load = max(r.loads) if r.loads else None
+        status = f"failed: {r.error}" if r.error else "ok"
+        lines.append(
+            f"| {r.case.name} | {_fmt(r.wall, '.2f')} | {runs} | {_fmt(rate, rate_spec)} "
+            f"| {_fmt(r.rss, ',.0f')} | {_fmt(load, '.2f')} | {status} |"
+        )
+    by_name = {r.case.name: r for r in results}
+    lines += [
+        "",
+        "| ratio | value | target | |",
+        "|---|---:|---|---|",
+    ]
+    for ratio in RATIOS:
+        value = ratio.value(by_name)
+        target = f"{ratio.op} {ratio.bound:g}x"
+        lines.append(
+            f"| {ratio.label} | {_fmt(value, '.3f')} | {target} | {ratio.verdict(value)} |"
+        )
+    return "\n".join(lines)
+
+
+def report(results: list[Result], command: str, repeats: int, python: str) -> str:
+    """The whole of REPORT.md."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commands = "\n".join(
+        f"- `{r.case.name}`: {r.case.description}.  \n"
+        f"  `{shlex.join([_rel(python), *r.case.argv])}`"
+        for r in results
+    )
+    timer = "`/usr/bin/time -f %M`" if GNU_TIME.exists() else "getrusage(RUSAGE_CHILDREN)"
+    return f"""# Benchmark report
+
+- Date: {now}
+- Command: `{command}`
+- Machine: {machine(python)}
+- Repeats: {repeats} per case. Wall time is measured around the whole process (median of the
+  runs); peak RSS (median of the runs) is the largest maxrss of any process in the run's tree,
+  from {timer}. "rows/s" is rows / median wall time. "max load before" is the highest 1-minute
+  load average seen just before the case's runs: on {len(os.sched_getaffinity(0))} cores, a value
+  well above 0 means other work was competing and the times are inflated.
+
+{tables(results)}
+
+Ratios compare median wall times (peak RSS for the RSS rows); "n/a" means a case was not run or
+failed.
+
+## Cases
+
+Every run writes into a fresh temporary directory (`{OUT}`), deleted afterwards; the working
+directory is the repository root.
+
+{commands}
+"""
+
+
+def main() -> None:
+    """Picks the cases, runs them, prints the tables and writes the report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs per case (default 3)")
+    parser.add_argument("--quick", action="store_true", help="1 repeat, no 4M-row cases")
+    parser.add_argument("--cases", help="comma-separated case names or glob patterns")
+    parser.add_argument("--data", type=Path, default=BENCH / "data", help="make_data.py's --out")
+    parser.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"))
+    parser.add_argument("--report", type=Path, default=BENCH / "REPORT.md")
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per run (default 600)")
+    args = parser.parse_args()
+
+    cases = build_cases(args.data.resolve())
+    if args.cases:
+        patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
+        unknown = [p for p in patterns if not any(fnmatch.fnmatch(c.name, p) for c in cases)]
+        if unknown:
+            parser.error(f"no case matches {unknown}; cases: {', '.join(c.name for c in cases)}")
+        cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    if args.quick:
+        cases = [c for c in cases if not c.large]
+    repeats = 1 if args.quick else args.repeats
+
+    results = []
+    for case in cases:
+        print(f"{case.name}: {case.description}", flush=True)
+        results.append(run_case(case, args.python, repeats, args.timeout))
+
+    command = shlex.join([_rel(sys.executable), *sys.argv])
+    args.report.write_text(report(results, command, repeats, args.python))
+    print(f"\n{tables(results)}\n\nwrote {_rel(args.report)}")
+
+
+if __name__ == "__main__":
+    main()
