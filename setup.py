@@ -29,6 +29,8 @@ setup(
             "pytest-xdist>=3.5,<4",
             "hypothesis>=6.100,<7",
             "ruff>=0.6,<1",
+            # A real Cloud Storage server on loopback for the gs:// tests.
+            "gcp-storage-emulator>=2024.1",
         ],
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},

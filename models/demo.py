@@ -99,14 +99,46 @@ def write_demo(out: str, rows: int = 100_000, files: int = 4) -> tuple[str, str]
     return model_path, os.path.join(input_dir, "*.parquet")
 
 
+def register(name: str, alias: str = "champion") -> str:
+    """Logs the demo model to MLflow (MLFLOW_TRACKING_URI), registers it and points an alias at it.
+
+    Returns:
+        The registry URI to score with: models:/<name>@<alias>.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    model = train()
+    sample = make_rows(200, seed=1)[NUMERIC + CATEGORICAL]
+    with mlflow.start_run(run_name="demo-train"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(sample, model.predict(sample)),
+            input_example=sample.head(3),
+            registered_model_name=name,
+        )
+    version = info.registered_model_version
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
+    return f"models:/{name}@{alias}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="demo", help="directory for the demo model and input")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of demo input")
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="also log the model to MLflow (MLFLOW_TRACKING_URI), register it as NAME and set "
+        "the alias champion on the new version",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, pattern = write_demo(args.out, args.rows)
     print(f"model={model}\ninput={pattern}")
+    if args.register:
+        print(f"registered={register(args.register)}")
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import sys
 import time
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
@@ -22,6 +24,7 @@ from pipeline.manifest import Counts, build_manifest, counts_from
 from pipeline.options import ScoringOptions
 from pipeline.output import MANIFEST, OutputDir
 from pipeline.prepare import prepare
+from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
 
 _LOG = logging.getLogger("pipeline")
@@ -80,7 +83,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     _check_flags(argv)
+    anonymous_if_emulated()
     options = PipelineOptions(argv)
+    FileSystems.set_options(options)  # the launcher's own gs:// checks use the same options
     opts = options.view_as(ScoringOptions)
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "DirectRunner"
@@ -185,8 +190,24 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         lines.append(
             f"  errors:      {launch_output}/errors/ ({len(m['outputs']['errors'])} files)"
         )
+        lines.extend(f"    {reason}" for reason in first_reasons(launch_output, m, 3))
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
     return "\n".join(lines)
+
+
+def first_reasons(output: str, manifest: dict, limit: int) -> list[str]:
+    """The first few error records' stage and reason, for the closing summary."""
+    from apache_beam.io.filesystems import FileSystems
+
+    reasons: list[str] = []
+    for name in manifest["outputs"]["errors"]:
+        with FileSystems.open(FileSystems.join(output, name)) as f:
+            for line in f:
+                record = json.loads(line)
+                reasons.append(f"{record['stage']}: {record['error'][:200]}")
+                if len(reasons) == limit:
+                    return reasons
+    return reasons
 
 
 def main(argv: list[str] | None = None) -> int:

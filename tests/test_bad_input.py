@@ -69,6 +69,9 @@ def test_dirty_csv_rejects_each_bad_row_with_its_reason(tmp_path, models_dir):
     assert "f1" in validate["40"]["error"] and "finite" in validate["40"]["error"]
     assert "f2" in validate["50"]["error"] and "missing" in validate["50"]["error"]
     assert "FAILED" in cli.result.stdout
+    reasons = [ln.strip() for ln in cli.result.stdout.splitlines() if ln.startswith("    ")]
+    assert len(reasons) == 3  # the summary shows the first few reasons
+    assert all(r.split(":")[0] in ("read", "validate") for r in reasons)
 
 
 def test_threshold_lets_a_few_bad_rows_pass(tmp_path, models_dir):
@@ -253,3 +256,26 @@ def test_long_error_record_is_truncated_to_64_kib(tmp_path, models_dir):
     assert len(raw.splitlines()[0]) <= 64 * 1024
     [err] = cli.errors()
     assert err["truncated"] is True and err["record"].startswith("4,xxx")
+
+
+def test_broken_quote_swallows_lines_into_one_rejected_record(tmp_path, models_dir):
+    lines = float_rows(30).to_csv(index=False).splitlines()
+    lines[10] = '9,"0.5,0.1,0.2,0.3'  # the quote never closes: the rest of the file is one field
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+        "--max_error_rate",
+        "1",
+    )
+    assert cli.code in (0, 1), cli.stderr
+    assert "Traceback" not in cli.stderr
+    m = cli.manifest
+    assert_reconciled(m)
+    assert m["counts"]["rows_predicted"] == 9  # the rows before the broken line
+    assert m["counts"]["rows_failed"] >= 1
+    assert all(e["stage"] == "read" for e in cli.errors())

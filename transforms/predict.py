@@ -16,6 +16,7 @@ import pyarrow as pa
 from apache_beam.utils import shared
 
 from models import loading
+from transforms.emulators import anonymous_if_emulated
 from transforms.errors import count, count_failed, error_record
 from transforms.spec import ERRORS, Chunk, ScoringSpec
 
@@ -39,13 +40,15 @@ class _Progress:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.rows = 0
-        self.start = time.monotonic()
-        self.last = self.start
+        self.start: float | None = None  # the first batch scored, not the import
+        self.last = 0.0
 
     def add(self, rows: int) -> None:
         with self.lock:
-            self.rows += rows
             now = time.monotonic()
+            if self.start is None:
+                self.start = self.last = now
+            self.rows += rows
             if now - self.last >= PROGRESS_EVERY_S:
                 self.last = now
                 rate = self.rows / max(now - self.start, 1e-9)
@@ -72,6 +75,7 @@ class PredictBatches(beam.DoFn):
         self._classes = np.asarray(spec.facts.classes) if spec.facts.classes else None
 
     def setup(self) -> None:
+        anonymous_if_emulated()
         ref = self._spec.model
 
         def load() -> _LoadedModel:

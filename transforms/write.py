@@ -20,6 +20,7 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
+from transforms.emulators import anonymous_if_emulated
 from transforms.errors import to_json_line
 
 PREDICTIONS = "predictions"
@@ -34,6 +35,9 @@ class _BundleFileWriter(beam.DoFn):
         self._directory = directory
         self._suffix = suffix
         self._path: str | None = None
+
+    def setup(self) -> None:
+        anonymous_if_emulated()
 
     def start_bundle(self) -> None:
         self._path = None
