@@ -7,6 +7,7 @@ they exist. Deterministic: the same seed gives the same model and rows.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 
@@ -47,6 +48,13 @@ def make_rows(n: int, seed: int, start_id: int = 0) -> pd.DataFrame:
     return df
 
 
+def baseline(seed: int = 0) -> dict:
+    """The drift baseline of the training data (quantile bins per feature)."""
+    from transforms.profile import baseline_from_frame
+
+    return baseline_from_frame(make_rows(5000, seed), NUMERIC + CATEGORICAL)
+
+
 def train(seed: int = 0):
     """A Pipeline(ColumnTransformer(scaler, one-hot), LogisticRegression) on 5,000 rows."""
     from sklearn.compose import ColumnTransformer
@@ -85,7 +93,9 @@ def write_demo(out: str, rows: int = 100_000, files: int = 4) -> tuple[str, str]
     if not os.path.exists(model_path):
         os.makedirs(out, exist_ok=True)
         joblib.dump(train(), model_path)
-        _LOG.info("trained the demo model: %s", model_path)
+        with open(model_path + ".drift.json", "w") as f:
+            json.dump(baseline(), f)
+        _LOG.info("trained the demo model: %s (drift baseline beside it)", model_path)
     if not os.path.isdir(input_dir):
         os.makedirs(input_dir)
         per_file = rows // files
@@ -117,6 +127,7 @@ def register(name: str, alias: str = "champion") -> str:
             signature=infer_signature(sample, model.predict(sample)),
             input_example=sample.head(3),
             registered_model_name=name,
+            metadata={"drift_baseline": baseline()},
         )
     version = info.registered_model_version
     mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))

@@ -149,3 +149,26 @@ def load(ref: ModelRef):
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+BASELINE_SUFFIX = ".drift.json"
+
+
+def drift_baseline(ref: ModelRef) -> dict | None:
+    """The model's drift baseline: `metadata.drift_baseline` in an MLflow model's MLmodel, or a
+    `<model file>.drift.json` next to a model file. None when the model has none."""
+    import json
+
+    if ref.kind == "mlflow":
+        from mlflow.models import Model
+
+        from models import mlflow_models
+
+        local = mlflow_models.fetch(ref.path)
+        metadata = Model.load(f"{local}/MLmodel").metadata or {}
+        return metadata.get("drift_baseline")
+    sidecar = ref.path + BASELINE_SUFFIX
+    if not FileSystems.exists(sidecar):
+        return None
+    with FileSystems.open(sidecar) as f:
+        return json.loads(f.read())

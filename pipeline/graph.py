@@ -8,8 +8,9 @@ import apache_beam as beam
 from apache_beam.utils import shared
 
 from transforms.predict import PredictBatches
+from transforms.profile import ProfileFn, write_profile
 from transforms.read import ReadBatches
-from transforms.spec import ERRORS, ScoringSpec
+from transforms.spec import ERRORS, PROFILE, ScoringSpec
 from transforms.validate import ValidateBatches
 from transforms.write import ERRORS_DIR, PREDICTIONS, WriteOutputs
 
@@ -40,7 +41,15 @@ def build(p: beam.Pipeline, spec: ScoringSpec, files: Sequence[str], staging_dir
     )
     scored = valid.batches | "Predict" >> beam.ParDo(
         PredictBatches(spec, shared.Shared())
-    ).with_outputs(ERRORS, main="predictions")
+    ).with_outputs(ERRORS, PROFILE, main="predictions")
+    if spec.profile:
+        positive = spec.facts.proba_columns[-1] if spec.facts.classes else None
+        _ = (
+            scored[PROFILE]
+            | "Profile"
+            >> beam.CombineGlobally(ProfileFn(spec.baseline, spec.facts.classes, positive))
+            | "WriteProfile" >> beam.Map(write_profile, staging_dir)
+        )
     errors = (read[ERRORS], valid[ERRORS], scored[ERRORS]) | "AllErrors" >> beam.Flatten()
     return {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
         staging_dir, spec.output_schema

@@ -223,6 +223,10 @@ class OutputDir:
         prefix = self.staging + "/"
         return sorted(p.removeprefix(prefix) for p in listed)
 
+    def read_staged(self, name: str) -> dict | None:
+        """A JSON file the pipeline wrote into the staging directory, or None."""
+        return read_json(FileSystems.join(self.staging, name))
+
     def commit(self, manifest: dict, files: list[str]) -> None:
         """Makes the staged files and the manifest the directory's output, replacing the old."""
         journal = {"run_id": self.run_id, "files": files, "manifest": manifest}

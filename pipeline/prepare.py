@@ -54,6 +54,8 @@ class Launch:
     run_date: str
     max_error_rate: float
     model_load_s: float
+    tracking_uri: str | None = None
+    mlflow_experiment: str | None = None
 
 
 def new_run_id(now: datetime.datetime) -> str:
@@ -297,13 +299,13 @@ def prepare(
             raise ConfigError(f"--{flag} is required")
     if opts.bigquery_table:
         raise ConfigError("--bigquery_table is not supported by this version yet")
-    if opts.mlflow_experiment:
-        raise ConfigError("--mlflow_experiment (logging runs to MLflow) is not supported yet")
-    if os.environ.get("MLFLOW_EXPERIMENT_NAME"):
-        _LOG.warning(
-            "MLFLOW_EXPERIMENT_NAME is set, but logging runs to MLflow is not supported yet"
-        )
     tracking_uri = opts.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow_experiment = opts.mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if mlflow_experiment and not tracking_uri:
+        raise ConfigError(
+            f"logging to MLflow experiment {mlflow_experiment!r} needs --mlflow_tracking_uri "
+            "or MLFLOW_TRACKING_URI"
+        )
     if opts.input_format is not None and opts.input_format not in FORMATS:
         raise ConfigError(f"--input_format {opts.input_format!r} is not one of parquet, csv, jsonl")
     max_error_rate = _number("--max_error_rate", opts.max_error_rate, float, 0.0, 1.0)
@@ -383,6 +385,13 @@ def prepare(
         missing_ok=probe_missing(model, facts, tuple(features), columns, first),
         numpy_ok=probe_numpy(model, facts, tuple(features), columns, first),
     )
+    try:
+        drift_baseline = loading.drift_baseline(ref)
+    except Exception as e:  # noqa: BLE001 - a broken baseline must not stop the scoring
+        _LOG.warning("ignoring the model's drift baseline: %s", e)
+        drift_baseline = None
+    if drift_baseline:
+        drift_baseline = {k: v for k, v in drift_baseline.items() if k in features}
     spec = ScoringSpec(
         run_id=new_run_id(now),
         input_format=fmt,
@@ -392,6 +401,8 @@ def prepare(
         model=ref,
         facts=facts,
         batch_size=batch_size,
+        baseline=drift_baseline or None,
+        profile=bool(drift_baseline) or bool(mlflow_experiment),
     )
     return Launch(
         spec=spec,
@@ -401,4 +412,6 @@ def prepare(
         run_date=run_date,
         max_error_rate=max_error_rate,
         model_load_s=load_s,
+        tracking_uri=tracking_uri,
+        mlflow_experiment=mlflow_experiment,
     )

@@ -24,8 +24,10 @@ from pipeline.manifest import Counts, build_manifest, counts_from
 from pipeline.options import ScoringOptions
 from pipeline.output import MANIFEST, OutputDir
 from pipeline.prepare import prepare
+from pipeline.tracking import RunLog
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
+from transforms.profile import PROFILE_FILE, PSI_WARNING
 
 _LOG = logging.getLogger("pipeline")
 
@@ -39,6 +41,7 @@ class ScoringResult:
     exit_code: int
     output: str
     seconds: float
+    mlflow_logged: bool | None = None
 
 
 def _known_flags() -> set[str]:
@@ -98,8 +101,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     launch = prepare(opts, staging_root=staging_root)
     out = OutputDir(launch.output, launch.spec.run_id)
     out.check_owned()
+    tracker = None
     out.acquire_lock()
     try:
+        if launch.mlflow_experiment:  # an unusable server is exit 3 here, before any work
+            tracker = RunLog(launch.tracking_uri, launch.mlflow_experiment)
+            tracker.start(launch, runner, _workers(options))
         out.recover()
         _LOG.info(
             "run %s: scoring %d %s file(s) matching %s with %s (version %s)",
@@ -112,7 +119,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         )
         p = test_pipeline or beam.Pipeline(options=options)
         build(p, launch.spec, launch.files, out.staging)
-        result = _run_pipeline(p, out)
+        try:
+            result = _run_pipeline(p, out)
+        except RunFailed:
+            if tracker is not None:
+                tracker.abort()
+            raise
+        profile = out.read_staged(PROFILE_FILE) if launch.spec.profile else None
         counts = counts_from(result)
         _check_reconciled(counts)
         status = "succeeded"
@@ -131,12 +144,29 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             },
         )
         manifest["model_load_s_launcher"] = round(launch.model_load_s, 3)
+        if launch.spec.baseline and profile:
+            manifest["drift"] = profile["drift"]
+        if tracker is not None:
+            manifest["mlflow_run_id"] = tracker.run_id
         out.commit(manifest, files)
     finally:
         out.release_lock()
-    return ScoringResult(
-        result, manifest, 0 if status == "succeeded" else 1, launch.output, time.monotonic() - clock
-    )
+    seconds = time.monotonic() - clock
+    logged = None
+    if tracker is not None:
+        load_s = counts.get("model_load_ms") / 1000 / max(counts.get("model_loads"), 1)
+        logged = tracker.finish(manifest, profile, seconds, load_s)
+    code = 0 if status == "succeeded" else 1
+    return ScoringResult(result, manifest, code, launch.output, seconds, logged)
+
+
+def _workers(options: PipelineOptions) -> str:
+    """How many workers the runner was asked for, as the runner's own flag says it."""
+    flags = options.get_all_options()
+    for name in ("direct_num_workers", "max_num_workers", "num_workers"):
+        if flags.get(name):
+            return f"{name}={flags[name]}"
+    return "default"
 
 
 def _run_pipeline(p: beam.Pipeline, out: OutputDir):
@@ -191,14 +221,18 @@ def summary(res: ScoringResult, launch_output: str) -> str:
             f"  errors:      {launch_output}/errors/ ({len(m['outputs']['errors'])} files)"
         )
         lines.extend(f"    {reason}" for reason in first_reasons(launch_output, m, 3))
+    drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
+    for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
+    if m.get("mlflow_run_id"):
+        state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"
+        lines.append(f"  mlflow run:  {m['mlflow_run_id']} ({state})")
     return "\n".join(lines)
 
 
 def first_reasons(output: str, manifest: dict, limit: int) -> list[str]:
     """The first few error records' stage and reason, for the closing summary."""
-    from apache_beam.io.filesystems import FileSystems
-
     reasons: list[str] = []
     for name in manifest["outputs"]["errors"]:
         with FileSystems.open(FileSystems.join(output, name)) as f:

@@ -53,6 +53,7 @@ def registry(tmp_path_factory, models_dir):
     client = MlflowClient(uri, uri)
     client.set_registered_model_alias("churn", "champion", "1")
     mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
     return {"uri": uri, "sk_run": sk_run, "pyfunc_run": pyfunc_run, "model": model}
 
 

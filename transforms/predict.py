@@ -18,7 +18,7 @@ from apache_beam.utils import shared
 from models import loading
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import count, count_failed, error_record
-from transforms.spec import ERRORS, Chunk, ScoringSpec
+from transforms.spec import ERRORS, PROFILE, Chunk, ScoringSpec
 
 _LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
@@ -126,7 +126,10 @@ class PredictBatches(beam.DoFn):
         proba = np.concatenate([o[2] for o in outputs]) if spec.facts.classes else None
         count("rows_predicted", kept.num_rows, chunk.source)
         _PROGRESS.add(kept.num_rows)
-        yield self._to_table(kept, pred, proba)
+        table = self._to_table(kept, pred, proba)
+        if spec.profile:
+            yield beam.pvalue.TaggedOutput(PROFILE, (kept, table))
+        yield table
 
     def _predict_range(self, model, batch, start, stop, outputs, failures) -> None:
         """Predicts rows [start, stop), bisecting around rows the model rejects."""

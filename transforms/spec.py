@@ -17,8 +17,9 @@ LINEAGE_FIELDS = (
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 )
 
-# Tags of the tagged outputs that carry error records.
+# Tags of the tagged outputs: error records, and (features, predictions) pairs to profile.
 ERRORS = "errors"
+PROFILE = "profile"
 
 
 class Chunk(NamedTuple):
@@ -48,6 +49,8 @@ class ScoringSpec:
         model: where the workers load the model from.
         facts: what the model predicts (classes, prediction type, missing values).
         batch_size: rows per record batch.
+        baseline: the model's drift baseline (see transforms.profile), if it has one.
+        profile: whether to compute the feature and prediction distributions in the same pass.
     """
 
     run_id: str
@@ -58,6 +61,8 @@ class ScoringSpec:
     model: ModelRef
     facts: ModelFacts
     batch_size: int = 65536
+    baseline: dict | None = None
+    profile: bool = False
 
     @property
     def wanted(self) -> tuple[str, ...]:

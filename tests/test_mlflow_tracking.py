@@ -1,0 +1,221 @@
+"""Every run logged to MLflow, with drift: read back with MlflowClient as a user would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import FEATURES, float_rows, run_cli, write_input
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def model_with_baseline(tmp_path_factory, models_dir):
+    """The binary model with a drift baseline beside it (<model>.drift.json), from its training
+    distribution."""
+    from transforms.profile import baseline_from_frame
+
+    out = tmp_path_factory.mktemp("baseline")
+    path = out / "binary.joblib"
+    shutil.copy(models_dir / "binary.joblib", path)
+    base = baseline_from_frame(float_rows(5000, seed=1)[FEATURES], FEATURES)
+    (out / "binary.joblib.drift.json").write_text(json.dumps(base))
+    return path
+
+
+def read_run(uri: str, run_id: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    return client, client.get_run(run_id)
+
+
+def test_run_is_logged_with_metrics_artifacts_and_no_drift(tmp_path, model_with_baseline):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    write_input(float_rows(3000, seed=11), tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        model_with_baseline,
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        uri,
+        "--mlflow_experiment",
+        "nightly",
+    )
+    assert cli.code == 0, cli.stderr
+    m = cli.manifest
+    client, run = read_run(uri, m["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["beamscore.run_id"] == m["run_id"]
+    assert run.data.tags["beamscore.code_version"]
+    metrics = run.data.metrics
+    assert metrics["rows_read"] == m["counts"]["rows_read"] == 3000
+    assert metrics["rows_predicted"] == m["counts"]["rows_predicted"]
+    assert metrics["rows_failed"] == 0 and metrics["model_loads"] == 1
+    assert metrics["rows_per_s"] > 0 and metrics["duration_s"] > 0
+    assert run.data.params["model_uri"] == str(model_with_baseline)
+    assert run.data.params["run_date"] == m["run_date"]
+    # Drawn like the training data: no drift.
+    assert set(m["drift"]) == set(FEATURES)
+    assert all(v < 0.05 for v in m["drift"].values()), m["drift"]
+    assert all(metrics[f"psi_{f}"] == pytest.approx(m["drift"][f]) for f in FEATURES)
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"manifest.json", "prediction_distribution.png", "drift.json"} <= names
+    png = client.download_artifacts(run.info.run_id, "prediction_distribution.png", str(tmp_path))
+    from PIL import Image
+
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 100
+    assert run.inputs.dataset_inputs  # the input logged as an MLflow dataset
+
+
+def test_shifted_data_warns_and_a_failed_run_is_failed(tmp_path, model_with_baseline):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    df = float_rows(3000, seed=12)
+    df["f0"] = df["f0"] + 2.0  # drifted
+    lines = df.to_csv(index=False).splitlines()
+    lines[5] = "4,1,2"  # one bad row: with the default --max_error_rate 0 the run fails
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        model_with_baseline,
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        uri,
+        "--mlflow_experiment",
+        "nightly",
+    )
+    assert cli.code == 1, cli.stderr
+    m = cli.manifest
+    assert m["drift"]["f0"] > 0.2 and m["drift"]["f1"] < 0.05
+    assert "WARNING drift: f0" in cli.result.stdout
+    _, run = read_run(uri, m["mlflow_run_id"])
+    assert run.info.status == "FAILED"
+    assert run.data.metrics["rows_failed"] == 1
+
+
+def test_no_baseline_no_drift_section(tmp_path, models_dir):
+    write_input(float_rows(100), tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+    )
+    assert cli.code == 0, cli.stderr
+    assert "drift" not in cli.manifest
+
+
+def test_unreachable_tracking_server_at_launch_is_exit_3(tmp_path, models_dir):
+    write_input(float_rows(10), tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        "http://127.0.0.1:9",
+        "--mlflow_experiment",
+        "nightly",
+    )
+    assert cli.code == 3, cli.stderr
+    assert "Traceback" not in cli.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served)."""
+    root = tmp_path_factory.mktemp("server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root}/mlflow.db",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=1).read()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server not up"
+            time.sleep(0.5)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_registry_alias_on_a_real_server_scored_and_logged(tmp_path, mlflow_server, monkeypatch):
+    import mlflow
+
+    from models import demo
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_registry_uri(mlflow_server)
+    try:
+        model_uri = demo.register("churn-server")
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    assert model_uri == "models:/churn-server@champion"
+    df = demo.make_rows(2000, seed=21).drop(columns="churned")
+    write_input(df, tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        model_uri,
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        mlflow_server,
+        "--mlflow_experiment",
+        "nightly-server",
+    )
+    assert cli.code == 0, cli.stderr
+    m = cli.manifest
+    assert m["model"]["version"] == "1"
+    assert set(cli.predictions().model_version) == {"1"}
+    assert set(m["drift"]) == set(demo.NUMERIC + demo.CATEGORICAL)
+    assert max(m["drift"].values()) < 0.1
+    _, run = read_run(mlflow_server, m["mlflow_run_id"])
+    assert run.data.metrics["rows_predicted"] == 2000

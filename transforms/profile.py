@@ -1,0 +1,164 @@
+"""One pass over the scored batches: per-feature histograms on the baseline's bins (for drift)
+and the distribution of the predictions, as a Beam combiner that merges across workers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+PROBA_BINS = 20
+PSI_WARNING = 0.2
+_EPS = 1e-6
+
+
+def baseline_from_frame(frame, features: list[str], bins: int = 10) -> dict[str, Any]:
+    """A drift baseline from training data: quantile bin edges and fractions per numeric
+    feature, category fractions per text feature.
+
+    Args:
+        frame: the training features (pandas DataFrame).
+        features: the columns to describe.
+        bins: quantile bins per numeric feature.
+
+    Returns:
+        {feature: {"edges": [...], "fractions": [...]} or {"categories": {value: fraction}}}
+    """
+    out: dict[str, Any] = {}
+    for name in features:
+        column = frame[name]
+        if column.dtype.kind in "biuf":
+            values = column.to_numpy(dtype=float)
+            values = values[np.isfinite(values)]
+            inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+            counts = np.bincount(
+                np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1
+            )
+            out[name] = {"edges": inner.tolist(), "fractions": (counts / counts.sum()).tolist()}
+        else:
+            shares = column.astype(str).value_counts(normalize=True)
+            out[name] = {"categories": {str(k): float(v) for k, v in shares.items()}}
+    return out
+
+
+def psi(expected: list[float], actual_counts: list[int]) -> float | None:
+    """Population stability index of observed counts against expected fractions."""
+    total = sum(actual_counts)
+    if not total:
+        return None
+    value = 0.0
+    for e, a in zip(expected, actual_counts):
+        e, a = max(e, _EPS), max(a / total, _EPS)
+        value += (a - e) * math.log(a / e)
+    return value
+
+
+class ProfileFn(beam.CombineFn):
+    """Accumulates {feature: bin counts} and the prediction distribution of Arrow tables.
+
+    Each input is a (features batch, predictions table) pair; the accumulator is plain dicts
+    and arrays of counts, so it merges across bundles and workers.
+    """
+
+    def __init__(
+        self, baseline: dict[str, Any] | None, classes: tuple | None, positive_column: str | None
+    ):
+        self._baseline = baseline or {}
+        self._classes = classes
+        self._positive = positive_column
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {"features": {}, "classes": {}, "proba": [0] * PROBA_BINS, "rows": 0}
+
+    def add_input(self, acc: dict[str, Any], element: tuple[pa.RecordBatch, pa.Table]):
+        batch, predictions = element
+        acc["rows"] += predictions.num_rows
+        for name, base in self._baseline.items():
+            if name not in batch.schema.names:
+                continue
+            counts = acc["features"].setdefault(name, {})
+            column = batch.column(name)
+            if "edges" in base:
+                values = column.to_numpy(zero_copy_only=False).astype(float)
+                values = values[np.isfinite(values)]
+                binned = np.bincount(
+                    np.searchsorted(base["edges"], values, side="right"),
+                    minlength=len(base["edges"]) + 1,
+                )
+                counts["bins"] = (np.asarray(counts.get("bins", 0)) + binned).tolist()
+            else:
+                seen = pc.value_counts(pc.cast(column, pa.string())).to_pylist()
+                cats = counts.setdefault("categories", {})
+                for item in seen:
+                    key = str(item["values"])
+                    cats[key] = cats.get(key, 0) + item["counts"]
+        if self._classes:
+            for item in pc.value_counts(predictions.column("prediction")).to_pylist():
+                key = str(item["values"])
+                acc["classes"][key] = acc["classes"].get(key, 0) + item["counts"]
+        if self._positive:
+            proba = predictions.column(self._positive).to_numpy()
+            hist, _ = np.histogram(proba, bins=PROBA_BINS, range=(0.0, 1.0))
+            acc["proba"] = (np.asarray(acc["proba"]) + hist).tolist()
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            merged["rows"] += acc["rows"]
+            merged["proba"] = (np.asarray(merged["proba"]) + np.asarray(acc["proba"])).tolist()
+            for key, count in acc["classes"].items():
+                merged["classes"][key] = merged["classes"].get(key, 0) + count
+            for name, counts in acc["features"].items():
+                target = merged["features"].setdefault(name, {})
+                if "bins" in counts:
+                    target["bins"] = (np.asarray(target.get("bins", 0)) + counts["bins"]).tolist()
+                for key, count in counts.get("categories", {}).items():
+                    cats = target.setdefault("categories", {})
+                    cats[key] = cats.get(key, 0) + count
+        return merged
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        drift = {}
+        for name, base in self._baseline.items():
+            counts = acc["features"].get(name)
+            if not counts:
+                continue
+            if "edges" in base:
+                drift[name] = psi(base["fractions"], counts["bins"])
+            else:
+                cats = dict(base["categories"])
+                seen = counts.get("categories", {})
+                keys = sorted(set(cats) | set(seen))
+                drift[name] = psi([cats.get(k, 0.0) for k in keys], [seen.get(k, 0) for k in keys])
+        return {
+            "rows": acc["rows"],
+            "drift": {k: round(v, 6) for k, v in drift.items() if v is not None},
+            "class_counts": acc["classes"],
+            "proba_histogram": {
+                "column": self._positive,
+                "bins": PROBA_BINS,
+                "counts": acc["proba"],
+            }
+            if self._positive
+            else None,
+        }
+
+
+PROFILE_FILE = "PROFILE.json"
+
+
+def write_profile(profile: dict[str, Any], staging_dir: str) -> str:
+    """Writes the run's profile next to its staged output, for the launcher to read."""
+    import json
+
+    from apache_beam.io.filesystems import FileSystems
+
+    path = FileSystems.join(staging_dir, PROFILE_FILE)
+    with FileSystems.create(path, mime_type="application/json") as f:
+        f.write(json.dumps(profile).encode())
+    return path
