@@ -6,6 +6,8 @@ Usage: python bench/make_data.py [--out bench/data]
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -148,6 +150,11 @@ def write_models(out: Path, seed: int, rows: int = 50_000) -> None:
             ("logreg", LogisticRegression(max_iter=1000)),
         ]
     )
+    baseline_path = out / "light_drift.joblib.drift.json"
+    if not baseline_path.exists():  # light_drift = light + a drift baseline beside it
+        from transforms.profile import baseline_from_frame
+
+        baseline_path.write_text(json.dumps(baseline_from_frame(frame, FEATURES)))
     for name, model in models.items():
         path = out / f"{name}.joblib"
         if path.exists():
@@ -159,6 +166,8 @@ def write_models(out: Path, seed: int, rows: int = 50_000) -> None:
             train = frame.assign(color=np.where(frame["f00"] > _LOC[0], "red", "blue"))
         model.fit(train, y)
         joblib.dump(model, path)
+        if name == "light":
+            shutil.copy(path, out / "light_drift.joblib")
         print(
             f"{path}: trained in {time.monotonic() - started:.1f}s, "
             f"training accuracy {model.score(train, y):.3f}"

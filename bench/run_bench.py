@@ -146,6 +146,13 @@ def build_cases(data: Path) -> list[Case]:
     poison = _rel(data / "rows1m_poison" / "*.parquet")
     return cases + [
         Case(
+            "project_light_drift_1m",
+            "pipeline.run, light model with a drift baseline (PSI per feature in the same pass)",
+            project(rows1m, "light_drift"),
+            1_000_000,
+            rows1m,
+        ),
+        Case(
             "project_strict_clean_1m",
             "pipeline.run, one-hot + LogisticRegression (handle_unknown='error'), 1M rows",
             project(color, "strict"),
@@ -222,6 +229,7 @@ RATIOS = [
         "dirty/clean CSV (project)", "project_dirty_csv_light_1m", "project_csv_light_1m", "<=", 1.3
     ),
     Ratio("one row: project/bare Beam", "project_one_row", "bare_beam", "<=", 1.5),
+    Ratio("drift overhead, light 1M", "project_light_drift_1m", "project_light_1m", "<=", 1.1),
     Ratio(
         "one poison row/clean (predict stage)",
         "project_strict_poison_1m",

@@ -126,3 +126,20 @@ def test_model_facts(models_dir):
     assert reg.classes is None and reg.prediction_type == pa.float64()
     cat = inspect(joblib.load(models_dir / "categorical.joblib"))
     assert cat.categorical == {"plan": pa.string(), "region": pa.string()}
+
+
+def test_bin_counts_match_searchsorted_and_skip_nan():
+    import numpy as np
+
+    from transforms.profile import _bin_counts, psi
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=10_000)
+    values[::97] = np.nan
+    edges = np.quantile(values[~np.isnan(values)], np.linspace(0, 1, 11)[1:-1])
+    expected = np.bincount(
+        np.searchsorted(edges, values[~np.isnan(values)], side="right"), minlength=len(edges) + 1
+    )
+    assert _bin_counts(values, edges).tolist() == expected.tolist()
+    assert psi([0.5, 0.5], [50, 50]) == 0.0
+    assert psi([0.5, 0.5], [90, 10]) > 0.2

@@ -57,6 +57,17 @@ def psi(expected: list[float], actual_counts: list[int]) -> float | None:
     return value
 
 
+def _bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of values per bin (bin k holds edges[k-1] <= v < edges[k]); NaN in none.
+
+    One vectorised comparison per edge: with the ten or so edges of a baseline this is several
+    times faster than searchsorted's binary search over unsorted values.
+    """
+    at_least = np.array([np.count_nonzero(values >= e) for e in edges], dtype=np.int64)
+    present = len(values) - np.count_nonzero(np.isnan(values))
+    return -np.diff(np.concatenate(([present], at_least, [0])))
+
+
 class ProfileFn(beam.CombineFn):
     """Accumulates {feature: bin counts} and the prediction distribution of Arrow tables.
 
@@ -70,9 +81,19 @@ class ProfileFn(beam.CombineFn):
         self._baseline = baseline or {}
         self._classes = classes
         self._positive = positive_column
+        self._edges = {
+            name: np.asarray(base["edges"], dtype=np.float64)
+            for name, base in self._baseline.items()
+            if "edges" in base
+        }
 
     def create_accumulator(self) -> dict[str, Any]:
-        return {"features": {}, "classes": {}, "proba": [0] * PROBA_BINS, "rows": 0}
+        return {
+            "features": {},
+            "classes": {},
+            "proba": np.zeros(PROBA_BINS, dtype=np.int64),
+            "rows": 0,
+        }
 
     def add_input(self, acc: dict[str, Any], element: tuple[pa.RecordBatch, pa.Table]):
         batch, predictions = element
@@ -83,13 +104,8 @@ class ProfileFn(beam.CombineFn):
             counts = acc["features"].setdefault(name, {})
             column = batch.column(name)
             if "edges" in base:
-                values = column.to_numpy(zero_copy_only=False).astype(float)
-                values = values[np.isfinite(values)]
-                binned = np.bincount(
-                    np.searchsorted(base["edges"], values, side="right"),
-                    minlength=len(base["edges"]) + 1,
-                )
-                counts["bins"] = (np.asarray(counts.get("bins", 0)) + binned).tolist()
+                binned = _bin_counts(column.to_numpy(zero_copy_only=False), self._edges[name])
+                counts["bins"] = counts["bins"] + binned if "bins" in counts else binned
             else:
                 seen = pc.value_counts(pc.cast(column, pa.string())).to_pylist()
                 cats = counts.setdefault("categories", {})
@@ -102,21 +118,21 @@ class ProfileFn(beam.CombineFn):
                 acc["classes"][key] = acc["classes"].get(key, 0) + item["counts"]
         if self._positive:
             proba = predictions.column(self._positive).to_numpy()
-            hist, _ = np.histogram(proba, bins=PROBA_BINS, range=(0.0, 1.0))
-            acc["proba"] = (np.asarray(acc["proba"]) + hist).tolist()
+            bins = np.minimum((proba * PROBA_BINS).astype(np.int64), PROBA_BINS - 1)
+            acc["proba"] = acc["proba"] + np.bincount(bins, minlength=PROBA_BINS)
         return acc
 
     def merge_accumulators(self, accumulators):
         merged = self.create_accumulator()
         for acc in accumulators:
             merged["rows"] += acc["rows"]
-            merged["proba"] = (np.asarray(merged["proba"]) + np.asarray(acc["proba"])).tolist()
+            merged["proba"] = merged["proba"] + acc["proba"]
             for key, count in acc["classes"].items():
                 merged["classes"][key] = merged["classes"].get(key, 0) + count
             for name, counts in acc["features"].items():
                 target = merged["features"].setdefault(name, {})
                 if "bins" in counts:
-                    target["bins"] = (np.asarray(target.get("bins", 0)) + counts["bins"]).tolist()
+                    target["bins"] = target.get("bins", 0) + counts["bins"]
                 for key, count in counts.get("categories", {}).items():
                     cats = target.setdefault("categories", {})
                     cats[key] = cats.get(key, 0) + count
@@ -129,7 +145,7 @@ class ProfileFn(beam.CombineFn):
             if not counts:
                 continue
             if "edges" in base:
-                drift[name] = psi(base["fractions"], counts["bins"])
+                drift[name] = psi(base["fractions"], [int(c) for c in counts["bins"]])
             else:
                 cats = dict(base["categories"])
                 seen = counts.get("categories", {})
@@ -142,7 +158,7 @@ class ProfileFn(beam.CombineFn):
             "proba_histogram": {
                 "column": self._positive,
                 "bins": PROBA_BINS,
-                "counts": acc["proba"],
+                "counts": [int(c) for c in acc["proba"]],
             }
             if self._positive
             else None,
