@@ -373,6 +373,8 @@ def report(results: list[Result], command: str, repeats: int, python: str) -> st
         for r in results
     )
     timer = "`/usr/bin/time -f %M`" if GNU_TIME.exists() else "getrusage(RUSAGE_CHILDREN)"
+    analysis_file = BENCH / "ANALYSIS.md"
+    analysis = analysis_file.read_text() if analysis_file.exists() else ""
     return f"""# Benchmark report
 
 - Date: {now}
@@ -389,6 +391,7 @@ def report(results: list[Result], command: str, repeats: int, python: str) -> st
 Ratios compare median wall times (peak RSS for the RSS rows); "n/a" means a case was not run or
 failed.
 
+{analysis}
 ## Cases
 
 Every run writes into a fresh temporary directory (`{OUT}`), deleted afterwards; the working

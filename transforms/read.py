@@ -83,7 +83,7 @@ def sample(path: str, fmt: str) -> pa.Table:
 
     try:
         if fmt == "parquet":
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            with _open_source(path) as f:
                 if not f.read(1):  # zero bytes: zero rows, not an error
                     return pa.table({})
                 f.seek(0)
@@ -112,8 +112,6 @@ def sample(path: str, fmt: str) -> pa.Table:
                     return reader.schema.empty_table()
             lines = stream.read(1 << 20).split(b"\n")
             return _parse_json_lines(lines[:-1] if len(lines) > 1 else lines, None)[0]
-    except FileUnreadable:
-        raise
     except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
         raise FileUnreadable(f"cannot read {path} as {fmt}: {_first_line(e)}") from e
 
