@@ -10,7 +10,17 @@ cd "$(dirname "$0")"
 : "${REGION:?set REGION, e.g. europe-west1}"
 : "${BUCKET:?set BUCKET to a bucket for Dataflow temp and staging files (no gs://)}"
 source scripts/bootstrap.sh
-JOB_NAME="${JOB_NAME:-beamscore-$(date -u +%Y%m%d-%H%M%S)}"
+# A unique job name: name, run date, launch time (UTC). JOB_NAME in the environment overrides it.
+RUN_DATE="$(date -u +%Y-%m-%d)"
+prev=""
+for arg in "$@"; do
+  case "$arg" in
+    --run_date=*) RUN_DATE="${arg#--run_date=}" ;;
+    *) [ "$prev" = "--run_date" ] && RUN_DATE="$arg" ;;
+  esac
+  prev="$arg"
+done
+JOB_NAME="${JOB_NAME:-${JOB_PREFIX:-beamscore}-${RUN_DATE}-$(date -u +%Y%m%d-%H%M%S)}"
 exec "$VENV/bin/python" -m pipeline.run \
   --runner DataflowRunner \
   --project "$PROJECT" \

@@ -1,6 +1,35 @@
-"""Install requirements live here only; Dataflow's --setup_file ships this to the workers."""
+"""Install requirements live here only; Dataflow's --setup_file ships this to the workers.
+
+The ranges below say what the code supports; constraints.txt says what was tested. Each direct
+requirement is pinned to its constraints.txt version, so the Dataflow workers (which install this
+package from its sdist) run exactly the versions the launcher and the tests ran.
+"""
+
+import pathlib
+import re
 
 from setuptools import find_packages, setup
+
+HERE = pathlib.Path(__file__).resolve().parent
+
+
+def locked(requirements: list[str]) -> list[str]:
+    """Each requirement pinned to the version in constraints.txt, where that file has it."""
+    lock_file = HERE / "constraints.txt"
+    if not lock_file.exists():
+        return requirements
+    pins = {}
+    for line in lock_file.read_text().splitlines():
+        m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;#]+)", line.strip())
+        if m:
+            pins[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+    out = []
+    for req in requirements:
+        name, extras = re.match(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?", req).groups()
+        version = pins.get(re.sub(r"[-_.]+", "-", name).lower())
+        out.append(f"{name}{extras or ''}=={version}" if version else req)
+    return out
+
 
 setup(
     name="beamscore",
@@ -10,28 +39,34 @@ setup(
     packages=find_packages(
         include=["pipeline", "pipeline.*", "transforms", "transforms.*", "models", "models.*"]
     ),
-    install_requires=[
-        "apache-beam[gcp]>=2.60,<3",
-        # Pinned: a pickled model loads only with the scikit-learn it was saved with.
-        "scikit-learn==1.9.1",
-        "joblib>=1.3,<2",
-        "pandas>=2.2,<4",
-        "pyarrow>=17,<26",
-        "numpy>=1.26,<3",
-        "google-cloud-storage>=2.14,<4",
-        # runs:/ and models:/ model URIs; skops loads MLflow 3's default sklearn format.
-        "mlflow>=3.1,<4",
-        "skops>=0.10,<1",
-    ],
+    install_requires=locked(
+        [
+            "apache-beam[gcp]>=2.60,<3",
+            # Pinned: a pickled model loads only with the scikit-learn it was saved with.
+            "scikit-learn==1.9.1",
+            "joblib>=1.3,<2",
+            "pandas>=2.2,<4",
+            "pyarrow>=17,<26",
+            "numpy>=1.26,<3",
+            "google-cloud-storage>=2.14,<4",
+            # runs:/ and models:/ model URIs; skops loads MLflow 3's default sklearn format.
+            "mlflow>=3.1,<4",
+            "skops>=0.10,<1",
+            # The BigQuery sink's load jobs (also a dependency of apache-beam[gcp]).
+            "google-cloud-bigquery>=3.20,<4",
+        ]
+    ),
     extras_require={
-        "test": [
-            "pytest>=8,<10",
-            "pytest-xdist>=3.5,<4",
-            "hypothesis>=6.100,<7",
-            "ruff>=0.6,<1",
-            # A real Cloud Storage server on loopback for the gs:// tests.
-            "gcp-storage-emulator>=2024.1",
-        ],
+        "test": locked(
+            [
+                "pytest>=8,<10",
+                "pytest-xdist>=3.5,<4",
+                "hypothesis>=6.100,<7",
+                "ruff>=0.6,<1",
+                # A real Cloud Storage server on loopback for the gs:// tests.
+                "gcp-storage-emulator>=2024.1",
+            ]
+        ),
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},
 )

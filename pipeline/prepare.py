@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from models import loading
 from models.introspect import UnsupportedModel, inspect
 from models.mlflow_models import MlflowUnreachable
+from pipeline.bigquery import BigQuerySink, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import ScoringOptions
 from transforms.read import FORMATS, FileUnreadable, format_of, sample
@@ -56,6 +57,7 @@ class Launch:
     model_load_s: float
     tracking_uri: str | None = None
     mlflow_experiment: str | None = None
+    bigquery: BigQuerySink | None = None
 
 
 def new_run_id(now: datetime.datetime) -> str:
@@ -297,8 +299,7 @@ def prepare(
     for flag in ("input", "model", "output"):
         if not getattr(opts, flag):
             raise ConfigError(f"--{flag} is required")
-    if opts.bigquery_table:
-        raise ConfigError("--bigquery_table is not supported by this version yet")
+    bigquery_table = parse_table(opts.bigquery_table) if opts.bigquery_table else None
     tracking_uri = opts.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     mlflow_experiment = opts.mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if mlflow_experiment and not tracking_uri:
@@ -404,6 +405,14 @@ def prepare(
         baseline=drift_baseline or None,
         profile=bool(drift_baseline) or bool(mlflow_experiment),
     )
+    sink = None
+    if bigquery_table is not None:
+        sink = BigQuerySink(
+            bigquery_table,
+            spec.output_schema,
+            description=f"Predictions of {ref.uri} by beamscore, one partition per run date",
+        )
+        sink.check()
     return Launch(
         spec=spec,
         files=files,
@@ -414,4 +423,5 @@ def prepare(
         model_load_s=load_s,
         tracking_uri=tracking_uri,
         mlflow_experiment=mlflow_experiment,
+        bigquery=sink,
     )

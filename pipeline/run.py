@@ -15,6 +15,7 @@ from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
     StandardOptions,
+    TestOptions,
 )
 from apache_beam.runners.runner import PipelineState
 
@@ -42,6 +43,7 @@ class ScoringResult:
     output: str
     seconds: float
     mlflow_logged: bool | None = None
+    dry_run: bool = False
 
 
 def _known_flags() -> set[str]:
@@ -98,8 +100,18 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     staging_root = None
     if "Direct" not in runner:  # remote workers cannot read the launcher's temp directory
         staging_root = options.view_as(GoogleCloudOptions).temp_location
+    dry_run = str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes")
+    if dry_run and "Dataflow" not in runner:
+        raise ConfigError(
+            "--dry_run=True translates a Dataflow job; it needs --runner DataflowRunner"
+        )
     launch = prepare(opts, staging_root=staging_root)
     out = OutputDir(launch.output, launch.spec.run_id)
+    if dry_run:  # translate and stage nothing, submit nothing; DIR is not touched
+        p = test_pipeline or beam.Pipeline(options=options)
+        build(p, launch.spec, launch.files, out.staging)
+        result = p.run()
+        return ScoringResult(result, {}, 0, launch.output, time.monotonic() - clock, dry_run=True)
     out.check_owned()
     tracker = None
     out.acquire_lock()
@@ -119,12 +131,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         )
         p = test_pipeline or beam.Pipeline(options=options)
         build(p, launch.spec, launch.files, out.staging)
-        try:
-            result = _run_pipeline(p, out)
-        except RunFailed:
-            if tracker is not None:
-                tracker.abort()
-            raise
+        result = _run_pipeline(p, out)
         profile = out.read_staged(PROFILE_FILE) if launch.spec.profile else None
         counts = counts_from(result)
         _check_reconciled(counts)
@@ -132,6 +139,20 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         if counts.files_failed or counts.error_rate > launch.max_error_rate:
             status = "failed"
         files = out.staged_files()
+        loaded = None
+        if launch.bigquery is not None and status == "succeeded":
+            # Before the commit: a load that fails is exit 3 with the previous output intact.
+            staged = [FileSystems.join(out.staging, f) for f in files]
+            try:
+                loaded = launch.bigquery.load(
+                    [f for f in staged if "/predictions/" in f],
+                    launch.run_date,
+                    launch.spec.run_id,
+                    counts.rows_predicted,
+                )
+            except RunFailed:
+                out.discard_staging()
+                raise
         manifest = build_manifest(
             launch=launch,
             counts=counts,
@@ -146,9 +167,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         manifest["model_load_s_launcher"] = round(launch.model_load_s, 3)
         if launch.spec.baseline and profile:
             manifest["drift"] = profile["drift"]
+        if loaded is not None:
+            manifest["bigquery"] = loaded
         if tracker is not None:
             manifest["mlflow_run_id"] = tracker.run_id
         out.commit(manifest, files)
+    except BaseException:
+        if tracker is not None and tracker.run_id:
+            tracker.abort()  # the MLflow run of a run that could not complete is FAILED
+        raise
     finally:
         out.release_lock()
     seconds = time.monotonic() - clock
@@ -224,6 +251,12 @@ def summary(res: ScoringResult, launch_output: str) -> str:
     drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
     for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
         lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")
+    if m.get("bigquery"):
+        bq = m["bigquery"]
+        lines.append(
+            f"  bigquery:    {bq['rows_loaded']:,} rows in {bq['table']}, "
+            f"partition {bq['partition']} (replaced)"
+        )
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
     if m.get("mlflow_run_id"):
         state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"
@@ -258,6 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    if res.dry_run:
+        job = getattr(res.pipeline_result, "job", None)
+        name = job.google_cloud_options.job_name if job is not None else "?"
+        print(f"DRY RUN: Dataflow job {name} translated, not submitted; nothing was written")
+        return 0
     print(summary(res, res.output))
     return res.exit_code
 

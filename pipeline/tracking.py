@@ -79,6 +79,8 @@ class RunLog:
             "max_error_rate": launch.max_error_rate,
             "input_format": spec.input_format,
         }
+        if launch.bigquery is not None:
+            params["bigquery_table"] = launch.bigquery.table.id
         self._safely(
             "log params",
             self._client.log_batch,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import joblib
@@ -120,3 +124,149 @@ def assert_one_line_error(cli: Cli, *words: str) -> None:
     assert "Traceback" not in cli.stderr
     for word in words:
         assert word in lines[0], lines[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """The emulator on 127.0.0.1 (in memory), a bucket, and a client for it."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gcp_storage_emulator",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--in-memory",
+            "--default-bucket",
+            "scoring",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    host = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "emulator did not start"
+            time.sleep(0.1)
+    os.environ["STORAGE_EMULATOR_HOST"] = host
+    from pipeline.gcs import client
+
+    yield {"host": host, "bucket": client().bucket("scoring")}
+    os.environ.pop("STORAGE_EMULATOR_HOST", None)
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+# The BigQuery emulator pins its own versions, so it lives in its own virtualenv, built once into
+# this cache directory (about 40 s) and reused by later runs.
+BQEMU_CACHE = Path(os.environ.get("BQEMU_CACHE", ROOT / ".cache" / "bqemulator"))
+BQEMU_PACKAGES = ["bqemulator", "duckdb==1.5.5", "duckdb-extension-spatial==1.5.5", "numpy"]
+BQ_PROJECT = "emu-project"
+
+# Installs DuckDB's spatial extension (which bqemulator loads at start) from the PyPI package's
+# file into $HOME/.duckdb, since DuckDB would otherwise download it.
+_INSTALL_SPATIAL = """
+import pathlib, duckdb, duckdb_extension_spatial
+pkg = pathlib.Path(duckdb_extension_spatial.__file__).parent
+ext = next(pkg.glob(f"extensions/v{duckdb.__version__}/spatial.duckdb_extension"))
+con = duckdb.connect(":memory:")
+con.execute(f"INSTALL '{ext}'")
+con.execute("LOAD spatial")
+"""
+
+
+def _bqemulator_venv() -> Path:
+    """The emulator's virtualenv (and DuckDB home), built once; safe with parallel workers."""
+    BQEMU_CACHE.mkdir(parents=True, exist_ok=True)
+    stamp = BQEMU_CACHE / "ready"
+    want = " ".join(BQEMU_PACKAGES)
+    with open(BQEMU_CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not stamp.exists() or stamp.read_text() != want:
+            venv = BQEMU_CACHE / "venv"
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+            subprocess.run(
+                [str(venv / "bin" / "pip"), "install", "--quiet", *BQEMU_PACKAGES],
+                check=True,
+                capture_output=True,
+            )
+            home = BQEMU_CACHE / "home"
+            home.mkdir(exist_ok=True)
+            subprocess.run(
+                [str(venv / "bin" / "python"), "-c", _INSTALL_SPATIAL],
+                check=True,
+                env={**os.environ, "HOME": str(home)},
+            )
+            stamp.write_text(want)
+    return BQEMU_CACHE
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(tmp_path_factory):
+    """bqemulator on 127.0.0.1 (in memory), BIGQUERY_EMULATOR_HOST set, and a client for it."""
+    cache = _bqemulator_venv()
+    rest, grpc = _free_port(), _free_port()
+    log = tmp_path_factory.mktemp("bqemulator") / "server.log"
+    env = {**os.environ, "HOME": str(cache / "home"), "BQEMU_ENABLE_FORMAT_EXTENSIONS": "false"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                str(cache / "venv" / "bin" / "bqemulator"),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(rest),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc),
+                "--project",
+                BQ_PROJECT,
+                "--ephemeral",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{rest}"  # the client wants the scheme
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, f"bqemulator exited:\n{log.read_text()[-3000:]}"
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=1) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"bqemulator not ready:\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    os.environ["BIGQUERY_EMULATOR_HOST"] = url
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    client = bigquery.Client(project=BQ_PROJECT, credentials=AnonymousCredentials())
+    yield {"host": url, "client": client, "project": BQ_PROJECT}
+    os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()

@@ -3,65 +3,14 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
-import time
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import FEATURES, ROOT, float_rows, run_cli
+from tests.conftest import FEATURES, float_rows, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def gcs():
-    """The emulator on 127.0.0.1 (in memory), a bucket, and a client for it."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gcp_storage_emulator",
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-            "--default-bucket",
-            "scoring",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=ROOT,
-    )
-    host = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "emulator did not start"
-            time.sleep(0.1)
-    os.environ["STORAGE_EMULATOR_HOST"] = host
-    from pipeline.gcs import client
-
-    yield {"host": host, "bucket": client().bucket("scoring")}
-    os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def upload_parquet(bucket, name: str, df) -> None:

@@ -1,0 +1,322 @@
+"""BigQuery sink: a succeeded run's predictions, one partition per run date, replaced atomically.
+
+The rows go in with load jobs from the run's staged Parquet files (no streaming inserts, no row
+moves through Beam), first into a staging table, then into the target table with one
+multi-statement transaction that deletes the run date's rows and inserts the new ones. A rerun
+for the same run date therefore replaces that date's rows and never duplicates one; a failure at
+any point leaves the table as it was.
+
+The official `google-cloud-bigquery` client is used (it honours BIGQUERY_EMULATOR_HOST); Beam's
+`WriteToBigQuery` goes through its own apitools client, which does not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import pyarrow as pa
+
+from pipeline.errors import ConfigError, RunFailed
+
+_LOG = logging.getLogger(__name__)
+
+PARTITION_COLUMN = "run_date"
+EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
+# How long a launch check may wait on an unreachable service before exit 3.
+LAUNCH_DEADLINE_S = 15.0
+STAGING_EXPIRY_HOURS = 24
+
+_TABLE = re.compile(
+    r"(?P<project>[a-z][a-z0-9-]{0,62}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{0,62}[a-z0-9])"
+    r"[.:](?P<dataset>[A-Za-z0-9_]{1,1024})\.(?P<table>[A-Za-z0-9_-]{1,1024})"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableRef:
+    """A BigQuery table: `project.dataset.table` or `project:dataset.table` on the command line."""
+
+    project: str
+    dataset: str
+    table: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+    @property
+    def sql(self) -> str:
+        return f"`{self.id}`"
+
+
+def parse_table(value: str, flag: str = "--bigquery_table") -> TableRef:
+    """Checks a table spec; the names are restricted so that they are safe inside SQL."""
+    m = _TABLE.fullmatch(value.strip())
+    if not m:
+        raise ConfigError(
+            f"{flag} {value!r} is not project.dataset.table or project:dataset.table "
+            "(letters, digits, _ and - only)"
+        )
+    return TableRef(m["project"], m["dataset"], m["table"])
+
+
+def bigquery_type(t: pa.DataType) -> str:
+    """The BigQuery column type a Parquet column of this Arrow type loads as."""
+    if pa.types.is_boolean(t):
+        return "BOOL"
+    if pa.types.is_integer(t):
+        return "INT64"
+    if pa.types.is_floating(t):
+        return "FLOAT64"
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "STRING"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return "BYTES"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMP" if t.tz else "DATETIME"
+    if pa.types.is_date(t):
+        return "DATE"
+    raise ConfigError(f"a column of type {t} cannot be loaded into BigQuery by this tool")
+
+
+# BigQuery reports the legacy names for some types.
+_SAME = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
+
+
+def _canonical(field_type: str) -> str:
+    return _SAME.get(field_type.upper(), field_type.upper())
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    """A fault a scheduler may retry (exit 3), as opposed to a configuration problem (exit 2)."""
+    import requests
+    from google.api_core import exceptions as gexc
+
+    retryable = (
+        ConnectionError,
+        TimeoutError,
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        gexc.RetryError,
+        gexc.ServerError,
+        gexc.TooManyRequests,
+    )
+    return isinstance(e, retryable)
+
+
+def _one_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e) or type(e).__name__
+    return text.strip().splitlines()[0][:300]
+
+
+class BigQuerySink:
+    """Checks the table at launch and loads a run's predictions after it succeeded."""
+
+    def __init__(self, table: TableRef, schema: pa.Schema, description: str):
+        """
+        Args:
+            table: the target table.
+            schema: the predictions' Arrow schema (the table adds `run_date`).
+            description: the table description when this tool creates it (names the model).
+        """
+        self.table = table
+        self.schema = schema
+        self.description = description
+        self.columns = {f.name: bigquery_type(f.type) for f in schema}
+        if PARTITION_COLUMN in self.columns:
+            raise ConfigError(
+                f"the predictions already have a {PARTITION_COLUMN!r} column, which the BigQuery "
+                "table adds as its partition column; rename it or pass --key_columns without it"
+            )
+
+    def _client(self):
+        from google.cloud import bigquery
+
+        if os.environ.get(EMULATOR_ENV):
+            from google.auth.credentials import AnonymousCredentials
+
+            return bigquery.Client(project=self.table.project, credentials=AnonymousCredentials())
+        return bigquery.Client(project=self.table.project)
+
+    def _bq_schema(self, with_partition: bool):
+        from google.cloud import bigquery
+
+        fields = [bigquery.SchemaField(name, kind) for name, kind in self.columns.items()]
+        if with_partition:
+            fields.append(bigquery.SchemaField(PARTITION_COLUMN, "DATE", mode="REQUIRED"))
+        return fields
+
+    def check(self) -> None:
+        """At launch: the dataset exists and an existing table can take these predictions.
+
+        Raises ConfigError (exit 2) for a missing dataset or an incompatible table, RunFailed
+        (exit 3) when BigQuery cannot be reached.
+        """
+        from google.api_core import exceptions as gexc
+        from google.api_core.retry import Retry
+
+        retry = Retry(deadline=LAUNCH_DEADLINE_S)
+        try:
+            client = self._client()
+            client.get_dataset(
+                f"{self.table.project}.{self.table.dataset}", retry=retry, timeout=10
+            )
+            try:
+                existing = client.get_table(self.table.id, retry=retry, timeout=10)
+            except gexc.NotFound:
+                return  # created at load time
+        except gexc.NotFound as e:
+            raise ConfigError(
+                f"BigQuery dataset {self.table.project}.{self.table.dataset} does not exist "
+                f"(create it first: bq mk --dataset {self.table.project}:{self.table.dataset})"
+            ) from e
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted into exit 2 or exit 3 below
+            if _is_unreachable(e):
+                raise RunFailed(f"BigQuery is unreachable: {_one_line(e)}") from e
+            raise ConfigError(f"cannot use BigQuery table {self.table.id}: {_one_line(e)}") from e
+        self._check_compatible(existing)
+
+    def _check_compatible(self, existing) -> None:
+        have = {f.name: _canonical(f.field_type) for f in existing.schema}
+        for name, kind in {**self.columns, PARTITION_COLUMN: "DATE"}.items():
+            if name not in have:
+                raise ConfigError(
+                    f"BigQuery table {self.table.id} has no column {name!r} ({kind}) that these "
+                    "predictions need; use another table or add the column"
+                )
+            if have[name] != kind:
+                raise ConfigError(
+                    f"BigQuery table {self.table.id} column {name!r} is {have[name]}, but the "
+                    f"predictions have {kind}"
+                )
+
+    def load(self, files: list[str], run_date: str, run_id: str, rows: int) -> dict:
+        """Replaces the run date's rows with the rows of these Parquet files, atomically.
+
+        Args:
+            files: the run's prediction files (local or gs://).
+            run_date: the partition to replace (YYYY-MM-DD, already checked).
+            run_id: names the staging table.
+            rows: how many rows the files hold; the table must then hold exactly that many.
+
+        Returns:
+            What the manifest records: table, partition, rows loaded, job ids.
+        """
+        try:
+            return self._load(files, run_date, run_id, rows)
+        except RunFailed:
+            raise
+        except Exception as e:  # noqa: BLE001 - the table is unchanged: the run is retryable
+            raise RunFailed(
+                f"loading predictions into BigQuery table {self.table.id} failed "
+                f"(the table is unchanged): {_one_line(e)}"
+            ) from e
+
+    def _load(self, files: list[str], run_date: str, run_id: str, rows: int) -> dict:
+        import datetime
+
+        from google.api_core import exceptions as gexc
+        from google.cloud import bigquery
+
+        client = self._client()
+        try:
+            client.get_table(self.table.id)
+        except gexc.NotFound:
+            table = bigquery.Table(self.table.id, schema=self._bq_schema(with_partition=True))
+            table.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN
+            )
+            table.description = self.description
+            client.create_table(table, exists_ok=True)
+            _LOG.info(
+                "created BigQuery table %s, partitioned by day on %s",
+                self.table.id,
+                PARTITION_COLUMN,
+            )
+
+        staging_name = f"{self.table.table}__load_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
+        staging = TableRef(self.table.project, self.table.dataset, staging_name)
+        jobs: list[str] = []
+        try:
+            staging_table = bigquery.Table(staging.id, schema=self._bq_schema(with_partition=False))
+            staging_table.expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+                hours=STAGING_EXPIRY_HOURS
+            )  # a crash between the steps leaves nothing behind for long
+            client.delete_table(staging.id, not_found_ok=True)
+            client.create_table(staging_table)
+            jobs.extend(self._load_files(client, files, staging.id))
+            columns = ", ".join(f"`{name}`" for name in self.columns)
+            script = (
+                "BEGIN TRANSACTION; "
+                f"DELETE FROM {self.table.sql} WHERE {PARTITION_COLUMN} = DATE '{run_date}'; "
+                f"INSERT INTO {self.table.sql} ({columns}, {PARTITION_COLUMN}) "
+                f"SELECT {columns}, DATE '{run_date}' FROM {staging.sql}; "
+                "COMMIT TRANSACTION;"
+            )
+            job = client.query(script)
+            job.result()
+            jobs.append(job.job_id)
+        finally:
+            client.delete_table(staging.id, not_found_ok=True)
+        counted = next(
+            iter(
+                client.query(
+                    f"SELECT COUNT(*) FROM {self.table.sql} "
+                    f"WHERE {PARTITION_COLUMN} = DATE '{run_date}'"
+                ).result()
+            )
+        )[0]
+        if counted != rows:
+            raise RunFailed(
+                f"BigQuery table {self.table.id} holds {counted} rows for {run_date} after the "
+                f"load, but the run predicted {rows}; another writer may be loading this date"
+            )
+        return {
+            "table": self.table.id,
+            "partition": run_date,
+            "rows_loaded": counted,
+            "job_ids": jobs,
+        }
+
+    def _load_files(self, client, files: list[str], destination: str) -> list[str]:
+        """Appends the Parquet files to the (empty) staging table; returns the job ids."""
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+        from google.cloud import bigquery
+
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            schema=self._bq_schema(with_partition=False),
+        )
+        remote = [f for f in files if f.startswith("gs://")]
+        if remote and len(remote) == len(files) and not os.environ.get(EMULATOR_ENV):
+            # BigQuery reads the files from Cloud Storage itself: nothing moves through here.
+            job = client.load_table_from_uri(remote, destination, job_config=config)
+            job.result()
+            return [job.job_id]
+        # Local files (and an emulator, which cannot read Cloud Storage): upload each file.
+        jobs = []
+        for path in files:
+            if path.startswith("gs://"):  # the client wants a real binary file: copy it first
+                with (
+                    tempfile.TemporaryFile() as local,
+                    FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f,
+                ):
+                    shutil.copyfileobj(f, local, 1 << 20)
+                    job = client.load_table_from_file(
+                        local, destination, job_config=config, rewind=True
+                    )
+            else:
+                with open(path, "rb") as local:
+                    job = client.load_table_from_file(local, destination, job_config=config)
+            job.result()
+            jobs.append(job.job_id)
+        return jobs

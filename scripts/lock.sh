@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerates constraints.txt: resolves setup.py's ranges afresh in a throw-away virtualenv and
+# freezes the result. Run it to upgrade dependencies, then ./run_tests.sh and the bench.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+python3 -m venv "$TMP/venv"
+"$TMP/venv/bin/python" -m pip install --quiet --upgrade pip
+# Without the lock file, setup.py states only its ranges.
+mkdir "$TMP/src" && cp -r "$ROOT/setup.py" "$ROOT/pipeline" "$ROOT/transforms" "$ROOT/models" "$TMP/src/"
+"$TMP/venv/bin/python" -m pip install --quiet "$TMP/src[test]"
+{
+  head -3 "$ROOT/constraints.txt"
+  "$TMP/venv/bin/python" -m pip freeze | grep -v -i '^beamscore'
+} >"$TMP/constraints.txt"
+mv "$TMP/constraints.txt" "$ROOT/constraints.txt"
+echo "wrote $ROOT/constraints.txt"

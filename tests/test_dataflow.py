@@ -1,0 +1,184 @@
+"""The Dataflow job as DataflowRunner would submit it, built offline (nothing staged or submitted).
+
+`--dry_run=True` makes Beam translate the job and stop before it creates an API client. The
+full job description (environment, staged packages) is then built by Beam's own
+`DataflowApplicationClient.create_job_description`, with its one upload method replaced by one
+that keeps the files in memory, as Beam's own apiclient tests do.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from unittest import mock
+
+import pytest
+
+from tests.conftest import ROOT, float_rows, write_input
+
+pytestmark = pytest.mark.slow
+
+DATAFLOW = [
+    "--runner",
+    "DataflowRunner",
+    "--project",
+    "test-project",
+    "--region",
+    "europe-west1",
+    "--temp_location",
+    "gs://test-bucket/dataflow/tmp",
+    "--setup_file",
+    str(ROOT / "setup.py"),
+    "--job_name",
+    "beamscore-test",
+    "--max_num_workers",
+    "7",
+    "--dry_run=True",
+    "--no_auth",
+]
+
+
+@pytest.fixture
+def job_inputs(tmp_path, models_dir):
+    write_input(float_rows(50), tmp_path / "in" / "a.parquet")
+    return [
+        "--input",
+        str(tmp_path / "in" / "*.parquet"),
+        "--model",
+        str(models_dir / "binary.joblib"),
+        "--output",
+        str(tmp_path / "out"),
+        "--run_date",
+        "2026-11-24",
+    ]
+
+
+def _leaf_names(proto_pipeline) -> set[str]:
+    transforms = proto_pipeline.components.transforms
+    return {t.unique_name for t in transforms.values() if not t.subtransforms}
+
+
+def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_path, monkeypatch):
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    from pipeline.run import run
+
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    res = run([*job_inputs, *DATAFLOW])
+    assert res.dry_run and res.exit_code == 0
+    assert not (tmp_path / "out").exists(), "a dry run must not touch DIR"
+    job = res.pipeline_result.job
+    top = {
+        t.unique_name
+        for t in job.proto_pipeline.components.transforms.values()
+        if t.unique_name and "/" not in t.unique_name
+    }
+    expected = {"InputFiles", "SpreadFiles", "ReadParquet", "Validate", "Predict", "AllErrors"}
+    assert expected | {"Write"} <= top, top
+    leaves = _leaf_names(job.proto_pipeline)
+    assert any(name.startswith("Predict") for name in leaves), leaves
+
+    staged: dict[str, bytes] = {}
+
+    def keep(self, path, file_name, stream, *args, **kwargs):
+        staged[file_name] = stream.read()
+
+    with mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
+        client = apiclient.DataflowApplicationClient(job.options)
+        client.create_job_description(job)
+    options = job.options.get_all_options()
+    assert options["job_name"] == "beamscore-test"
+    assert options["setup_file"] == str(ROOT / "setup.py")
+    assert options["max_num_workers"] == 7
+    assert options["region"] == "europe-west1"
+    env = json.loads(job.json())["environment"]
+    assert env["tempStoragePrefix"].startswith("storage.googleapis.com/test-bucket/dataflow/tmp")
+    pool = env["workerPools"][0]
+    assert pool["workerHarnessContainerImage"].startswith("gcr.io/cloud-dataflow/"), pool
+    assert {p["name"] for p in pool["packages"]} >= {"workflow.tar.gz"}
+    sdk = env["sdkPipelineOptions"]["options"]
+    assert sdk["setup_file"] == str(ROOT / "setup.py") and sdk["max_num_workers"] == 7
+
+    # The package --setup_file ships: our three packages and the lock file setup.py pins from.
+    assert "workflow.tar.gz" in staged, sorted(staged)
+    with tarfile.open(fileobj=io.BytesIO(staged["workflow.tar.gz"])) as sdist:
+        names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
+    for required in (
+        "setup.py",
+        "constraints.txt",
+        "pipeline/run.py",
+        "transforms/predict.py",
+        "models/loading.py",
+    ):
+        assert required in names, required
+
+    # It installs into a fresh virtualenv as a worker installs it, and that install scores.
+    sdist = tmp_path / "workflow.tar.gz"
+    sdist.write_bytes(staged["workflow.tar.gz"])
+    venv = tmp_path / "worker-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", str(sdist)],
+        capture_output=True,
+        text=True,
+    )
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    check = subprocess.run([str(venv / "bin" / "pip"), "check"], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+    pinned = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import sklearn, apache_beam as b; print(b.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    import apache_beam
+
+    assert pinned.stdout.strip() == apache_beam.__version__, pinned.stderr
+    inputs = [str(a) for a in job_inputs]
+    inputs[inputs.index("--output") + 1] = str(tmp_path / "worker-out")
+    scored = subprocess.run(
+        [str(venv / "bin" / "beamscore"), *inputs],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,  # not the checkout: the installed package must stand on its own
+    )
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    manifest = json.loads((tmp_path / "worker-out" / "manifest.json").read_text())
+    assert manifest["counts"]["rows_predicted"] == 50
+
+
+def test_run_dataflow_sh_dry_run(job_inputs, tmp_path):
+    env = {
+        **os.environ,
+        "PROJECT": "test-project",
+        "REGION": "europe-west1",
+        "BUCKET": "test-bucket",
+        "NO_GCE_CHECK": "True",
+    }
+    result = subprocess.run(
+        [str(ROOT / "run_dataflow.sh"), *job_inputs, "--dry_run=True"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip().splitlines()[-1]
+    assert line.startswith("DRY RUN: Dataflow job beamscore-2026-11-24-"), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_needs_dataflow(job_inputs):
+    from tests.conftest import assert_one_line_error, run_cli
+
+    cli = run_cli(*job_inputs, "--dry_run=True")
+    assert_one_line_error(cli, "--dry_run", "DataflowRunner")
