@@ -174,6 +174,39 @@ def write_models(out: Path, seed: int, rows: int = 50_000) -> None:
         )
 
 
+def write_registry(out: Path) -> None:
+    """Registers light.joblib in a sqlite MLflow registry twice: sklearn flavour and pyfunc-only."""
+    import mlflow
+    import mlflow.pyfunc
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    class Wrapped(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            self.model = joblib.load(context.artifacts["model"])
+
+        def predict(self, context, model_input, params=None):
+            return self.model.predict(model_input)
+
+    model = joblib.load(out / "light.joblib")
+    frame = pd.DataFrame(draw_features(np.random.default_rng(9), 1000), columns=FEATURES)
+    signature = infer_signature(frame, model.predict(frame))
+    mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    mlflow.set_experiment("bench")
+    with mlflow.start_run():
+        mlflow.sklearn.log_model(
+            model, name="model", signature=signature, registered_model_name="light_sklearn"
+        )
+    with mlflow.start_run():
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Wrapped(),
+            artifacts={"model": str(out / "light.joblib")},
+            signature=signature,
+            registered_model_name="light_pyfunc",
+        )
+
+
 def _step(paths: list[Path], make: Callable[[], object]) -> None:
     """Runs `make` unless every path exists, printing what happened."""
     where = paths[0].parent
@@ -208,6 +241,7 @@ def main() -> None:
             lambda t=target, p=poison: write_colored_set(rows1m, t, p),
         )
     write_models(out, 0)
+    _step([out / "mlflow.db"], lambda: write_registry(out))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Workers load the staged copy and never talk to the server.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -88,12 +89,13 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
             version, download_uri = run_id, uri
         import mlflow.artifacts
 
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=download_uri,
-            dst_path=tempfile.mkdtemp(prefix="beamscore-model-"),
-            tracking_uri=tracking_uri,
-            registry_uri=tracking_uri,
-        )
+        with _pointed_at(tracking_uri):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=download_uri,
+                dst_path=tempfile.mkdtemp(prefix="beamscore-model-"),
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
     except MlflowException as e:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if _unreachable(e):
@@ -104,6 +106,35 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
     if not os.path.exists(os.path.join(local, "MLmodel")):
         raise ModelError(f"{uri} is not an MLflow model (no MLmodel file)")
     return version, run_id, local, tree_sha256(local)
+
+
+@contextlib.contextmanager
+def _pointed_at(uri: str | None):
+    """MLflow's global tracking and registry URIs set to `uri` for the duration, then restored.
+
+    `download_artifacts` takes the URIs as arguments, but for models:/ URIs MLflow 3 (checked on
+    3.17) looks the version up through a client built from the *global* registry URI, so with
+    only --mlflow_tracking_uri it would ask the default store (./mlflow.db) instead.
+    """
+    if not uri:
+        yield
+        return
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for name, value in saved.items():  # the setters leave their environment variables
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _unreachable(e: Exception) -> bool:

@@ -102,7 +102,10 @@ class Cli:
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> Cli:
-    """Runs the CLI in a subprocess; `--output` is read back from the arguments."""
+    """Runs the CLI in a subprocess; `--output` is read back from the arguments.
+
+    `env` changes the environment; a value of None removes a variable.
+    """
     argv = [str(a) for a in args]
     output = Path(argv[argv.index("--output") + 1]) if "--output" in argv else None
     result = subprocess.run(
@@ -111,9 +114,15 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> Cli:
         text=True,
         timeout=timeout,
         cwd=ROOT,
-        env={**os.environ, **(env or {})},
+        env=_environment(env),
     )
     return Cli(result, output)
+
+
+def _environment(changes: dict | None) -> dict:
+    """os.environ with `changes` applied; a value of None removes the variable."""
+    env = {**os.environ, **(changes or {})}
+    return {k: v for k, v in env.items() if v is not None}
 
 
 def assert_one_line_error(cli: Cli, *words: str) -> None:

@@ -54,12 +54,13 @@ def registry(tmp_path_factory, models_dir):
     client.set_registered_model_alias("churn", "champion", "1")
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)  # set_registry_uri(None) leaves it set
     return {"uri": uri, "sk_run": sk_run, "pyfunc_run": pyfunc_run, "model": model}
 
 
 def no_tracking_env() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    return env
+    """Removes every MLflow variable: only the flag may tell where the server is."""
+    return {k: None for k in os.environ if k.startswith("MLFLOW_")}
 
 
 def test_registry_alias_scores_like_the_model(tmp_path, registry):
@@ -125,14 +126,16 @@ def test_run_uri_version_is_the_run_id(tmp_path, registry):
     assert set(cli.predictions().model_version) == {registry["sk_run"]}
 
 
-def test_pyfunc_model(tmp_path, registry):
+@pytest.mark.parametrize("by", ["version", "run"])
+def test_pyfunc_model(tmp_path, registry, by):
     df = float_rows(200)
     write_input(df, tmp_path / "in.parquet")
+    uri = "models:/doubler/1" if by == "version" else f"runs:/{registry['pyfunc_run']}/doubler"
     cli = run_cli(
         "--input",
         tmp_path / "in.parquet",
         "--model",
-        "models:/doubler/1",
+        uri,
         "--mlflow_tracking_uri",
         registry["uri"],
         "--output",
@@ -141,6 +144,7 @@ def test_pyfunc_model(tmp_path, registry):
     assert cli.code == 0, cli.stderr
     got = cli.predictions().set_index("id").loc[df.id]
     np.testing.assert_allclose(got.prediction, df.f0 * 2.0)
+    assert set(got.model_uri) == {uri}
 
 
 @pytest.mark.parametrize(
