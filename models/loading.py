@@ -35,6 +35,7 @@ class ModelRef:
         path: what the workers load (a file, or a staged MLflow model directory; local or gs://).
         kind: "file" (joblib/pickle) or "mlflow".
         run_id: the MLflow run that produced the model, if any.
+        model_id: the MLflow 3 logged model behind a registry version, if any.
     """
 
     uri: str
@@ -43,6 +44,7 @@ class ModelRef:
     path: str
     kind: str = "file"
     run_id: str = ""
+    model_id: str = ""
 
 
 def read_verified(path: str, expected_sha256: str | None) -> tuple[bytes, str]:
@@ -90,11 +92,17 @@ def resolve(
     from models import mlflow_models
 
     if mlflow_models.is_mlflow_uri(uri):
-        version, run_id, local, sha = mlflow_models.resolve(uri, tracking_uri)
+        version, run_id, local, sha, model_id = mlflow_models.resolve(uri, tracking_uri)
         _check_sha(uri, sha, expected_sha256)
         path = mlflow_models.stage(local, staging_root, sha)
         return ModelRef(
-            uri=uri, version=version, sha256=sha, path=path, kind="mlflow", run_id=run_id
+            uri=uri,
+            version=version,
+            sha256=sha,
+            path=path,
+            kind="mlflow",
+            run_id=run_id,
+            model_id=model_id,
         )
     if not uri.lower().endswith(MODEL_FILE_SUFFIXES):
         raise ModelError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -51,7 +52,7 @@ def tree_sha256(directory: str) -> str:
     return digest.hexdigest()
 
 
-def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
+def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str, str]:
     """Resolves a registry or run URI to a pinned version and downloads its artifacts.
 
     Args:
@@ -59,8 +60,8 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
         tracking_uri: the tracking/registry server (None: MLFLOW_TRACKING_URI).
 
     Returns:
-        (version, run_id, local directory of the artifacts, their tree SHA-256). The version is
-        the registry version, or the run id for runs:/.
+        (version, run_id, local directory of the artifacts, their tree SHA-256, MLflow 3 logged
+        model id or ""). The version is the registry version, or the run id for runs:/.
     """
     from mlflow.exceptions import MlflowException
 
@@ -81,12 +82,15 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
                     )
                 mv = client.get_model_version(name, number)
             version, run_id = str(mv.version), mv.run_id or ""
+            # MLflow 3 names the version's logged model in model_id, or only in its source.
+            source = re.fullmatch(r"models:/(m-[0-9a-f]+)", mv.source or "")
+            model_id = getattr(mv, "model_id", None) or (source[1] if source else "")
             # The pinned version, not the alias: an alias moved mid-run changes nothing.
             download_uri = f"models:/{name}/{version}"
         else:
             run_id = uri.removeprefix("runs:/").split("/", 1)[0]
             client.get_run(run_id)
-            version, download_uri = run_id, uri
+            version, download_uri, model_id = run_id, uri, ""
         import mlflow.artifacts
 
         with _pointed_at(tracking_uri):
@@ -105,7 +109,7 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str]:
         raise MlflowUnreachable(f"MLflow server unreachable resolving {uri}: {e}") from e
     if not os.path.exists(os.path.join(local, "MLmodel")):
         raise ModelError(f"{uri} is not an MLflow model (no MLmodel file)")
-    return version, run_id, local, tree_sha256(local)
+    return version, run_id, local, tree_sha256(local), model_id
 
 
 @contextlib.contextmanager

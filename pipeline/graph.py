@@ -8,7 +8,7 @@ import apache_beam as beam
 from apache_beam.utils import shared
 
 from transforms.predict import PredictBatches
-from transforms.profile import ProfileFn, write_profile
+from transforms.profile import MergedProfiles, ProfileFn, write_profile
 from transforms.read import ReadBatches
 from transforms.spec import ERRORS, PROFILE, ScoringSpec
 from transforms.validate import ValidateBatches
@@ -39,15 +39,17 @@ def build(p: beam.Pipeline, spec: ScoringSpec, files: Sequence[str], staging_dir
     valid = read.batches | "Validate" >> beam.ParDo(ValidateBatches(spec)).with_outputs(
         ERRORS, main="batches"
     )
-    scored = valid.batches | "Predict" >> beam.ParDo(
-        PredictBatches(spec, shared.Shared())
-    ).with_outputs(ERRORS, PROFILE, main="predictions")
+    profiler = None
     if spec.profile:
         positive = spec.facts.proba_columns[-1] if spec.facts.classes else None
+        profiler = ProfileFn(spec.baseline, spec.facts.classes, positive)
+    scored = valid.batches | "Predict" >> beam.ParDo(
+        PredictBatches(spec, shared.Shared(), profiler)
+    ).with_outputs(ERRORS, PROFILE, main="predictions")
+    if profiler is not None:  # each bundle's partial profile, merged into one
         _ = (
             scored[PROFILE]
-            | "Profile"
-            >> beam.CombineGlobally(ProfileFn(spec.baseline, spec.facts.classes, positive))
+            | "Profile" >> beam.CombineGlobally(MergedProfiles(profiler))
             | "WriteProfile" >> beam.Map(write_profile, staging_dir)
         )
     errors = (read[ERRORS], valid[ERRORS], scored[ERRORS]) | "AllErrors" >> beam.Flatten()

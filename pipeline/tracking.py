@@ -93,7 +93,7 @@ class RunLog:
     def _log_dataset(self, launch) -> None:
         from mlflow.data.http_dataset_source import HTTPDatasetSource
         from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
         source = HTTPDatasetSource(url=launch.input_pattern)
         dataset = MetaDataset(source=source, name=f"input-{launch.run_date}")
@@ -104,6 +104,10 @@ class RunLog:
                     dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "scoring")]
                 )
             ],
+            # The run's input linked to the model version's logged model (MLflow 3).
+            models=[LoggedModelInput(model_id)]
+            if (model_id := launch.spec.model.model_id)
+            else None,
         )
 
     def finish(

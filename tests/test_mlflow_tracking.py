@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -11,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import FEATURES, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, ROOT, float_rows, run_cli, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -140,10 +142,8 @@ def test_unreachable_tracking_server_at_launch_is_exit_3(tmp_path, models_dir):
     assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served)."""
-    root = tmp_path_factory.mktemp("server")
+def start_mlflow_server(root) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served), once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -166,6 +166,7 @@ def mlflow_server(tmp_path_factory):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so that stopping it stops its workers too
     )
     uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -174,13 +175,63 @@ def mlflow_server(tmp_path_factory):
     while True:
         try:
             urllib.request.urlopen(f"{uri}/health", timeout=1).read()
-            break
+            return proc, uri
         except OSError:
             assert proc.poll() is None and time.monotonic() < deadline, "mlflow server not up"
             time.sleep(0.5)
-    yield uri
-    proc.terminate()
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    os.killpg(proc.pid, sig)
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("server"))
+    yield uri
+    stop(proc)
+
+
+def test_server_gone_mid_run_still_commits_the_predictions(tmp_path, model_with_baseline):
+    proc, uri = start_mlflow_server(tmp_path / "server")
+    for i in range(4):
+        write_input(float_rows(20_000, seed=i, start_id=i * 20_000), tmp_path / "in" / f"{i}.csv")
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.run",
+            "--input",
+            str(tmp_path / "in" / "*.csv"),
+            "--model",
+            str(model_with_baseline),
+            "--output",
+            str(tmp_path / "out"),
+            "--mlflow_tracking_uri",
+            uri,
+            "--mlflow_experiment",
+            "nightly",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    seen = []
+    for line in cli.stderr:  # the launcher logs this line once the MLflow run has started
+        seen.append(line)
+        if "INFO pipeline: run " in line:
+            break
+    stop(proc, signal.SIGKILL)  # the server dies while the pipeline runs
+    out, err = cli.communicate(timeout=300)
+    err = "".join(seen) + err
+    assert cli.returncode == 0, err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["status"] == "succeeded" and manifest["counts"]["rows_predicted"] == 80_000
+    assert manifest["mlflow_run_id"]
+    assert "NOT fully logged" in out, out
+    assert "could not log metrics in MLflow run" in err and "Traceback" not in err
 
 
 def test_registry_alias_on_a_real_server_scored_and_logged(tmp_path, mlflow_server, monkeypatch):
@@ -217,5 +268,11 @@ def test_registry_alias_on_a_real_server_scored_and_logged(tmp_path, mlflow_serv
     assert set(cli.predictions().model_version) == {"1"}
     assert set(m["drift"]) == set(demo.NUMERIC + demo.CATEGORICAL)
     assert max(m["drift"].values()) < 0.1
-    _, run = read_run(mlflow_server, m["mlflow_run_id"])
+    client, run = read_run(mlflow_server, m["mlflow_run_id"])
     assert run.data.metrics["rows_predicted"] == 2000
+    # The scored input is a dataset input of the run, linked to the version's logged model.
+    assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"input-{m['run_date']}"]
+    version = client.get_model_version("churn-server", "1")
+    logged_model = version.model_id or version.source.removeprefix("models:/")
+    assert logged_model.startswith("m-")
+    assert [i.model_id for i in run.inputs.model_inputs] == [logged_model]

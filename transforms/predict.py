@@ -13,6 +13,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from models import loading
@@ -66,9 +67,21 @@ class PredictBatches(beam.DoFn):
     Outputs Arrow tables in the predictions schema, and error records on the `errors` tag.
     """
 
-    def __init__(self, spec: ScoringSpec, model_handle: shared.Shared):
+    def __init__(
+        self, spec: ScoringSpec, model_handle: shared.Shared, profiler: beam.CombineFn | None = None
+    ):
+        """
+        Args:
+            spec: the launch decisions.
+            model_handle: the process-wide holder of the model.
+            profiler: when profiling, the CombineFn whose accumulator each bundle fills with its
+                batches (the batches never leave the DoFn); one accumulator per bundle goes out
+                on the `profile` tag.
+        """
         self._spec = spec
         self._handle = model_handle
+        self._profiler = profiler
+        self._profile: Any = None
         self._loaded: _LoadedModel | None = None
         self._schema = spec.output_schema
         self._lineage: list[pa.Array] | None = None  # model_uri, model_version, run_id columns
@@ -87,6 +100,14 @@ class PredictBatches(beam.DoFn):
         # The launcher checked that a float matrix scores exactly like a DataFrame; scikit-learn
         # still warns on every call that the matrix has no column names.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+    def start_bundle(self) -> None:
+        self._profile = None
+
+    def finish_bundle(self) -> Iterator[Any]:
+        if self._profile is not None:
+            profile, self._profile = self._profile, None
+            yield beam.pvalue.TaggedOutput(PROFILE, GlobalWindows.windowed_value(profile))
 
     def process(self, chunk: Chunk) -> Iterator[Any]:
         loaded = self._loaded
@@ -127,8 +148,10 @@ class PredictBatches(beam.DoFn):
         count("rows_predicted", kept.num_rows, chunk.source)
         _PROGRESS.add(kept.num_rows)
         table = self._to_table(kept, pred, proba)
-        if spec.profile:
-            yield beam.pvalue.TaggedOutput(PROFILE, (kept, table))
+        if self._profiler is not None:
+            if self._profile is None:
+                self._profile = self._profiler.create_accumulator()
+            self._profile = self._profiler.add_input(self._profile, (kept, table))
         yield table
 
     def _predict_range(self, model, batch, start, stop, outputs, failures) -> None:

@@ -165,6 +165,29 @@ class ProfileFn(beam.CombineFn):
         }
 
 
+class MergedProfiles(beam.CombineFn):
+    """Merges the partial profiles (ProfileFn accumulators) the scoring bundles emit.
+
+    The scoring DoFn fills one ProfileFn accumulator per bundle with its batches, so only small
+    count arrays travel to this combine, never the feature batches themselves.
+    """
+
+    def __init__(self, profiler: ProfileFn):
+        self._profiler = profiler
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return self._profiler.create_accumulator()
+
+    def add_input(self, acc: dict[str, Any], partial: dict[str, Any]) -> dict[str, Any]:
+        return self._profiler.merge_accumulators([acc, partial])
+
+    def merge_accumulators(self, accumulators):
+        return self._profiler.merge_accumulators(accumulators)
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        return self._profiler.extract_output(acc)
+
+
 PROFILE_FILE = "PROFILE.json"
 
 
