@@ -42,6 +42,35 @@ def test_bom_crlf_and_quoted_newlines(tmp_path, models_dir):
     assert cli.manifest["key_columns"] == ["id", "note"]  # the BOM is not part of the name
 
 
+def test_read_errors_name_the_physical_line_through_quoted_newlines_crlf_and_gzip(
+    tmp_path, models_dir
+):
+    df = float_rows(40)
+    df["note"] = [f"first\nsecond {i}" for i in range(40)]  # every record spans two lines
+    records = df.to_csv(index=False, lineterminator="\r\n").split("\r\n")[:-1]
+    # Physical lines: records[0] is the header (line 1), records[j] starts on line 2j...
+    records[5] = "5,0.1,0.2"  # too few fields, one line: line 10 (later records move up one)
+    records[30] = records[30] + ",extra"  # too many fields: line 59
+    records[31] = records[5]  # the same text again: its own occurrence, line 61
+    with gzip.open(tmp_path / "in.csv.gz", "wb") as f:
+        f.write(b"\xef\xbb\xbf" + ("\r\n".join(records) + "\r\n").encode())
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv.gz",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+        "--max_error_rate",
+        "1",
+    )
+    assert cli.code == 0, cli.stderr
+    errors = sorted(cli.errors(), key=lambda e: e["line"])
+    assert [e["line"] for e in errors] == [10, 59, 61]
+    assert [e["stage"] for e in errors] == ["read"] * 3
+    assert cli.manifest["counts"]["rows_predicted"] == 37
+
+
 @pytest.mark.parametrize("ext", ["csv", "jsonl"])
 def test_gzipped_inputs(tmp_path, models_dir, ext):
     df = float_rows(3000)

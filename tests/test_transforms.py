@@ -7,6 +7,7 @@ import json
 import apache_beam as beam
 import joblib
 import pyarrow as pa
+import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
@@ -143,3 +144,28 @@ def test_bin_counts_match_searchsorted_and_skip_nan():
     assert _bin_counts(values, edges).tolist() == expected.tolist()
     assert psi([0.5, 0.5], [50, 50]) == 0.0
     assert psi([0.5, 0.5], [90, 10]) > 0.2
+
+
+@pytest.mark.parametrize("block", [3, 7, 64, 1 << 22])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+def test_line_locator_finds_each_rejected_row_across_block_boundaries(
+    tmp_path, monkeypatch, block, ending
+):
+    from transforms.read import _LineLocator
+
+    lines = ["id,a,b"] + [f"{i},{i}.5,x{i}" for i in range(200)]
+    lines[17] = "17,1"  # rejected rows, some with the same text as another
+    lines[18] = '18,"two\nlines"'  # a record over two physical lines
+    lines[90] = "17,1"
+    lines[150] = "7,7.5,x7,extra"
+    lines[199] = "7,7"
+    path = tmp_path / "in.csv"
+    path.write_text(ending.join(lines) + ending, newline="")
+    monkeypatch.setattr(_LineLocator, "_BLOCK", block)
+    locator = _LineLocator(str(path))
+    wanted = [lines[17], lines[18], lines[90], lines[150], lines[199]]
+    # Physical line numbers: each earlier embedded newline adds one.
+    expected = [18, 19, 92, 152, 201]
+    assert [locator.locate(text) for text in wanted] == expected
+    assert locator.locate("not in the file") is None
+    locator.close()

@@ -7,6 +7,7 @@ go to the errors output (stage `read`); a file that cannot be read at all is cou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator
@@ -220,16 +221,23 @@ class ReadBatches(beam.DoFn):
             bad.append(row.text)
             return "skip"
 
+        locator: list[_LineLocator] = []  # opened at the first rejected row only
+
         def rejected_lines() -> Iterator[Rejected]:
             lines, bad[:] = list(bad), []
             for line in lines:
+                if not locator:
+                    locator.append(_LineLocator(path))
                 reason = f"wrong number of fields: expected {len(names)}"
-                yield Rejected(
-                    error_record("read", reason, line, path, self._spec.run_id), 1, "read"
-                )
+                record = error_record("read", reason, line, path, self._spec.run_id)
+                number = locator[0].locate(line)
+                if number is not None:
+                    record["line"] = number
+                yield Rejected(record, 1, "read")
 
         raw, stream = open_arrow_stream(path)
-        with raw:
+        with raw, contextlib.ExitStack() as cleanup:
+            cleanup.callback(lambda: locator and locator[0].close())
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=True),
@@ -258,14 +266,17 @@ class ReadBatches(beam.DoFn):
         raw, stream = open_arrow_stream(path)
         with raw:
             tail = b""
+            first_line = 1  # the physical line number of lines[0]
             while True:
                 block = stream.read(_JSON_CHUNK_BYTES)
                 lines = (tail + block).split(b"\n")
                 tail = lines.pop() if block else b""
                 table, errors = _parse_json_lines(lines, self._spec.wanted)
-                for line, reason in errors:
+                for number, line, reason in errors:
                     record = error_record("read", reason, line, path, self._spec.run_id)
+                    record["line"] = first_line + number
                     yield Rejected(record, 1, "read")
+                first_line += len(lines)
                 yield from table.to_batches(max_chunksize=self._spec.batch_size)
                 if not block:
                     return
@@ -276,7 +287,7 @@ def _parse_json_lines(lines: list[bytes], wanted: tuple[str, ...] | None):
 
     Returns:
         A table of the wanted columns (all columns when wanted is None) and the rejected
-        lines as (line, reason) pairs.
+        lines as (index in `lines`, line, reason) triples.
     """
     import pyarrow.json as pajson
 
@@ -292,16 +303,18 @@ def _parse_json_lines(lines: list[bytes], wanted: tuple[str, ...] | None):
     except pa.ArrowInvalid:
         pass
     rows: list[dict] = []
-    errors: list[tuple[str, str]] = []
-    for ln in body:
+    errors: list[tuple[int, str, str]] = []
+    for index, ln in enumerate(lines):
+        if not ln.strip():
+            continue
         text = ln.decode("utf-8", errors="replace").rstrip("\r")
         try:
             obj = json.loads(text)
         except ValueError as e:
-            errors.append((text, f"not valid JSON: {e}"))
+            errors.append((index, text, f"not valid JSON: {e}"))
             continue
         if not isinstance(obj, dict):
-            errors.append((text, f"not a JSON object but a {type(obj).__name__}"))
+            errors.append((index, text, f"not a JSON object but a {type(obj).__name__}"))
             continue
         rows.append(obj)
     names = wanted if wanted is not None else list(dict.fromkeys(k for r in rows for k in r))
@@ -330,6 +343,69 @@ def _with_columns(table: pa.Table, wanted: tuple[str, ...] | None) -> pa.Table:
         table.column(c) if c in table.column_names else pa.nulls(table.num_rows) for c in wanted
     ]
     return pa.table(arrays, names=list(wanted))
+
+
+class _LineLocator:
+    """Finds the physical line numbers of rejected CSV rows, in file order.
+
+    pyarrow's streaming CSV reader hands its invalid-row handler the row's text but no line
+    number. Rejected rows come in file order, so a second stream over the file (opened only when
+    a file has a rejected row) moves forward to each row's text, at a line start and ending at a
+    line end, and counts the newlines it passed: C-speed find and count over 4 MiB blocks.
+    """
+
+    _BLOCK = 1 << 22
+
+    def __init__(self, path: str):
+        self._raw, self._stream = open_arrow_stream(path)
+        self._buf = b""
+        self._pos = 0  # where the search resumes in _buf
+        self._line = 1  # the physical line number at _buf[_pos]
+        self._eof = False
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def locate(self, text: str) -> int | None:
+        """The 1-based line on which the row starts, or None when it cannot be found."""
+        needle = text.encode("utf-8")
+        if not needle:
+            return None
+        while True:
+            found, more = self._find(needle)
+            if found is not None:
+                end = found + len(needle)
+                number = self._line + self._buf.count(b"\n", self._pos, found)
+                self._line += self._buf.count(b"\n", self._pos, end)
+                self._pos = end
+                return number
+            if self._eof and not more:
+                return None
+            block = self._stream.read(self._BLOCK)
+            if not block:
+                self._eof = True
+            # Keep what may still hold the start of a match: back to a line start.
+            cut = max(len(self._buf) - len(needle) - 2, self._pos)
+            keep = max(self._buf.rfind(b"\n", self._pos, cut) + 1, self._pos)
+            self._line += self._buf.count(b"\n", self._pos, keep)
+            self._buf = self._buf[keep:] + block
+            self._pos = 0
+
+    def _find(self, needle: bytes) -> tuple[int | None, bool]:
+        """(index of a whole-line match, or None; whether more data could complete one)."""
+        buf, pos = self._buf, self._pos
+        while True:
+            index = buf.find(needle, pos)
+            if index < 0:
+                return None, not self._eof
+            end = index + len(needle)
+            at_start = index == 0 or buf[index - 1] == 0x0A
+            after = buf[end : end + 2]
+            if at_start and end + 2 > len(buf) and not self._eof:
+                return None, True  # the line end is not read yet
+            if at_start and (after[:1] == b"\n" or after == b"\r\n" or after in (b"", b"\r")):
+                return index, False
+            pos = index + 1
 
 
 def _slices(batch: pa.RecordBatch, size: int) -> Iterator[pa.RecordBatch]:
