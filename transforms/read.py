@@ -376,7 +376,7 @@ class _LineLocator:
             if found is not None:
                 end = found + len(needle)
                 number = self._line + self._buf.count(b"\n", self._pos, found)
-                self._line += self._buf.count(b"\n", self._pos, end)
+                self._line = number + needle.count(b"\n")
                 self._pos = end
                 return number
             if self._eof and not more:
