@@ -114,16 +114,67 @@ def _one_line(e: BaseException) -> str:
     return text.strip().splitlines()[0][:300]
 
 
+# The errors output as a table: the contract's fields, the locating ones, the rest as JSON.
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("stage", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("record", pa.string()),  # the raw line, or the row as a JSON object
+        pa.field("source", pa.string()),
+        pa.field("run_id", pa.string()),
+        pa.field("line", pa.int64()),
+        pa.field("row_index", pa.int64()),
+        pa.field("truncated", pa.bool_()),
+        pa.field("details", pa.string()),  # any other key of the record, as a JSON object
+    ]
+)
+
+
+def errors_to_parquet(paths: list[str], out_path: str) -> int:
+    """Converts errors-output JSON Lines files into one Parquet file of ERRORS_SCHEMA.
+
+    Returns:
+        How many error records it holds.
+    """
+    import json
+
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    named = [f.name for f in ERRORS_SCHEMA]
+    columns: dict[str, list] = {name: [] for name in named}
+    for path in paths:
+        with FileSystems.open(path) as f:
+            for raw in f:
+                rec = json.loads(raw)
+                record = rec.get("record")
+                columns["record"].append(
+                    record if isinstance(record, str) or record is None else json.dumps(record)
+                )
+                for name in ("stage", "error", "source", "run_id", "line", "row_index"):
+                    columns[name].append(rec.get(name))
+                columns["truncated"].append(bool(rec.get("truncated", False)))
+                rest = {k: v for k, v in rec.items() if k not in named}
+                columns["details"].append(json.dumps(rest) if rest else None)
+    table = pa.table(columns, schema=ERRORS_SCHEMA)
+    pq.write_table(table, out_path)
+    return table.num_rows
+
+
 class BigQuerySink:
     """Checks the table at launch and loads a run's predictions after it succeeded."""
 
-    def __init__(self, table: TableRef, schema: pa.Schema, description: str):
+    def __init__(
+        self, table: TableRef, schema: pa.Schema, description: str, what: str = "predictions"
+    ):
         """
         Args:
             table: the target table.
-            schema: the predictions' Arrow schema (the table adds `run_date`).
+            schema: the Arrow schema of the files loaded (the table adds `run_date`).
             description: the table description when this tool creates it (names the model).
+            what: what the table holds, for messages ("predictions" or "errors").
         """
+        self.what = what
         self.table = table
         self.schema = schema
         self.description = description
@@ -189,16 +240,18 @@ class BigQuerySink:
             if name not in have:
                 raise ConfigError(
                     f"BigQuery table {self.table.id} has no column {name!r} ({kind}) that these "
-                    "predictions need; use another table or add the column"
+                    f"{self.what} need; use another table or add the column"
                 )
             if have[name] != kind:
                 raise ConfigError(
                     f"BigQuery table {self.table.id} column {name!r} is {have[name]}, but the "
-                    f"predictions have {kind}"
+                    f"{self.what} have {kind}"
                 )
 
     def load(self, files: list[str], run_date: str, run_id: str, rows: int) -> dict:
         """Replaces the run date's rows with the rows of these Parquet files, atomically.
+
+        With no files the run date's rows are deleted: a rerun leaves no stale rows behind.
 
         Args:
             files: the run's prediction files (local or gs://).
@@ -215,7 +268,7 @@ class BigQuerySink:
             raise
         except Exception as e:  # noqa: BLE001 - the table is unchanged: the run is retryable
             raise RunFailed(
-                f"loading predictions into BigQuery table {self.table.id} failed "
+                f"loading {self.what} into BigQuery table {self.table.id} failed "
                 f"(the table is unchanged): {_one_line(e)}"
             ) from e
 
@@ -276,7 +329,8 @@ class BigQuerySink:
         if counted != rows:
             raise RunFailed(
                 f"BigQuery table {self.table.id} holds {counted} rows for {run_date} after the "
-                f"load, but the run predicted {rows}; another writer may be loading this date"
+                f"load, but the run has {rows} {self.what} rows; another writer may be loading "
+                "this date"
             )
         return {
             "table": self.table.id,

@@ -44,5 +44,8 @@ class ScoringOptions(PipelineOptions):
             "--batch_size", default="65536", help="rows per record batch (default 65536)"
         )
         parser.add_argument("--bigquery_table", help="also load predictions into this table")
+        parser.add_argument(
+            "--bigquery_errors_table", help="also load the errors output into this table"
+        )
         parser.add_argument("--mlflow_tracking_uri", help="MLflow tracking/registry server")
         parser.add_argument("--mlflow_experiment", help="log this run to MLflow in this experiment")

@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from models import loading
 from models.introspect import UnsupportedModel, inspect
 from models.mlflow_models import MlflowUnreachable
-from pipeline.bigquery import BigQuerySink, parse_table
+from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import ScoringOptions
 from transforms.read import FORMATS, FileUnreadable, format_of, sample
@@ -58,6 +58,7 @@ class Launch:
     tracking_uri: str | None = None
     mlflow_experiment: str | None = None
     bigquery: BigQuerySink | None = None
+    bigquery_errors: BigQuerySink | None = None
 
 
 def new_run_id(now: datetime.datetime) -> str:
@@ -300,6 +301,13 @@ def prepare(
         if not getattr(opts, flag):
             raise ConfigError(f"--{flag} is required")
     bigquery_table = parse_table(opts.bigquery_table) if opts.bigquery_table else None
+    errors_table = (
+        parse_table(opts.bigquery_errors_table, "--bigquery_errors_table")
+        if opts.bigquery_errors_table
+        else None
+    )
+    if bigquery_table and errors_table and bigquery_table == errors_table:
+        raise ConfigError("--bigquery_errors_table must differ from --bigquery_table")
     tracking_uri = opts.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     mlflow_experiment = opts.mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
     if mlflow_experiment and not tracking_uri:
@@ -413,6 +421,15 @@ def prepare(
             description=f"Predictions of {ref.uri} by beamscore, one partition per run date",
         )
         sink.check()
+    errors_sink = None
+    if errors_table is not None:
+        errors_sink = BigQuerySink(
+            errors_table,
+            ERRORS_SCHEMA,
+            description=f"Records rejected by beamscore runs (model {ref.uri}), by run date",
+            what="errors",
+        )
+        errors_sink.check()
     return Launch(
         spec=spec,
         files=files,
@@ -424,4 +441,5 @@ def prepare(
         tracking_uri=tracking_uri,
         mlflow_experiment=mlflow_experiment,
         bigquery=sink,
+        bigquery_errors=errors_sink,
     )

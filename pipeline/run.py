@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import sys
 import time
 
@@ -139,18 +140,11 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         if counts.files_failed or counts.error_rate > launch.max_error_rate:
             status = "failed"
         files = out.staged_files()
-        loaded = None
-        if launch.bigquery is not None and status == "succeeded":
-            # Before the commit: a load that fails is exit 3 with the previous output intact.
-            staged = [FileSystems.join(out.staging, f) for f in files]
+        loaded = {}
+        if status == "succeeded":  # BigQuery is loaded only for a succeeded run
             try:
-                loaded = launch.bigquery.load(
-                    [f for f in staged if "/predictions/" in f],
-                    launch.run_date,
-                    launch.spec.run_id,
-                    counts.rows_predicted,
-                )
-            except RunFailed:
+                loaded = _load_bigquery(launch, out, files, counts)
+            except RunFailed:  # before the commit: exit 3 with the previous output intact
                 out.discard_staging()
                 raise
         manifest = build_manifest(
@@ -167,8 +161,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         manifest["model_load_s_launcher"] = round(launch.model_load_s, 3)
         if launch.spec.baseline and profile:
             manifest["drift"] = profile["drift"]
-        if loaded is not None:
-            manifest["bigquery"] = loaded
+        manifest.update(loaded)
         if tracker is not None:
             manifest["mlflow_run_id"] = tracker.run_id
         out.commit(manifest, files)
@@ -185,6 +178,31 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         logged = tracker.finish(manifest, profile, seconds, load_s)
     code = 0 if status == "succeeded" else 1
     return ScoringResult(result, manifest, code, launch.output, seconds, logged)
+
+
+def _load_bigquery(launch, out: OutputDir, files: list[str], counts: Counts) -> dict:
+    """Loads the staged predictions (and errors) into BigQuery; returns the manifest entries."""
+    staged = [FileSystems.join(out.staging, f) for f in files]
+    loaded = {}
+    if launch.bigquery is not None:
+        loaded["bigquery"] = launch.bigquery.load(
+            [f for f in staged if "/predictions/" in f],
+            launch.run_date,
+            launch.spec.run_id,
+            counts.rows_predicted,
+        )
+    if launch.bigquery_errors is not None:
+        import tempfile
+
+        from pipeline.bigquery import errors_to_parquet
+
+        with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
+            table = os.path.join(tmp, "errors.parquet")
+            records = errors_to_parquet([f for f in staged if "/errors/" in f], table)
+            loaded["bigquery_errors"] = launch.bigquery_errors.load(
+                [table] if records else [], launch.run_date, launch.spec.run_id, records
+            )
+    return loaded
 
 
 def _workers(options: PipelineOptions) -> str:
@@ -251,12 +269,13 @@ def summary(res: ScoringResult, launch_output: str) -> str:
     drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
     for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
         lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")
-    if m.get("bigquery"):
-        bq = m["bigquery"]
-        lines.append(
-            f"  bigquery:    {bq['rows_loaded']:,} rows in {bq['table']}, "
-            f"partition {bq['partition']} (replaced)"
-        )
+    for key in ("bigquery", "bigquery_errors"):
+        if m.get(key):
+            bq = m[key]
+            lines.append(
+                f"  {key + ':':<12} {bq['rows_loaded']:,} rows in {bq['table']}, "
+                f"partition {bq['partition']} (replaced)"
+            )
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
     if m.get("mlflow_run_id"):
         state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"

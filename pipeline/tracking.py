@@ -81,6 +81,8 @@ class RunLog:
         }
         if launch.bigquery is not None:
             params["bigquery_table"] = launch.bigquery.table.id
+        if launch.bigquery_errors is not None:
+            params["bigquery_errors_table"] = launch.bigquery_errors.table.id
         self._safely(
             "log params",
             self._client.log_batch,

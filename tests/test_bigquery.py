@@ -31,9 +31,9 @@ def _dataset(client, name: str) -> str:
     return f"{BQ_PROJECT}.{name}"
 
 
-def _rows(client, table: str, run_date: str | None = None) -> pd.DataFrame:
+def _rows(client, table: str, run_date: str | None = None, order: str = "id") -> pd.DataFrame:
     where = f" WHERE run_date = DATE '{run_date}'" if run_date else ""
-    job = client.query(f"SELECT * FROM `{table}`{where} ORDER BY run_date, id")
+    job = client.query(f"SELECT * FROM `{table}`{where} ORDER BY run_date, {order}")
     return job.to_arrow(create_bqstorage_client=False).to_pandas()
 
 
@@ -180,3 +180,31 @@ def test_unreachable_bigquery_is_exit_3(tmp_path, models_dir):
     assert cli.code == 3, cli.stderr
     assert "BigQuery is unreachable" in cli.stderr and "Traceback" not in cli.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_errors_table_holds_each_rejected_record_and_reruns_replace(
+    tmp_path, models_dir, bigquery_emulator
+):
+    client = bigquery_emulator["client"]
+    dataset = _dataset(client, "errs")
+    env = {"BIGQUERY_EMULATOR_HOST": bigquery_emulator["host"]}
+    df = float_rows(60).astype({"f1": object})
+    df.loc[7, "f1"] = "oops"  # a validate error
+    path = write_input(df, tmp_path / "in" / "a.csv")
+    with open(path, "a") as f:
+        f.write("99,1.0\n")  # a read error on line 62 (header, 60 rows, then this)
+    args = ["--input", path, "--model", models_dir / "binary.joblib", "--run_date", "2026-11-24"]
+    args += ["--bigquery_table", f"{dataset}.preds", "--bigquery_errors_table", f"{dataset}.errors"]
+    args += ["--max_error_rate", "0.1"]
+    for n in (1, 2):  # the rerun replaces the date's error rows too
+        cli = run_cli(*args, "--output", tmp_path / f"out{n}", env=env)
+        assert cli.code == 0, cli.stderr
+        assert cli.manifest["bigquery_errors"]["rows_loaded"] == 2
+    errors = _rows(client, f"{dataset}.errors", "2026-11-24", order="stage")
+    assert list(errors.stage) == ["read", "validate"]
+    read, validate = errors.iloc[0], errors.iloc[1]
+    assert read.record == "99,1.0" and read.line == 62
+    assert "f1" in validate.error and json.loads(validate.record)["id"] == "7"
+    assert set(errors.run_id) == {cli.manifest["run_id"]}
+    assert set(errors.source) == {str(path)}
+    assert len(_rows(client, f"{dataset}.preds", "2026-11-24")) == 59
