@@ -309,29 +309,35 @@ def run_once(case: Case, python: str, timeout: float) -> tuple[float, float | No
         return wall, rss, None
 
 
-def run_case(case: Case, python: str, repeats: int, timeout: float) -> Result:
-    """Runs the case `repeats` times (stops at the first failure)."""
-    result = Result(case)
-    if not glob.glob(os.path.join(REPO, case.inputs)):
-        result.error = f"no input matches {case.inputs}: run bench/make_data.py"
-        return result
-    for i in range(repeats):
+def run_round(results: list[Result], python: str, round_no: int, repeats: int, timeout: float):
+    """Runs every case that has not failed once: round `round_no` of `repeats`.
+
+    Rounds go over all cases in turn (A B C, A B C, ...) rather than repeating one case at a
+    time, so that a slow drift of the machine (load, heat, a neighbour) weighs on every case
+    alike instead of on whichever cases happened to run during it.
+    """
+    for result in results:
+        case = result.case
+        if result.error:
+            continue
+        if not glob.glob(os.path.join(REPO, case.inputs)):
+            result.error = f"no input matches {case.inputs}: run bench/make_data.py"
+            continue
         result.loads.append(os.getloadavg()[0])
         wall, rss, error = run_once(case, python, timeout)
         status = f"failed: {error}" if error else "ok"
         rss_text = f"{rss:,.0f} MB" if rss is not None else "? MB"
         print(
-            f"  {case.name} run {i + 1}/{repeats}: {wall:.2f}s {rss_text} {status} "
+            f"  {case.name} run {round_no}/{repeats}: {wall:.2f}s {rss_text} {status} "
             f"(load before: {result.loads[-1]:.2f})",
             flush=True,
         )
         if error:
             result.error = error
-            return result
+            continue
         result.walls.append(wall)
         if rss is not None:
             result.rss_mb.append(rss)
-    return result
 
 
 def machine(python: str) -> str:
@@ -407,8 +413,8 @@ def report(results: list[Result], command: str, repeats: int, python: str) -> st
 - Date: {now}
 - Command: `{command}`
 - Machine: {machine(python)}
-- Repeats: {repeats} per case. Wall time is measured around the whole process (median of the
-  runs); peak RSS (median of the runs) is the largest maxrss of any process in the run's tree,
+- Repeats: {repeats} per case, in rounds (every case once, then every case again, ...). Wall
+  time is measured around the whole process (median of the runs); peak RSS (median of the runs) is the largest maxrss of any process in the run's tree,
   from {timer}. "rows/s" is rows / median wall time. "max load before" is the highest 1-minute
   load average seen just before the case's runs: on {len(os.sched_getaffinity(0))} cores, a value
   well above 0 means other work was competing and the times are inflated.
@@ -451,10 +457,12 @@ def main() -> None:
         cases = [c for c in cases if not c.large]
     repeats = 1 if args.quick else args.repeats
 
-    results = []
     for case in cases:
         print(f"{case.name}: {case.description}", flush=True)
-        results.append(run_case(case, args.python, repeats, args.timeout))
+    results = [Result(case) for case in cases]
+    for round_no in range(1, repeats + 1):
+        print(f"round {round_no}/{repeats}", flush=True)
+        run_round(results, args.python, round_no, repeats, args.timeout)
 
     command = shlex.join([_rel(sys.executable), *sys.argv])
     args.report.write_text(report(results, command, repeats, args.python))
