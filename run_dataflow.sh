@@ -21,6 +21,10 @@ for arg in "$@"; do
   prev="$arg"
 done
 JOB_NAME="${JOB_NAME:-${JOB_PREFIX:-beamscore}-${RUN_DATE}-$(date -u +%Y%m%d-%H%M%S)}"
+if ! [[ "$JOB_NAME" =~ ^[a-z]([-a-z0-9]*[a-z0-9])?$ ]]; then
+  echo "error: Dataflow job name '$JOB_NAME' must be lowercase letters, digits and '-', starting with a letter (check JOB_NAME, JOB_PREFIX, --run_date)" >&2
+  exit 2
+fi
 exec "$VENV/bin/python" -m pipeline.run \
   --runner DataflowRunner \
   --project "$PROJECT" \

@@ -1,8 +1,11 @@
 """Install requirements live here only; Dataflow's --setup_file ships this to the workers.
 
-The ranges below say what the code supports; constraints.txt says what was tested. Each direct
-requirement is pinned to its constraints.txt version, so the Dataflow workers (which install this
-package from its sdist) run exactly the versions the launcher and the tests ran.
+The ranges below say what the code supports; constraints.txt says what was tested. Each
+requirement below is pinned to its constraints.txt version, so the Dataflow workers (which install
+this package from its sdist) run the launcher's versions of everything a model or the pipeline
+touches directly (scikit-learn's own scipy and threadpoolctl included). For every transitive
+package too, run the workers in the Flex Template image (--sdk_container_image), which installs
+all of constraints.txt.
 """
 
 import pathlib
@@ -44,6 +47,9 @@ setup(
             "apache-beam[gcp]>=2.60,<3",
             # Pinned: a pickled model loads only with the scikit-learn it was saved with.
             "scikit-learn==1.9.1",
+            # What unpickling a scikit-learn model imports besides scikit-learn itself.
+            "scipy>=1.10,<2",
+            "threadpoolctl>=3,<4",
             "joblib>=1.3,<2",
             "pandas>=2.2,<4",
             "pyarrow>=17,<26",

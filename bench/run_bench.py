@@ -414,9 +414,10 @@ def report(results: list[Result], command: str, repeats: int, python: str) -> st
 - Command: `{command}`
 - Machine: {machine(python)}
 - Repeats: {repeats} per case, in rounds (every case once, then every case again, ...). Wall
-  time is measured around the whole process (median of the runs); peak RSS (median of the runs) is the largest maxrss of any process in the run's tree,
-  from {timer}. "rows/s" is rows / median wall time. "max load before" is the highest 1-minute
-  load average seen just before the case's runs: on {len(os.sched_getaffinity(0))} cores, a value
+  time is measured around the whole process (median of the runs); peak RSS (median of the
+  runs) is the largest maxrss of any process in the run's tree, from {timer}. "rows/s" is
+  rows / median wall time. "max load before" is the highest 1-minute load average seen just
+  before the case's runs: on {len(os.sched_getaffinity(0))} cores, a value
   well above 0 means other work was competing and the times are inflated.
 
 {tables(results)}

@@ -30,6 +30,7 @@ EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
 # How long a launch check may wait on an unreachable service before exit 3.
 LAUNCH_DEADLINE_S = 15.0
 STAGING_EXPIRY_HOURS = 24
+MAX_URIS_PER_JOB = 10_000  # BigQuery's limit of source URIs per load job
 
 _TABLE = re.compile(
     r"(?P<project>[a-z][a-z0-9-]{0,62}[a-z0-9]|[a-z0-9.-]+:[a-z][a-z0-9-]{0,62}[a-z0-9])"
@@ -130,8 +131,10 @@ ERRORS_SCHEMA = pa.schema(
 )
 
 
-def errors_to_parquet(paths: list[str], out_path: str) -> int:
+def errors_to_parquet(paths: list[str], out_path: str, batch_rows: int = 10_000) -> int:
     """Converts errors-output JSON Lines files into one Parquet file of ERRORS_SCHEMA.
+
+    Streams: at most `batch_rows` records are held at a time.
 
     Returns:
         How many error records it holds.
@@ -142,23 +145,55 @@ def errors_to_parquet(paths: list[str], out_path: str) -> int:
     from apache_beam.io.filesystems import FileSystems
 
     named = [f.name for f in ERRORS_SCHEMA]
-    columns: dict[str, list] = {name: [] for name in named}
-    for path in paths:
-        with FileSystems.open(path) as f:
-            for raw in f:
-                rec = json.loads(raw)
-                record = rec.get("record")
-                columns["record"].append(
-                    record if isinstance(record, str) or record is None else json.dumps(record)
-                )
-                for name in ("stage", "error", "source", "run_id", "line", "row_index"):
-                    columns[name].append(rec.get(name))
-                columns["truncated"].append(bool(rec.get("truncated", False)))
-                rest = {k: v for k, v in rec.items() if k not in named}
-                columns["details"].append(json.dumps(rest) if rest else None)
-    table = pa.table(columns, schema=ERRORS_SCHEMA)
-    pq.write_table(table, out_path)
-    return table.num_rows
+    total = 0
+    with pq.ParquetWriter(out_path, ERRORS_SCHEMA) as writer:
+        columns: dict[str, list] = {name: [] for name in named}
+
+        def flush() -> None:
+            if columns["stage"]:
+                writer.write_table(pa.table(columns, schema=ERRORS_SCHEMA))
+                for values in columns.values():
+                    values.clear()
+
+        for path in paths:
+            with FileSystems.open(path) as f:
+                for raw in f:
+                    rec = json.loads(raw)
+                    record = rec.get("record")
+                    columns["record"].append(
+                        record if isinstance(record, str) or record is None else json.dumps(record)
+                    )
+                    for name in ("stage", "error", "source", "run_id", "line", "row_index"):
+                        columns[name].append(rec.get(name))
+                    columns["truncated"].append(bool(rec.get("truncated", False)))
+                    rest = {k: v for k, v in rec.items() if k not in named}
+                    columns["details"].append(json.dumps(rest) if rest else None)
+                    total += 1
+                    if len(columns["stage"]) >= batch_rows:
+                        flush()
+        flush()
+    return total
+
+
+_COLUMN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,299}")
+_RESERVED_PREFIXES = (
+    "_table_",
+    "_file_",
+    "_partition",
+    "_row_timestamp",
+    "__root__",
+    "_colidentifier",
+)
+
+
+def _check_column_name(name: str, table: TableRef) -> None:
+    """A column name BigQuery takes (and that is safe inside backquotes in SQL), else exit 2."""
+    if not _COLUMN_NAME.fullmatch(name) or name.lower().startswith(_RESERVED_PREFIXES):
+        raise ConfigError(
+            f"column {name!r} cannot be a BigQuery column of {table.id} (letters, digits and _ "
+            "only, not starting with a digit or a reserved prefix); rename it in the input, or "
+            "leave it out of --key_columns"
+        )
 
 
 class BigQuerySink:
@@ -179,6 +214,16 @@ class BigQuerySink:
         self.schema = schema
         self.description = description
         self.columns = {f.name: bigquery_type(f.type) for f in schema}
+        seen: dict[str, str] = {}
+        for name in self.columns:
+            _check_column_name(name, self.table)
+            if name.lower() in seen:
+                raise ConfigError(
+                    f"columns {seen[name.lower()]!r} and {name!r} differ only by case, which "
+                    f"BigQuery table {self.table.id} cannot hold; rename one or leave it out of "
+                    "--key_columns"
+                )
+            seen[name.lower()] = name
         if PARTITION_COLUMN in self.columns:
             raise ConfigError(
                 f"the predictions already have a {PARTITION_COLUMN!r} column, which the BigQuery "
@@ -235,8 +280,18 @@ class BigQuerySink:
         self._check_compatible(existing)
 
     def _check_compatible(self, existing) -> None:
-        have = {f.name: _canonical(f.field_type) for f in existing.schema}
+        have = {f.name.lower(): _canonical(f.field_type) for f in existing.schema}
+        ours = {name.lower() for name in self.columns} | {PARTITION_COLUMN}
+        required = [
+            f.name for f in existing.schema if f.mode == "REQUIRED" and f.name.lower() not in ours
+        ]
+        if required:
+            raise ConfigError(
+                f"BigQuery table {self.table.id} requires column(s) {', '.join(required)} that "
+                f"these {self.what} do not have; use another table"
+            )
         for name, kind in {**self.columns, PARTITION_COLUMN: "DATE"}.items():
+            name = name.lower()
             if name not in have:
                 raise ConfigError(
                     f"BigQuery table {self.table.id} has no column {name!r} ({kind}) that these "
@@ -248,96 +303,58 @@ class BigQuerySink:
                     f"{self.what} have {kind}"
                 )
 
-    def load(self, files: list[str], run_date: str, run_id: str, rows: int) -> dict:
-        """Replaces the run date's rows with the rows of these Parquet files, atomically.
-
-        With no files the run date's rows are deleted: a rerun leaves no stale rows behind.
-
-        Args:
-            files: the run's prediction files (local or gs://).
-            run_date: the partition to replace (YYYY-MM-DD, already checked).
-            run_id: names the staging table.
-            rows: how many rows the files hold; the table must then hold exactly that many.
-
-        Returns:
-            What the manifest records: table, partition, rows loaded, job ids.
-        """
-        try:
-            return self._load(files, run_date, run_id, rows)
-        except RunFailed:
-            raise
-        except Exception as e:  # noqa: BLE001 - the table is unchanged: the run is retryable
-            raise RunFailed(
-                f"loading {self.what} into BigQuery table {self.table.id} failed "
-                f"(the table is unchanged): {_one_line(e)}"
-            ) from e
-
-    def _load(self, files: list[str], run_date: str, run_id: str, rows: int) -> dict:
-        import datetime
-
+    def ensure_table(self, client) -> None:
+        """Creates the table, partitioned by day on run_date, when it does not exist."""
         from google.api_core import exceptions as gexc
         from google.cloud import bigquery
 
-        client = self._client()
         try:
             client.get_table(self.table.id)
+            return
         except gexc.NotFound:
-            table = bigquery.Table(self.table.id, schema=self._bq_schema(with_partition=True))
-            table.time_partitioning = bigquery.TimePartitioning(
-                type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN
-            )
-            table.description = self.description
-            client.create_table(table, exists_ok=True)
-            _LOG.info(
-                "created BigQuery table %s, partitioned by day on %s",
-                self.table.id,
-                PARTITION_COLUMN,
-            )
+            pass
+        table = bigquery.Table(self.table.id, schema=self._bq_schema(with_partition=True))
+        table.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=PARTITION_COLUMN
+        )
+        table.description = self.description
+        client.create_table(table, exists_ok=True)
+        _LOG.info(
+            "created BigQuery table %s, partitioned by day on %s", self.table.id, PARTITION_COLUMN
+        )
 
-        staging_name = f"{self.table.table}__load_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
-        staging = TableRef(self.table.project, self.table.dataset, staging_name)
-        jobs: list[str] = []
-        try:
-            staging_table = bigquery.Table(staging.id, schema=self._bq_schema(with_partition=False))
-            staging_table.expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
-                hours=STAGING_EXPIRY_HOURS
-            )  # a crash between the steps leaves nothing behind for long
-            client.delete_table(staging.id, not_found_ok=True)
-            client.create_table(staging_table)
-            jobs.extend(self._load_files(client, files, staging.id))
-            columns = ", ".join(f"`{name}`" for name in self.columns)
-            script = (
-                "BEGIN TRANSACTION; "
-                f"DELETE FROM {self.table.sql} WHERE {PARTITION_COLUMN} = DATE '{run_date}'; "
-                f"INSERT INTO {self.table.sql} ({columns}, {PARTITION_COLUMN}) "
-                f"SELECT {columns}, DATE '{run_date}' FROM {staging.sql}; "
-                "COMMIT TRANSACTION;"
-            )
-            job = client.query(script)
-            job.result()
-            jobs.append(job.job_id)
-        finally:
-            client.delete_table(staging.id, not_found_ok=True)
-        counted = next(
-            iter(
-                client.query(
-                    f"SELECT COUNT(*) FROM {self.table.sql} "
-                    f"WHERE {PARTITION_COLUMN} = DATE '{run_date}'"
-                ).result()
-            )
-        )[0]
-        if counted != rows:
-            raise RunFailed(
-                f"BigQuery table {self.table.id} holds {counted} rows for {run_date} after the "
-                f"load, but the run has {rows} {self.what} rows; another writer may be loading "
-                "this date"
-            )
-        return {
-            "table": self.table.id,
-            "partition": run_date,
-            "rows_loaded": counted,
-            "job_ids": jobs,
-        }
+    def stage(self, client, files: list[str], run_id: str) -> tuple[TableRef, list[str]]:
+        """Loads the files into a new staging table next to the table; returns it and job ids."""
+        import datetime
+
+        from google.cloud import bigquery
+
+        name = f"{self.table.table}__load_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}"
+        staging = TableRef(self.table.project, self.table.dataset, name)
+        table = bigquery.Table(staging.id, schema=self._bq_schema(with_partition=False))
+        table.expires = datetime.datetime.now(datetime.UTC) + datetime.timedelta(
+            hours=STAGING_EXPIRY_HOURS
+        )  # a crash before the cleanup leaves nothing behind for long
+        client.delete_table(staging.id, not_found_ok=True)
+        client.create_table(table)
+        return staging, self._load_files(client, files, staging.id)
+
+    def statements(self, staging: TableRef, run_date: str, rows: int) -> str:
+        """The transaction's part for this table: replace the date's rows, then check the count."""
+        columns = ", ".join(f"`{name}`" for name in self.columns)
+        date = f"DATE '{run_date}'"
+        message = (
+            f"{self.table.id} would hold a row count other than {rows} for {run_date}; "
+            "another writer may be loading this date"
+        )
+        return (
+            f"DELETE FROM {self.table.sql} WHERE {PARTITION_COLUMN} = {date}; "
+            f"INSERT INTO {self.table.sql} ({columns}, {PARTITION_COLUMN}) "
+            f"SELECT {columns}, {date} FROM {staging.sql}; "
+            f"SELECT CASE WHEN (SELECT COUNT(*) FROM {self.table.sql} "
+            f"WHERE {PARTITION_COLUMN} = {date}) != {int(rows)} "
+            f"THEN ERROR('{message}') ELSE 0 END; "
+        )
 
     def _load_files(self, client, files: list[str], destination: str) -> list[str]:
         """Appends the Parquet files to the (empty) staging table; returns the job ids."""
@@ -353,9 +370,14 @@ class BigQuerySink:
         remote = [f for f in files if f.startswith("gs://")]
         if remote and len(remote) == len(files) and not os.environ.get(EMULATOR_ENV):
             # BigQuery reads the files from Cloud Storage itself: nothing moves through here.
-            job = client.load_table_from_uri(remote, destination, job_config=config)
-            job.result()
-            return [job.job_id]
+            jobs = []
+            for start in range(0, len(remote), MAX_URIS_PER_JOB):
+                job = client.load_table_from_uri(
+                    remote[start : start + MAX_URIS_PER_JOB], destination, job_config=config
+                )
+                job.result()
+                jobs.append(job.job_id)
+            return jobs
         # Local files (and an emulator, which cannot read Cloud Storage): upload each file.
         jobs = []
         for path in files:
@@ -374,3 +396,59 @@ class BigQuerySink:
             job.result()
             jobs.append(job.job_id)
         return jobs
+
+
+def replace_partitions(
+    loads: list[tuple[BigQuerySink, list[str], int]], run_date: str, run_id: str
+) -> list[dict]:
+    """Replaces the run date's rows of every table with its files' rows, in one transaction.
+
+    Each table's files go into a staging table first (load jobs); then one multi-statement
+    transaction deletes the date's rows, inserts the staged ones and checks the row counts for
+    every table, so either all tables change or none does. Staging tables are dropped afterwards
+    (best effort: they expire in a day anyway).
+
+    Args:
+        loads: (sink, Parquet files, the number of rows they hold) per table.
+        run_date: the partition to replace (YYYY-MM-DD, already checked).
+        run_id: names the staging tables.
+
+    Returns:
+        Per table, what the manifest records: table, partition, rows loaded, job ids.
+    """
+    first = loads[0][0]
+    client = first._client()
+    staged: list[tuple[BigQuerySink, TableRef, list[str], int]] = []
+    try:
+        for sink, files, rows in loads:
+            sink.ensure_table(client)
+            staging, jobs = sink.stage(client, files, run_id)
+            staged.append((sink, staging, jobs, rows))
+        script = "BEGIN TRANSACTION; "
+        script += "".join(
+            sink.statements(staging, run_date, rows) for sink, staging, _, rows in staged
+        )
+        script += "COMMIT TRANSACTION;"
+        job = client.query(script)
+        job.result()
+    except Exception as e:  # noqa: BLE001 - the tables are unchanged: the run is retryable
+        tables = ", ".join(sink.table.id for sink, _, _ in loads)
+        raise RunFailed(
+            f"loading into BigQuery ({tables}) failed; one transaction replaces every table or "
+            f"none, so rerun: {_one_line(e)}"
+        ) from e
+    finally:
+        for _, staging, _, _ in staged:
+            try:
+                client.delete_table(staging.id, not_found_ok=True)
+            except Exception as e:  # noqa: BLE001 - it expires by itself
+                _LOG.warning("could not drop staging table %s: %s", staging.id, _one_line(e))
+    return [
+        {
+            "table": sink.table.id,
+            "partition": run_date,
+            "rows_loaded": rows,
+            "job_ids": [*jobs, job.job_id],
+        }
+        for sink, _, jobs, rows in staged
+    ]

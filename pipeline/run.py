@@ -102,18 +102,19 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if "Direct" not in runner:  # remote workers cannot read the launcher's temp directory
         staging_root = options.view_as(GoogleCloudOptions).temp_location
     dry_run = str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes")
+    options.view_as(TestOptions).dry_run = dry_run  # Beam takes any non-empty string as true
     if dry_run and "Dataflow" not in runner:
         raise ConfigError(
             "--dry_run=True translates a Dataflow job; it needs --runner DataflowRunner"
         )
     launch = prepare(opts, staging_root=staging_root)
     out = OutputDir(launch.output, launch.spec.run_id)
+    out.check_owned()
     if dry_run:  # translate and stage nothing, submit nothing; DIR is not touched
         p = test_pipeline or beam.Pipeline(options=options)
         build(p, launch.spec, launch.files, out.staging)
         result = p.run()
         return ScoringResult(result, {}, 0, launch.output, time.monotonic() - clock, dry_run=True)
-    out.check_owned()
     tracker = None
     out.acquire_lock()
     try:
@@ -181,28 +182,34 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
 
 
 def _load_bigquery(launch, out: OutputDir, files: list[str], counts: Counts) -> dict:
-    """Loads the staged predictions (and errors) into BigQuery; returns the manifest entries."""
-    staged = [FileSystems.join(out.staging, f) for f in files]
-    loaded = {}
+    """Loads the staged predictions (and errors) into BigQuery in one transaction.
+
+    Returns:
+        The manifest entries (`bigquery`, `bigquery_errors`).
+    """
+    import tempfile
+
+    from pipeline.bigquery import errors_to_parquet, replace_partitions
+
+    def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
+        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
+
+    keys, loads = [], []
     if launch.bigquery is not None:
-        loaded["bigquery"] = launch.bigquery.load(
-            [f for f in staged if "/predictions/" in f],
-            launch.run_date,
-            launch.spec.run_id,
-            counts.rows_predicted,
-        )
-    if launch.bigquery_errors is not None:
-        import tempfile
-
-        from pipeline.bigquery import errors_to_parquet
-
-        with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
+        keys.append("bigquery")
+        loads.append((launch.bigquery, staged("predictions"), counts.rows_predicted))
+    with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
+        if launch.bigquery_errors is not None:
             table = os.path.join(tmp, "errors.parquet")
-            records = errors_to_parquet([f for f in staged if "/errors/" in f], table)
-            loaded["bigquery_errors"] = launch.bigquery_errors.load(
-                [table] if records else [], launch.run_date, launch.spec.run_id, records
-            )
-    return loaded
+            try:
+                records = errors_to_parquet(staged("errors"), table)
+            except Exception as e:  # noqa: BLE001 - nothing is loaded yet: retryable
+                raise RunFailed(f"could not read the errors output for BigQuery: {e}") from e
+            keys.append("bigquery_errors")
+            loads.append((launch.bigquery_errors, [table] if records else [], records))
+        if not loads:
+            return {}
+        return dict(zip(keys, replace_partitions(loads, launch.run_date, launch.spec.run_id)))
 
 
 def _workers(options: PipelineOptions) -> str:
@@ -313,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     if res.dry_run:
         job = getattr(res.pipeline_result, "job", None)
         name = job.google_cloud_options.job_name if job is not None else "?"
-        print(f"DRY RUN: Dataflow job {name} translated, not submitted; nothing was written")
+        print(f"DRY RUN: Dataflow job {name} translated, not submitted; the output was not touched")
         return 0
     print(summary(res, res.output))
     return res.exit_code

@@ -106,11 +106,11 @@ class RunLog:
                     dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "scoring")]
                 )
             ],
-            # The run's input linked to the model version's logged model (MLflow 3).
-            models=[LoggedModelInput(model_id)]
-            if (model_id := launch.spec.model.model_id)
-            else None,
         )
+        if launch.spec.model.model_id:  # the run's input linked to the version's logged model
+            self._client.log_inputs(
+                self.run_id, models=[LoggedModelInput(launch.spec.model.model_id)]
+            )
 
     def finish(
         self,

@@ -5,7 +5,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
-python3 -m venv "$TMP/venv"
+# The launcher's and the workers' Python (the Flex Template image is Python 3.11).
+"${PYTHON:-python3.11}" -m venv "$TMP/venv"
 "$TMP/venv/bin/python" -m pip install --quiet --upgrade pip
 # Without the lock file, setup.py states only its ranges.
 mkdir "$TMP/src" && cp -r "$ROOT/setup.py" "$ROOT/pipeline" "$ROOT/transforms" "$ROOT/models" "$TMP/src/"

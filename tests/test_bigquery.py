@@ -197,7 +197,8 @@ def test_errors_table_holds_each_rejected_record_and_reruns_replace(
     args += ["--bigquery_table", f"{dataset}.preds", "--bigquery_errors_table", f"{dataset}.errors"]
     args += ["--max_error_rate", "0.1"]
     for n in (1, 2):  # the rerun replaces the date's error rows too
-        cli = run_cli(*args, "--output", tmp_path / f"out{n}", env=env)
+        # An output path that itself holds "predictions" and "errors" directories.
+        cli = run_cli(*args, "--output", tmp_path / "predictions" / "errors" / f"{n}", env=env)
         assert cli.code == 0, cli.stderr
         assert cli.manifest["bigquery_errors"]["rows_loaded"] == 2
     errors = _rows(client, f"{dataset}.errors", "2026-11-24", order="stage")

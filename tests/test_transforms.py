@@ -155,17 +155,26 @@ def test_line_locator_finds_each_rejected_row_across_block_boundaries(
 
     lines = ["id,a,b"] + [f"{i},{i}.5,x{i}" for i in range(200)]
     lines[17] = "17,1"  # rejected rows, some with the same text as another
-    lines[18] = '18,"two\nlines"'  # a record over two physical lines
+    lines[18] = '18,"two\nlines",z'  # a valid record over two physical lines
     lines[90] = "17,1"
     lines[150] = "7,7.5,x7,extra"
     lines[199] = "7,7"
     path = tmp_path / "in.csv"
     path.write_text(ending.join(lines) + ending, newline="")
     monkeypatch.setattr(_LineLocator, "_BLOCK", block)
+    # The texts as pyarrow's streaming reader hands them to the invalid-row handler.
+    import pyarrow.csv as pacsv
+
+    texts: list[str] = []
+    options = pacsv.ParseOptions(
+        invalid_row_handler=lambda row: texts.append(row.text) or "skip", newlines_in_values=True
+    )
+    pacsv.open_csv(str(path), parse_options=options).read_all()
+    assert len(texts) == 4  # lines[18] is a valid record with a quoted newline
     locator = _LineLocator(str(path))
-    wanted = [lines[17], lines[18], lines[90], lines[150], lines[199]]
-    # Physical line numbers: each earlier embedded newline adds one.
-    expected = [18, 19, 92, 152, 201]
+    # Physical line numbers: each earlier embedded newline adds one. A text that is not in
+    # the file gets None and does not stop the rows after it from being found.
+    wanted = [texts[0], "not in the file", texts[1], texts[2], texts[3], "nor this"]
+    expected = [18, None, 92, 152, 201, None]
     assert [locator.locate(text) for text in wanted] == expected
-    assert locator.locate("not in the file") is None
     locator.close()

@@ -221,23 +221,34 @@ class ReadBatches(beam.DoFn):
             bad.append(row.text)
             return "skip"
 
-        locator: list[_LineLocator] = []  # opened at the first rejected row only
+        locator: list[_LineLocator | None] = []  # opened at the first rejected row only
+
+        def line_number(text: str) -> int | None:
+            """Best effort: a failure to number the line never fails the file."""
+            try:
+                if not locator:
+                    locator.append(_LineLocator(path))
+                return locator[0].locate(text) if locator[0] is not None else None
+            except Exception as e:  # noqa: BLE001 - the line number is extra information
+                _LOG.warning("no line numbers for rejected rows of %s: %s", path, _first_line(e))
+                if locator and locator[0] is not None:
+                    locator[0].close()
+                locator[:] = [None]
+                return None
 
         def rejected_lines() -> Iterator[Rejected]:
             lines, bad[:] = list(bad), []
             for line in lines:
-                if not locator:
-                    locator.append(_LineLocator(path))
                 reason = f"wrong number of fields: expected {len(names)}"
                 record = error_record("read", reason, line, path, self._spec.run_id)
-                number = locator[0].locate(line)
+                number = line_number(line)
                 if number is not None:
                     record["line"] = number
                 yield Rejected(record, 1, "read")
 
         raw, stream = open_arrow_stream(path)
         with raw, contextlib.ExitStack() as cleanup:
-            cleanup.callback(lambda: locator and locator[0].close())
+            cleanup.callback(lambda: locator and locator[0] and locator[0].close())
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=True),
@@ -352,15 +363,31 @@ class _LineLocator:
     number. Rejected rows come in file order, so a second stream over the file (opened only when
     a file has a rejected row) moves forward to each row's text, at a line start and ending at a
     line end, and counts the newlines it passed: C-speed find and count over 4 MiB blocks.
+
+    Limits: a rejected row whose text also appears earlier as a whole line inside a quoted field
+    of a valid record is placed there; a text not found (e.g. a file with bare CR line ends) gets
+    no line number, and the search goes back to where it was for the next row.
     """
 
     _BLOCK = 1 << 22
 
     def __init__(self, path: str):
-        self._raw, self._stream = open_arrow_stream(path)
-        self._buf = b""
-        self._pos = 0  # where the search resumes in _buf
-        self._line = 1  # the physical line number at _buf[_pos]
+        self._path = path
+        self._open(0, 1)
+
+    def _open(self, offset: int, line: int) -> None:
+        """(Re)opens the stream at the uncompressed byte `offset`, which starts line `line`."""
+        self._raw, self._stream = open_arrow_stream(self._path)
+        skip = offset
+        while skip:
+            chunk = self._stream.read(min(skip, self._BLOCK))
+            if not chunk:
+                break
+            skip -= len(chunk)
+        self._buf = b"\n"  # a virtual newline: whatever comes next starts a line
+        self._base = offset - 1  # the file offset of _buf[0]
+        self._pos = 1  # where the search resumes in _buf
+        self._line = line  # the physical line number of _buf[_pos]
         self._eof = False
 
     def close(self) -> None:
@@ -371,40 +398,46 @@ class _LineLocator:
         needle = text.encode("utf-8")
         if not needle:
             return None
+        saved = (self._base + self._pos, self._line)
         while True:
             found, more = self._find(needle)
             if found is not None:
-                end = found + len(needle)
                 number = self._line + self._buf.count(b"\n", self._pos, found)
                 self._line = number + needle.count(b"\n")
-                self._pos = end
+                self._pos = found + len(needle)
                 return number
             if self._eof and not more:
+                self.close()  # not in the rest of the file: back to where this search began
+                self._open(*saved)
                 return None
             block = self._stream.read(self._BLOCK)
             if not block:
                 self._eof = True
-            # Keep what may still hold the start of a match: back to a line start.
-            cut = max(len(self._buf) - len(needle) - 2, self._pos)
-            keep = max(self._buf.rfind(b"\n", self._pos, cut) + 1, self._pos)
-            self._line += self._buf.count(b"\n", self._pos, keep)
+            # No match starts before the last len(needle) + 2 bytes: move past the rest
+            # (counting its lines) and drop it, keeping the newline a match may start after.
+            ahead = max(self._pos, len(self._buf) - len(needle) - 2)
+            self._line += self._buf.count(b"\n", self._pos, ahead)
+            keep = max(ahead - 1, 0)
             self._buf = self._buf[keep:] + block
-            self._pos = 0
+            self._base += keep
+            self._pos = ahead - keep
 
     def _find(self, needle: bytes) -> tuple[int | None, bool]:
         """(index of a whole-line match, or None; whether more data could complete one)."""
-        buf, pos = self._buf, self._pos
+        buf = self._buf
+        pos = max(self._pos - 1, 0)
+        target = b"\n" + needle  # a match must start a line
         while True:
-            index = buf.find(needle, pos)
+            index = buf.find(target, pos)
             if index < 0:
                 return None, not self._eof
-            end = index + len(needle)
-            at_start = index == 0 or buf[index - 1] == 0x0A
+            start, end = index + 1, index + 1 + len(needle)
             after = buf[end : end + 2]
-            if at_start and end + 2 > len(buf) and not self._eof:
+            if end + 2 > len(buf) and not self._eof:
                 return None, True  # the line end is not read yet
-            if at_start and (after[:1] == b"\n" or after == b"\r\n" or after in (b"", b"\r")):
-                return index, False
+            if after[:1] == b"\n" or after == b"\r\n" or after in (b"", b"\r"):
+                if start >= self._pos:
+                    return start, False
             pos = index + 1
 
 
