@@ -224,9 +224,9 @@ class BigQuerySink:
                     "--key_columns"
                 )
             seen[name.lower()] = name
-        if PARTITION_COLUMN in self.columns:
+        if PARTITION_COLUMN in seen:
             raise ConfigError(
-                f"the predictions already have a {PARTITION_COLUMN!r} column, which the BigQuery "
+                f"the {self.what} already have a {PARTITION_COLUMN!r} column, which the BigQuery "
                 "table adds as its partition column; rename it or pass --key_columns without it"
             )
 
@@ -291,15 +291,14 @@ class BigQuerySink:
                 f"these {self.what} do not have; use another table"
             )
         for name, kind in {**self.columns, PARTITION_COLUMN: "DATE"}.items():
-            name = name.lower()
-            if name not in have:
+            if name.lower() not in have:
                 raise ConfigError(
                     f"BigQuery table {self.table.id} has no column {name!r} ({kind}) that these "
                     f"{self.what} need; use another table or add the column"
                 )
-            if have[name] != kind:
+            if (theirs := have[name.lower()]) != kind:
                 raise ConfigError(
-                    f"BigQuery table {self.table.id} column {name!r} is {have[name]}, but the "
+                    f"BigQuery table {self.table.id} column {name!r} is {theirs}, but the "
                     f"{self.what} have {kind}"
                 )
 
