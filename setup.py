@@ -3,9 +3,10 @@
 The ranges below say what the code supports; constraints.txt says what was tested. Each
 requirement below is pinned to its constraints.txt version, so the Dataflow workers (which install
 this package from its sdist) run the launcher's versions of everything a model or the pipeline
-touches directly (scikit-learn's own scipy and threadpoolctl included). For every transitive
-package too, run the workers in the Flex Template image (--sdk_container_image), which installs
-all of constraints.txt.
+touches directly (scikit-learn's own scipy and threadpoolctl included). Transitive packages
+beyond those follow the worker's resolver; to fix every one of them too, build a custom SDK
+container (FROM apache/beam_python3.11_sdk, pip install -c constraints.txt .) and pass it as
+--sdk_container_image.
 """
 
 import pathlib
