@@ -17,6 +17,11 @@ from setuptools import find_packages, setup
 HERE = pathlib.Path(__file__).resolve().parent
 
 
+def _normalized(name: str) -> str:
+    """A distribution name as pip compares them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def locked(requirements: list[str]) -> list[str]:
     """Each requirement pinned to the version in constraints.txt, where that file has it."""
     lock_file = HERE / "constraints.txt"
@@ -26,11 +31,11 @@ def locked(requirements: list[str]) -> list[str]:
     for line in lock_file.read_text().splitlines():
         m = re.fullmatch(r"([A-Za-z0-9._-]+)==([^\s;#]+)", line.strip())
         if m:
-            pins[re.sub(r"[-_.]+", "-", m[1]).lower()] = m[2]
+            pins[_normalized(m[1])] = m[2]
     out = []
     for req in requirements:
         name, extras = re.match(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?", req).groups()
-        version = pins.get(re.sub(r"[-_.]+", "-", name).lower())
+        version = pins.get(_normalized(name))
         out.append(f"{name}{extras or ''}=={version}" if version else req)
     return out
 

@@ -21,7 +21,7 @@ import tempfile
 
 import pyarrow as pa
 
-from pipeline.errors import ConfigError, RunFailed
+from pipeline.errors import ConfigError, RunFailed, one_line
 
 _LOG = logging.getLogger(__name__)
 
@@ -108,11 +108,6 @@ def _is_unreachable(e: BaseException) -> bool:
         gexc.TooManyRequests,
     )
     return isinstance(e, retryable)
-
-
-def _one_line(e: BaseException) -> str:
-    text = getattr(e, "message", None) or str(e) or type(e).__name__
-    return text.strip().splitlines()[0][:300]
 
 
 # The errors output as a table: the contract's fields, the locating ones, the rest as JSON.
@@ -275,8 +270,8 @@ class BigQuerySink:
             raise
         except Exception as e:  # noqa: BLE001 - sorted into exit 2 or exit 3 below
             if _is_unreachable(e):
-                raise RunFailed(f"BigQuery is unreachable: {_one_line(e)}") from e
-            raise ConfigError(f"cannot use BigQuery table {self.table.id}: {_one_line(e)}") from e
+                raise RunFailed(f"BigQuery is unreachable: {one_line(e)}") from e
+            raise ConfigError(f"cannot use BigQuery table {self.table.id}: {one_line(e)}") from e
         self._check_compatible(existing)
 
     def _check_compatible(self, existing) -> None:
@@ -434,14 +429,14 @@ def replace_partitions(
         tables = ", ".join(sink.table.id for sink, _, _ in loads)
         raise RunFailed(
             f"loading into BigQuery ({tables}) failed; one transaction replaces every table or "
-            f"none, so rerun: {_one_line(e)}"
+            f"none, so rerun: {one_line(e)}"
         ) from e
     finally:
         for _, staging, _, _ in staged:
             try:
                 client.delete_table(staging.id, not_found_ok=True)
             except Exception as e:  # noqa: BLE001 - it expires by itself
-                _LOG.warning("could not drop staging table %s: %s", staging.id, _one_line(e))
+                _LOG.warning("could not drop staging table %s: %s", staging.id, one_line(e))
     return [
         {
             "table": sink.table.id,

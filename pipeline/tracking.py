@@ -11,7 +11,7 @@ import tempfile
 import time
 from typing import Any
 
-from pipeline.errors import RunFailed
+from pipeline.errors import RunFailed, one_line
 
 _LOG = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class RunLog:
                 },
             )
         except Exception as e:  # noqa: BLE001 - any failure here means MLflow is not usable
-            raise RunFailed(f"MLflow tracking server unusable: {_line(e)}") from e
+            raise RunFailed(f"MLflow tracking server unusable: {one_line(e)}") from e
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -173,7 +173,7 @@ class RunLog:
         try:
             fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - MLflow trouble is reported, never fatal
-            _LOG.warning("could not %s in MLflow run %s: %s", what, self.run_id, _line(e))
+            _LOG.warning("could not %s in MLflow run %s: %s", what, self.run_id, one_line(e))
             return False
         return True
 
@@ -206,8 +206,3 @@ def _plot(profile: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
-
-
-def _line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__

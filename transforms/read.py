@@ -221,34 +221,20 @@ class ReadBatches(beam.DoFn):
             bad.append(row.text)
             return "skip"
 
-        locator: list[_LineLocator | None] = []  # opened at the first rejected row only
-
-        def line_number(text: str) -> int | None:
-            """Best effort: a failure to number the line never fails the file."""
-            try:
-                if not locator:
-                    locator.append(_LineLocator(path))
-                return locator[0].locate(text) if locator[0] is not None else None
-            except Exception as e:  # noqa: BLE001 - the line number is extra information
-                _LOG.warning("no line numbers for rejected rows of %s: %s", path, _first_line(e))
-                if locator and locator[0] is not None:
-                    locator[0].close()
-                locator[:] = [None]
-                return None
+        numbers = _LineLocator(path)  # opens its own stream at the first rejected row
 
         def rejected_lines() -> Iterator[Rejected]:
             lines, bad[:] = list(bad), []
             for line in lines:
                 reason = f"wrong number of fields: expected {len(names)}"
                 record = error_record("read", reason, line, path, self._spec.run_id)
-                number = line_number(line)
+                number = numbers.locate(line)
                 if number is not None:
                     record["line"] = number
                 yield Rejected(record, 1, "read")
 
         raw, stream = open_arrow_stream(path)
-        with raw, contextlib.ExitStack() as cleanup:
-            cleanup.callback(lambda: locator and locator[0] and locator[0].close())
+        with raw, contextlib.closing(numbers):
             reader = pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=_CSV_BLOCK_BYTES, use_threads=True),
@@ -373,7 +359,8 @@ class _LineLocator:
 
     def __init__(self, path: str):
         self._path = path
-        self._open(0, 1)
+        self._raw = None  # opened by the first locate(): most files have no rejected row
+        self._failed = False
 
     def _open(self, offset: int, line: int) -> None:
         """(Re)opens the stream at the uncompressed byte `offset`, which starts line `line`."""
@@ -391,10 +378,29 @@ class _LineLocator:
         self._eof = False
 
     def close(self) -> None:
-        self._raw.close()
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
 
     def locate(self, text: str) -> int | None:
-        """The 1-based line on which the row starts, or None when it cannot be found."""
+        """The 1-based line on which the row starts, or None when it cannot be found.
+
+        Best effort: a failure to read the file for line numbers is logged once and only ends
+        the numbering of this file, never the file's scoring.
+        """
+        if self._failed:
+            return None
+        try:
+            if self._raw is None:
+                self._open(0, 1)
+            return self._locate(text)
+        except Exception as e:  # noqa: BLE001 - the line number is extra information
+            _LOG.warning("no line numbers for rejected rows of %s: %s", self._path, _first_line(e))
+            self._failed = True
+            self.close()
+            return None
+
+    def _locate(self, text: str) -> int | None:
         needle = text.encode("utf-8")
         if not needle:
             return None
