@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh
+scripts/install_browser.sh
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 set +e

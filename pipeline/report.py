@@ -1,0 +1,818 @@
+"""The run report: one self-contained HTML page (DIR/report.html) for whoever is on call.
+
+`render_report` turns a run's manifest, its profile and its grouped errors into a page that needs
+nothing but a browser: inline CSS, inline SVG charts, no script, and a Content-Security-Policy that
+forbids every fetch. Every value from the run is HTML-escaped, since file names and rejected
+records are whatever the input held.
+
+Only the standard library is imported: the launcher renders this after the run, and a report
+must never be what fails on a broken environment. Every manifest key may be missing (older
+manifests, runs that could not complete); a missing value shows as "n/a".
+
+Stable hooks for tests and scrapers (ids unless said otherwise):
+    status (data-status), run-id, run-date, started-at, finished-at, duration and throughput
+    (data-value), rows-read, rows-predicted, rows-failed, failed-<stage>, error-rate and
+    max-error-rate (data-value), model-uri, model-version, model-sha256;
+    tr[data-path] in #files with td[data-col], files-more (data-count);
+    .error-group[data-stage][data-count] with .example pre.record, errors-more (data-count);
+    tr[data-feature][data-psi] in #drift; tr[data-library] in #model;
+    profile-rows, tr[data-class][data-count] in #class-shares; rect[data-count] in
+    #proba-histogram and #prediction-histogram.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import math
+from collections.abc import Iterable
+from typing import Any
+
+# Copies of transforms.errors.STAGES and transforms.profile.PSI_WARNING (tests check they agree):
+# importing those modules would import Apache Beam.
+STAGES = ("read", "validate", "predict")
+PSI_WARNING = 0.2
+
+MAX_FILES = 10
+MAX_ERROR_GROUPS = 10
+MAX_EXAMPLES = 3
+MAX_RECORD_CHARS = 2000
+MAX_FEATURES = 40
+MAX_CLASSES = 20
+NA = "n/a"
+
+# No fetch of any kind: styles are inline, charts are inline SVG, and there is no script.
+CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
+
+
+def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]) -> str:
+    """Renders a run's report as one self-contained HTML page.
+
+    Args:
+        manifest: the run's manifest.json (any key may be missing).
+        profile: the run's prediction profile ({"rows", "class_counts", "proba_histogram",
+            "prediction_histogram"}), or None when the run has none.
+        error_groups: the run's rejected records grouped by reason, most frequent first:
+            [{"stage", "reason", "count", "examples": [error records]}].
+
+    Returns:
+        The page's HTML text.
+    """
+    m = manifest if isinstance(manifest, dict) else {}
+    status = m.get("status") if isinstance(m.get("status"), str) else None
+    body = "\n".join(
+        [
+            _banner(m, status, error_groups),
+            "<main>",
+            _numbers(m),
+            _errors(error_groups or []),
+            _files(m),
+            _drift(m.get("drift")),
+            _predictions(profile),
+            _model(m.get("model")),
+            _details(m),
+            "</main>",
+            f"<footer>Run report of {_text(m.get('producer'))} · self-contained: this page loads"
+            " nothing from the network</footer>",
+        ]
+    )
+    title = f"{(status or 'unknown').upper()} · scoring run {m.get('run_id') or NA}"
+    page = (
+        "<!DOCTYPE html>\n"
+        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        f'<body class="{_status_class(status)}">\n{body}\n</body>\n</html>\n'
+    )
+    # A record may hold a lone surrogate (JSON allows "\ud800"): make the page encodable.
+    return page.encode("utf-8", "replace").decode("utf-8")
+
+
+# --- the sections ------------------------------------------------------------------------------
+
+
+def _banner(m: dict, status: str | None, error_groups: list[dict]) -> str:
+    """The status, big and coloured, what the run was, and what needs attention."""
+    started, finished = _when(m.get("started_at")), _when(m.get("finished_at"))
+    return (
+        '<header class="banner">'
+        f'<p class="status" id="status" data-status="{_e(status or "unknown")}">'
+        f"{_e((status or NA).upper())}</p>"
+        '<div class="what">'
+        f'<h1>Scoring run <span id="run-id" class="mono">{_text(m.get("run_id"))}</span></h1>'
+        f'<p>run date <strong id="run-date">{_text(m.get("run_date"))}</strong>'
+        f' · started <span id="started-at">{_e(started)}</span>'
+        f' · finished <span id="finished-at">{_e(finished)}</span></p>'
+        f'<p>input <span class="mono">{_text(m.get("input_pattern"))}</span>'
+        f' · model version <span class="mono">{_text(_dig(m, "model", "version"))}</span></p>'
+        "</div>"
+        f'<section class="attention" aria-label="What needs attention">'
+        f"{_attention(m, status, error_groups)}</section>"
+        "</header>"
+    )
+
+
+def _attention(m: dict, status: str | None, error_groups: list[dict]) -> str:
+    """Why the run failed, and what else is worth a look, each linked to its section."""
+    items = []
+    if m.get("error"):
+        items.append(("bad", "#details", f"The run could not complete: {m['error']}"))
+    n = len(_unreadable(m))
+    if n:
+        items.append(("bad", "#files", f"{n:,} input file{'s' * (n != 1)} could not be read"))
+    rate, limit = _error_rate(m), _number(m.get("max_error_rate"))
+    failed = _number(_dig(m, "counts", "rows_failed"))
+    if rate is not None and limit is not None and rate > limit:
+        items.append(
+            ("bad", "#errors", f"Error rate {_pct(rate)} is over the max allowed {_pct(limit)}")
+        )
+    elif failed:
+        items.append(("warn", "#errors", f"{_int(failed)} rows rejected, within the max allowed"))
+    if error_groups and isinstance(error_groups[0], dict):
+        top = error_groups[0]
+        items.append(
+            ("info", "#errors", f"Top error ({top.get('stage', NA)}): {_clip(top.get('reason'))}")
+        )
+    drift = m.get("drift") if isinstance(m.get("drift"), dict) else {}
+    drifted = sorted(
+        ((k, v) for k, v in drift.items() if _number(v) is not None and v > PSI_WARNING),
+        key=lambda kv: -kv[1],
+    )
+    if drifted:
+        names = ", ".join(f"{k} ({v:.2f})" for k, v in drifted[:5])
+        more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
+        items.append(("warn", "#drift", f"Drift (PSI > {PSI_WARNING}): {names}{more}"))
+    for name, saved, running in _library_mismatches(_dig(m, "model", "library_versions")):
+        items.append(("warn", "#model", f"{name} saved with {saved}, running {running}"))
+    if not items:
+        ok = status == "succeeded"
+        text = "Nothing needs attention" if ok else "The manifest gives no reason"
+        items.append(("ok" if ok else "info", "#numbers", text))
+    return (
+        "<ul>"
+        + "".join(
+            f'<li class="{kind}"><a href="{href}">{_e(text)}</a></li>' for kind, href, text in items
+        )
+        + "</ul>"
+    )
+
+
+def _numbers(m: dict) -> str:
+    """The key numbers: rows read, predicted and failed, error rate, duration, throughput."""
+    counts = _dig(m, "counts") if isinstance(_dig(m, "counts"), dict) else {}
+    by_stage = counts.get("rows_failed_by_stage")
+    by_stage = by_stage if isinstance(by_stage, dict) else {}
+    stages = [*STAGES, *(s for s in by_stage if s not in STAGES)]
+    read, predicted = _number(counts.get("rows_read")), _number(counts.get("rows_predicted"))
+    failed = _number(counts.get("rows_failed"))
+    rate, limit = _error_rate(m), _number(m.get("max_error_rate"))
+    over = rate is not None and limit is not None and rate > limit
+    duration = _duration(m)
+    rows_per_s = _number(m.get("rows_per_s"))
+    if rows_per_s is None and duration and read is not None:
+        rows_per_s = read / duration
+    inputs = _inputs(m)
+    unreadable = len(_unreadable(m))
+    files = f"in {len(inputs):,} file{'s' * (len(inputs) != 1)}" if inputs else "files: n/a"
+    if unreadable:
+        files += f", <strong>{unreadable:,} unreadable</strong>"
+    share = f"{_pct(predicted / read)} of rows read" if read and predicted is not None else NA
+    stage_list = "".join(
+        f'<li><span>{_e(s)}</span> <strong class="num" id="failed-{_e(s)}">'
+        f"{_int(by_stage.get(s))}</strong></li>"
+        for s in stages
+    )
+    verdict = " — <strong>over the limit</strong>" if over else ""
+    return (
+        '<section id="numbers" aria-label="Key numbers"><div class="cards">'
+        f"{_card('Rows read', 'rows-read', _int(read), files)}"
+        f"{_card('Predicted', 'rows-predicted', _int(predicted), share)}"
+        f'<div class="card{" bad" if failed else ""}"><h3>Failed</h3>'
+        f'<p class="big num" id="rows-failed">{_int(failed)}</p>'
+        f'<ul class="stages" aria-label="failed by stage">{stage_list}</ul></div>'
+        f'<div class="card{" bad" if over else ""}"><h3>Error rate</h3>'
+        f'<p class="big num" id="error-rate" data-value="{_e(_raw(rate))}">{_pct(rate)}</p>'
+        f'<p>max allowed <span class="num" id="max-error-rate" data-value="{_e(_raw(limit))}">'
+        f"{_pct(limit)}</span>{verdict}</p></div>"
+        f'<div class="card"><h3>Duration</h3>'
+        f'<p class="big num" id="duration" data-value="{_e(_raw(duration))}">'
+        f"{_seconds(duration)}</p>"
+        f'<p><span class="num" id="throughput" data-value="{_e(_raw(rows_per_s))}">'
+        f"{_rate(rows_per_s)}</span> rows/s</p></div>"
+        "</div></section>"
+    )
+
+
+def _card(title: str, ident: str, value: str, note: str) -> str:
+    """A key number; `note` is HTML."""
+    return (
+        f'<div class="card"><h3>{title}</h3><p class="big num" id="{ident}">{value}</p>'
+        f"<p>{note}</p></div>"
+    )
+
+
+def _errors(groups: list) -> str:
+    """The most frequent error reasons, each with a few of its records as the input held them."""
+    groups = [g for g in groups if isinstance(g, dict)]
+    if not groups:
+        return (
+            '<section id="errors"><h2>Errors</h2>'
+            '<p class="quiet">No rejected records.</p></section>'
+        )
+    out = ['<section id="errors"><h2>Top error reasons</h2>']
+    for g in groups[:MAX_ERROR_GROUPS]:
+        count = _number(g.get("count"))
+        examples = g.get("examples") if isinstance(g.get("examples"), list) else []
+        stage = g.get("stage") or NA
+        out.append(
+            f'<article class="error-group" data-stage="{_e(stage)}" data-count="{_e(_raw(count))}">'
+            f'<header><span class="stage stage-{_e(stage)}">{_e(stage)}</span>'
+            f'<span class="count"><strong class="num">{_int(count)}</strong> '
+            f"record{'' if count == 1 else 's'}</span>"
+            "</header>"
+            f'<p class="reason">{_text(g.get("reason"))}</p>'
+            + "".join(_example(x) for x in examples[:MAX_EXAMPLES] if isinstance(x, dict))
+            + "</article>"
+        )
+    rest = groups[MAX_ERROR_GROUPS:]
+    if rest:
+        n = sum(_number(g.get("count")) or 0 for g in rest)
+        out.append(
+            f'<p class="more" id="errors-more" data-count="{len(rest)}">… and {len(rest):,} more'
+            f" reasons ({_int(n)} records): see errors/*.jsonl</p>"
+        )
+    out.append("</section>")
+    return "".join(out)
+
+
+def _example(record: dict) -> str:
+    """One rejected record: where it came from, then its raw text."""
+    where = [f'<span class="mono">{_text(record.get("source"))}</span>']
+    for key, label in (("line", "line"), ("row_index", "row_index"), ("rows", "rows")):
+        if _number(record.get(key)) is not None:
+            where.append(f"{label} {_int(record[key])}")
+    raw = record.get("record")
+    if raw is None:
+        text = "(no record: the whole file was rejected)"
+    elif isinstance(raw, str):
+        text = raw
+    else:
+        text = json.dumps(raw, ensure_ascii=False, default=str)
+    note = ""
+    if len(text) > MAX_RECORD_CHARS:
+        note = f" · showing {MAX_RECORD_CHARS:,} of {len(text):,} characters"
+        text = text[:MAX_RECORD_CHARS]
+    if record.get("truncated"):
+        note += " · cut to 64 KiB in errors/"
+    return (
+        f'<figure class="example"><figcaption>{" · ".join(where)}{_e(note)}</figcaption>'
+        f'<pre class="record">{_e(text)}</pre></figure>'
+    )
+
+
+def _files(m: dict) -> str:
+    """Counts per input file, the worst first; unreadable files highlighted."""
+    inputs = _inputs(m)
+    unreadable = _unreadable(m)
+    # Older manifests may list a failed file that has no entry of its own.
+    inputs += [{"path": p, "failed": True} for p in unreadable - {i["path"] for i in inputs}]
+    if not inputs:
+        return '<section id="files"><h2>Input files</h2><p class="quiet">n/a</p></section>'
+
+    def failed(i: dict) -> bool:
+        return i["path"] in unreadable
+
+    def badness(i: dict) -> tuple:
+        bad, read = _number(i.get("rows_failed")) or 0, _number(i.get("rows_read")) or 0
+        return (not failed(i), -bad, -(bad / read if read else 0), str(i.get("path")))
+
+    ranked = sorted(inputs, key=badness)
+    shown, rest = ranked[:MAX_FILES], ranked[MAX_FILES:]
+    rows = []
+    for i in shown:
+        bad, read = _number(i.get("rows_failed")), _number(i.get("rows_read"))
+        cls = "failed" if failed(i) else ("warn" if bad else "")
+        state = "unreadable" if failed(i) else ("rows rejected" if bad else "ok")
+        rows.append(
+            f'<tr class="{cls}" data-path="{_e(i.get("path"))}" '
+            f'data-failed="{str(failed(i)).lower()}">'
+            f'<td class="mono path">{_text(i.get("path"))}</td>'
+            f'<td class="num" data-col="rows_read">{_int(read)}</td>'
+            f'<td class="num" data-col="rows_predicted">{_int(i.get("rows_predicted"))}</td>'
+            f'<td class="num" data-col="rows_failed">{_int(bad)}</td>'
+            f'<td class="num">{_pct(bad / read) if bad is not None and read else NA}</td>'
+            f'<td><span class="pill {cls or "ok"}">{state}</span></td></tr>'
+        )
+    more = ""
+    if rest:
+        read = sum(_number(i.get("rows_read")) or 0 for i in rest)
+        bad = sum(_number(i.get("rows_failed")) or 0 for i in rest)
+        more = (
+            f'<p class="more" id="files-more" data-count="{len(rest)}">… and {len(rest):,} more '
+            f"files ({_int(read)} rows read, {_int(bad)} failed): see manifest.json</p>"
+        )
+    caption = f"{len(inputs):,} file{'s' * (len(inputs) != 1)}"
+    if rest:
+        caption = (
+            f"the {len(shown):,} worst of {len(inputs):,} files: unreadable first, then the most"
+            " rejected rows"
+        )
+    return (
+        '<section id="files"><h2>Input files</h2>'
+        f'<div class="scroll"><table class="data"><caption>{caption}</caption>'
+        '<thead><tr><th scope="col">File</th><th scope="col" class="num">Read</th>'
+        '<th scope="col" class="num">Predicted</th><th scope="col" class="num">Failed</th>'
+        '<th scope="col" class="num">Failed %</th><th scope="col">State</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{more}</section>"
+    )
+
+
+def _drift(drift: Any) -> str:
+    """PSI per feature as horizontal bars, the largest first; above PSI_WARNING highlighted."""
+    head = '<section id="drift"><h2>Drift</h2>'
+    if not isinstance(drift, dict) or not drift:
+        return head + '<p class="quiet">n/a: the model has no drift baseline.</p></section>'
+    values = sorted(drift.items(), key=lambda kv: -(_number(kv[1]) or 0))
+    scale = max([PSI_WARNING * 1.5, *(_number(v) or 0 for _, v in values)])
+    mark = PSI_WARNING / scale
+    rows = []
+    for name, value in values[:MAX_FEATURES]:
+        psi = _number(value)
+        high = psi is not None and psi > PSI_WARNING
+        rows.append(
+            f'<tr class="{"drifted" if high else ""}" data-feature="{_e(name)}" '
+            f'data-psi="{_e(_raw(psi))}"><th scope="row" class="mono">{_e(name)}</th>'
+            f'<td class="num">{NA if psi is None else f"{psi:.3f}"}</td>'
+            f'<td class="bar">{_hbar((psi or 0) / scale, "bad" if high else "", mark)}</td></tr>'
+        )
+    more = ""
+    if len(values) > MAX_FEATURES:
+        more = f'<p class="more">… and {len(values) - MAX_FEATURES:,} more features, all lower</p>'
+    return (
+        head + '<p class="quiet">Population stability index of each feature against the model\'s'
+        f" training data. Above {PSI_WARNING} (the dashed line) the feature has moved a lot: the"
+        " model is scoring data unlike what it learned from.</p>"
+        '<table class="data bars"><thead><tr><th scope="col">Feature</th>'
+        '<th scope="col" class="num">PSI</th><th scope="col">'
+        f"dashed line: {PSI_WARNING}</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        f"{more}</section>"
+    )
+
+
+def _predictions(profile: Any) -> str:
+    """Class shares, the positive-class probability histogram, or the regression histogram."""
+    head = '<section id="predictions"><h2>Predictions</h2>'
+    if not isinstance(profile, dict):
+        return head + '<p class="quiet">n/a: no profile for this run.</p></section>'
+    parts = [
+        f'<p class="quiet">profile of <span class="num" id="profile-rows">'
+        f"{_int(profile.get('rows'))}</span> predicted rows</p>"
+    ]
+    classes = profile.get("class_counts")
+    if isinstance(classes, dict) and classes:
+        parts.append(_class_shares(classes))
+    proba = profile.get("proba_histogram")
+    if isinstance(proba, dict) and _counts(proba.get("counts")):
+        counts = _counts(proba["counts"])
+        edges = [k / len(counts) for k in range(len(counts) + 1)]
+        parts.append(
+            f"<h3>Probability {_text(proba.get('column'))}</h3>"
+            + _histogram("proba-histogram", counts, edges)
+        )
+    hist = profile.get("prediction_histogram")
+    if isinstance(hist, dict) and _counts(hist.get("counts")):
+        counts, edges = _counts(hist["counts"]), hist.get("edges")
+        ok = isinstance(edges, list) and len(edges) == len(counts) + 1
+        if ok and all(_number(x) is not None for x in edges) and edges[-1] > edges[0]:
+            parts.append(
+                "<h3>Predicted values</h3>" + _histogram("prediction-histogram", counts, edges)
+            )
+    if len(parts) == 1:
+        parts.append('<p class="quiet">n/a: the profile has no distribution.</p>')
+    return head + "".join(parts) + "</section>"
+
+
+def _class_shares(classes: dict) -> str:
+    ranked = sorted(classes.items(), key=lambda kv: -(_number(kv[1]) or 0))
+    total = sum(_number(v) or 0 for v in classes.values())
+    rows = []
+    for label, count in ranked[:MAX_CLASSES]:
+        share = (_number(count) or 0) / total if total else 0
+        rows.append(
+            f'<tr data-class="{_e(label)}" data-count="{_e(_raw(_number(count)))}">'
+            f'<th scope="row" class="mono">{_e(label)}</th><td class="num">{_int(count)}</td>'
+            f'<td class="num">{_pct(share)}</td><td class="bar">{_hbar(share, "accent")}</td></tr>'
+        )
+    more = ""
+    if len(ranked) > MAX_CLASSES:
+        more = f'<p class="more">… and {len(ranked) - MAX_CLASSES:,} more classes</p>'
+    return (
+        '<h3>Predicted classes</h3><table class="data bars" id="class-shares"><thead><tr>'
+        '<th scope="col">Class</th><th scope="col" class="num">Rows</th>'
+        '<th scope="col" class="num">Share</th><th scope="col"><span class="sr">bar</span></th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table>{more}"
+    )
+
+
+def _model(model: Any) -> str:
+    """What scored the run: URI, version, digest and the library versions it was saved with."""
+    model = model if isinstance(model, dict) else {}
+    rows = [
+        ("URI", "model-uri", model.get("uri")),
+        ("Version", "model-version", model.get("version")),
+        ("SHA-256", "model-sha256", model.get("sha256")),
+        ("Model's MLflow run", "model-run-id", model.get("run_id")),
+    ]
+    facts = "".join(
+        f'<dt>{label}</dt><dd class="mono" id="{ident}">{_text(value)}</dd>'
+        for label, ident, value in rows
+    )
+    libraries = model.get("library_versions")
+    if isinstance(libraries, dict) and libraries:
+        lines = []
+        for name, v in sorted(libraries.items()):
+            v = v if isinstance(v, dict) else {}
+            saved, running = v.get("saved"), v.get("running")
+            differ = bool(saved and running and saved != running)
+            lines.append(
+                f'<tr class="{"warn" if differ else ""}" data-library="{_e(name)}">'
+                f'<th scope="row">{_e(name)}</th><td class="mono">{_text(saved)}</td>'
+                f'<td class="mono">{_text(running)}</td>'
+                f'<td><span class="pill {"warn" if differ else "ok"}">'
+                f"{'differs' if differ else ('same' if saved and running else NA)}</span></td></tr>"
+            )
+        libs = (
+            '<table class="data"><caption>libraries</caption><thead><tr><th scope="col">Library'
+            '</th><th scope="col">Saved with</th><th scope="col">Running</th><th scope="col">'
+            f"</th></tr></thead><tbody>{''.join(lines)}</tbody></table>"
+        )
+    else:
+        libs = '<p class="quiet">Library versions: n/a</p>'
+    return f'<section id="model"><h2>Model</h2><dl class="facts">{facts}</dl>{libs}</section>'
+
+
+def _details(m: dict) -> str:
+    """Everything else a person may need to find the run's parts."""
+    outputs = m.get("outputs") if isinstance(m.get("outputs"), dict) else {}
+    features = m.get("features") if isinstance(m.get("features"), list) else []
+    keys = m.get("key_columns") if isinstance(m.get("key_columns"), list) else []
+    names = ", ".join(map(str, features[:MAX_FEATURES]))
+    if len(features) > MAX_FEATURES:
+        names += f", … ({len(features) - MAX_FEATURES:,} more)"
+    rows = [
+        ("Input pattern", m.get("input_pattern")),
+        ("Input format", m.get("input_format")),
+        ("Features", f"{len(features):,}: {names}" if features else None),
+        ("Key columns", ", ".join(map(str, keys)) or None),
+        ("Runner", m.get("runner")),
+        ("Model loads", m.get("model_loads")),
+        ("Model load (launcher)", _seconds(_number(m.get("model_load_s_launcher")))),
+        ("Prediction files", _count_of(outputs.get("predictions"))),
+        ("Error files", _count_of(outputs.get("errors"))),
+        ("MLflow run", m.get("mlflow_run_id")),
+        ("Error", m.get("error")),
+    ]
+    for key in ("bigquery", "bigquery_errors"):
+        bq = m.get(key)
+        if isinstance(bq, dict):
+            rows.append(
+                (
+                    f"BigQuery {'errors' if key.endswith('errors') else 'predictions'}",
+                    f"{_int(bq.get('rows_loaded'), raw=True)} rows into {bq.get('table', NA)},"
+                    f" partition {bq.get('partition', NA)}",
+                )
+            )
+    facts = "".join(
+        f"<dt>{_e(label)}</dt><dd>{_text(value)}</dd>"
+        for label, value in rows
+        if value is not None or label in ("Input pattern", "Runner")
+    )
+    return f'<section id="details"><h2>Run details</h2><dl class="facts">{facts}</dl></section>'
+
+
+# --- charts -------------------------------------------------------------------------------------
+
+
+def _hbar(fraction: float, kind: str = "", mark: float | None = None) -> str:
+    """A horizontal bar filling `fraction` of its cell, with an optional dashed mark line."""
+    width = max(0.0, min(fraction, 1.0)) * 100
+    line = ""
+    if mark is not None:
+        x = f"{mark * 100:.2f}"
+        line = f'<line class="mark" x1="{x}" x2="{x}" y1="0" y2="12"/>'
+    return (
+        '<svg class="hbar" viewBox="0 0 100 12" preserveAspectRatio="none" aria-hidden="true">'
+        f'<rect class="track" width="100" height="12"/>'
+        f'<rect class="fill {kind}" width="{width:.2f}" height="12"/>{line}</svg>'
+    )
+
+
+def _histogram(ident: str, counts: list[int], edges: list[float]) -> str:
+    """Vertical bars over [edges[0], edges[-1]], with the count of each bin on hover."""
+    w, h, left, bottom, top = 640, 200, 56, 26, 8
+    plot_w, plot_h = w - left - 8, h - bottom - top
+    lo, hi, peak = edges[0], edges[-1], max(counts) or 1
+
+    def x(v: float) -> float:
+        return left + (v - lo) / (hi - lo) * plot_w
+
+    bars = []
+    for k, c in enumerate(counts):
+        x0, x1 = x(edges[k]), x(edges[k + 1])
+        bh = c / peak * plot_h
+        bars.append(
+            f'<rect class="bin" data-count="{c}" x="{x0 + 0.5:.1f}" y="{top + plot_h - bh:.1f}" '
+            f'width="{max(x1 - x0 - 1, 0.5):.1f}" height="{bh:.1f}">'
+            f"<title>{_e(_short(edges[k]))} to {_e(_short(edges[k + 1]))}: {c:,} rows</title>"
+            "</rect>"
+        )
+    step = max(1, len(counts) // 4)
+    ticks = sorted({*range(0, len(edges), step), len(edges) - 1})
+    anchor = {0: "start", len(edges) - 1: "end"}  # the outer labels stay inside the chart
+    labels = "".join(
+        f'<text x="{x(edges[k]):.1f}" y="{h - 8}" text-anchor="{anchor.get(k, "middle")}">'
+        f"{_e(_short(edges[k]))}</text>"
+        for k in ticks
+    )
+    return (
+        f'<svg class="hist" id="{ident}" viewBox="0 0 {w} {h}" role="img" '
+        f'aria-label="histogram of {len(counts)} bins, {sum(counts):,} rows">'
+        f'<line class="axis" x1="{left}" x2="{w - 8}" y1="{top + plot_h}" y2="{top + plot_h}"/>'
+        f'<line class="grid" x1="{left}" x2="{w - 8}" y1="{top}" y2="{top}"/>'
+        f'<text x="{left - 6}" y="{top + 4}" text-anchor="end">{peak:,}</text>'
+        f'<text x="{left - 6}" y="{top + plot_h}" text-anchor="end">0</text>'
+        f"{''.join(bars)}{labels}</svg>"
+    )
+
+
+# --- values and formatting ------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    """HTML-escaped text of a value, quotes included (safe in text and in attributes)."""
+    return html.escape(str(value), quote=True)
+
+
+def _text(value: Any) -> str:
+    """Escaped text of a value, "n/a" when it is missing."""
+    return NA if value is None or value == "" else _e(value)
+
+
+def _clip(value: Any, limit: int = 160) -> str:
+    text = NA if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value: Any) -> float | None:
+    """A finite int or float (not a bool), or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:  # an int too large for a float: shown as text instead
+        return None
+
+
+def _raw(value: float | None) -> str:
+    """A number as a data-* attribute holds it: repr, or empty when missing."""
+    return "" if value is None else repr(value)
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _inputs(m: dict) -> list[dict]:
+    """The manifest's per-file entries, each with its path as text."""
+    inputs = m.get("inputs")
+    if not isinstance(inputs, list):
+        return []
+    return [{**i, "path": str(i.get("path"))} for i in inputs if isinstance(i, dict)]
+
+
+def _unreadable(m: dict) -> set[str]:
+    """The input files that could not be read: listed in files_failed or marked failed."""
+    listed = m.get("files_failed")
+    paths = {str(p) for p in listed} if isinstance(listed, list) else set()
+    return paths | {i["path"] for i in _inputs(m) if i.get("failed") is True}
+
+
+def _counts(value: Any) -> list[int] | None:
+    """A histogram's counts when they are all non-negative numbers and some are positive."""
+    if not isinstance(value, list) or not value:
+        return None
+    if any(_number(c) is None or c < 0 for c in value) or not any(value):
+        return None
+    return [int(c) for c in value]
+
+
+def _error_rate(m: dict) -> float | None:
+    rate = _number(m.get("error_rate"))
+    if rate is None:
+        read, failed = (
+            _number(_dig(m, "counts", "rows_read")),
+            _number(_dig(m, "counts", "rows_failed")),
+        )
+        rate = failed / read if read and failed is not None else None
+    return rate
+
+
+def _duration(m: dict) -> float | None:
+    """The run's seconds: the manifest's own, or finished_at minus started_at."""
+    seconds = _number(m.get("duration_s"))
+    if seconds is not None:
+        return seconds
+    start, end = _parse_time(m.get("started_at")), _parse_time(m.get("finished_at"))
+    if start and end:
+        try:
+            return (end - start).total_seconds()
+        except TypeError:  # one naive, one aware
+            return None
+    return None
+
+
+def _parse_time(value: Any) -> datetime.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def _when(value: Any) -> str:
+    """A timestamp as UTC to the second ("2026-11-26 18:16:40 UTC"), or as given."""
+    t = _parse_time(value)
+    if t is None:
+        return NA if value is None else str(value)
+    if t.tzinfo is None:
+        return t.strftime("%Y-%m-%d %H:%M:%S")
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _int(value: Any, raw: bool = False) -> str:
+    """A count with thousands separators, escaped ("n/a" when not a number)."""
+    n = _number(value)
+    if n is None:
+        return NA if value is None else (str(value) if raw else _e(value))
+    return f"{n:,.0f}" if float(n).is_integer() else f"{n:,.2f}"
+
+
+def _pct(value: float | None) -> str:
+    """A fraction as a percentage, with the decimals small rates need ("0.50%", "0.0012%")."""
+    if value is None:
+        return NA
+    p = value * 100
+    if p == 0:
+        return "0%"
+    if abs(p) >= 10:
+        return f"{p:,.1f}%"
+    if abs(p) >= 0.01:
+        return f"{p:.2f}%"
+    return f"{p:.4f}%" if abs(p) >= 0.0001 else "<0.0001%"
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return NA
+    if value < 60:
+        return f"{value:.1f} s"
+    s = round(value)
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return NA
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _short(value: float) -> str:
+    """An axis label: 3 significant digits, thousands separated when large."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def _count_of(files: Any) -> str | None:
+    return f"{len(files):,}" if isinstance(files, list) else None
+
+
+def _library_mismatches(libraries: Any) -> Iterable[tuple[str, str, str]]:
+    if not isinstance(libraries, dict):
+        return []
+    out = []
+    for name, v in sorted(libraries.items()):
+        if isinstance(v, dict) and v.get("saved") and v.get("running"):
+            if v["saved"] != v["running"]:
+                out.append((str(name), str(v["saved"]), str(v["running"])))
+    return out
+
+
+def _status_class(status: str | None) -> str:
+    return {"succeeded": "ok", "failed": "bad"}.get(status or "", "unknown")
+
+
+_CSS = """
+:root{--bg:#f6f7f9;--card:#fff;--ink:#1c2128;--quiet:#57606a;--line:#d8dee4;--ok:#1a7f37;
+--ok-bg:#dafbe1;--bad:#c4202b;--bad-bg:#ffebe9;--warn:#9a6700;--warn-bg:#fff8c5;--accent:#0969da;
+--track:#eaeef2;color-scheme:light dark}
+@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--ink:#e6edf3;
+--quiet:#8d96a0;--line:#30363d;--ok:#3fb950;--ok-bg:#12261a;--bad:#f85149;--bad-bg:#2d1517;
+--warn:#d29922;--warn-bg:#2b2111;--accent:#4493f8;--track:#21262d}}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,
+"Segoe UI",Roboto,"Helvetica Neue","DejaVu Sans",Arial,sans-serif}
+.mono,pre,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace}
+.num{font-variant-numeric:tabular-nums;text-align:right}
+.banner{display:grid;grid-template-columns:auto 1fr;gap:4px 24px;align-items:center;
+padding:20px max(24px,calc(50% - 560px));border-bottom:6px solid var(--s);background:var(--card)}
+body.ok{--s:var(--ok);--s-bg:var(--ok-bg)}body.bad{--s:var(--bad);--s-bg:var(--bad-bg)}
+body.unknown{--s:var(--warn);--s-bg:var(--warn-bg)}
+.status{margin:0;padding:10px 22px;border-radius:10px;background:var(--s);color:#fff;
+font-size:40px;font-weight:800;letter-spacing:.04em}
+.what{min-width:0;overflow-wrap:anywhere}.what h1{margin:0;font-size:22px}.what p{margin:2px 0 0;
+color:var(--quiet)}
+.what strong{color:var(--ink)}
+.attention{grid-column:1/-1}.attention ul{list-style:none;margin:12px 0 0;padding:0;display:grid;
+gap:6px}
+.attention li{padding:8px 12px;border-radius:8px;border-left:5px solid var(--quiet);
+background:var(--bg)}
+.attention li.bad{border-color:var(--bad);background:var(--bad-bg)}
+.attention li.warn{border-color:var(--warn);background:var(--warn-bg)}
+.attention li.ok{border-color:var(--ok);background:var(--ok-bg)}
+.attention a{color:inherit;text-decoration:none;font-weight:600;overflow-wrap:anywhere}
+.attention a:hover{text-decoration:underline}
+main{max-width:1168px;margin:0 auto;padding:8px 24px 24px}
+section{margin-top:28px}
+h2{font-size:19px;margin:0 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
+h3{font-size:14px;margin:16px 0 6px;color:var(--quiet);font-weight:600}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px}
+.card h3{margin:0;text-transform:uppercase;letter-spacing:.05em;font-size:12px}
+.card p{margin:0}.card .big{font-size:32px;font-weight:700;text-align:left}
+.card.bad{border-color:var(--bad);box-shadow:inset 0 4px 0 var(--bad)}
+.card.bad .big{color:var(--bad)}
+.stages{list-style:none;margin:6px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:2px 16px;
+color:var(--quiet);font-size:13px}
+.stages li{display:flex;flex-direction:column;align-items:flex-start}
+.stages strong{color:var(--ink);font-size:15px}
+table.data{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);
+border-radius:10px;overflow:hidden}
+table.data caption{text-align:left;color:var(--quiet);padding:0 0 6px;font-size:13px}
+table.data th,table.data td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:left;
+vertical-align:top}
+table.data thead th{font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:var(--quiet)}
+table.data th.num,table.data td.num{text-align:right;white-space:nowrap}
+table.data tbody tr:last-child>*{border-bottom:0}
+tr.failed>*{background:var(--bad-bg)}tr.failed td.path{color:var(--bad);font-weight:700}
+tr.warn>*,tr.drifted>*{background:var(--warn-bg)}
+.path{overflow-wrap:anywhere;min-width:16em}
+.pill{display:inline-block;padding:0 8px;border-radius:99px;font-size:12px;font-weight:600;
+background:var(--track);color:var(--quiet);white-space:nowrap}
+.pill.failed{background:var(--bad);color:#fff}.pill.warn{background:var(--warn);color:#fff}
+.pill.ok{background:var(--ok-bg);color:var(--ok)}
+.error-group{background:var(--card);border:1px solid var(--line);border-left:5px solid var(--bad);
+border-radius:10px;padding:10px 16px;margin-bottom:12px}
+.error-group header{display:flex;gap:12px;align-items:baseline}
+.stage{font-size:12px;font-weight:700;text-transform:uppercase;letter-spacing:.05em;
+padding:1px 8px;border-radius:6px;background:var(--track)}
+.stage-read{background:#ddf4ff;color:#0550ae}.stage-validate{background:#fbefff;color:#8250df}
+.stage-predict{background:#fff1e5;color:#bc4c00}
+.count{color:var(--quiet)}.count strong{color:var(--ink);font-size:18px}
+.reason{margin:6px 0;font-weight:600;overflow-wrap:anywhere;font-size:16px}
+.example{margin:6px 0 0}.example figcaption{font-size:12px;color:var(--quiet);
+overflow-wrap:anywhere}
+pre.record{margin:2px 0 0;padding:6px 10px;background:var(--bg);border:1px solid var(--line);
+border-radius:6px;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px;max-height:12em;
+overflow:auto}
+.more,.quiet{color:var(--quiet)}
+table.bars{table-layout:fixed}table.bars th:first-child{width:28%}
+table.bars .num{width:110px}table.bars td.bar{vertical-align:middle}
+.hbar{display:block;width:100%;height:14px}
+.hbar .track{fill:var(--track)}.hbar .fill{fill:var(--quiet)}.hbar .fill.bad{fill:var(--bad)}
+.hbar .fill.accent{fill:var(--accent)}
+.hbar .mark{stroke:var(--ink);stroke-width:1.2;stroke-dasharray:2 2;
+vector-effect:non-scaling-stroke}
+.hist{display:block;width:100%;max-width:760px;background:var(--card);border:1px solid var(--line);
+border-radius:10px}
+.hist .bin{fill:var(--accent)}.hist .bin:hover{fill:var(--ink)}
+.hist text{fill:var(--quiet);font-size:12px}.hist .axis{stroke:var(--quiet)}
+.hist .grid{stroke:var(--line);stroke-dasharray:3 3}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;
+background:var(--card);border:1px solid var(--line);border-radius:10px;padding:10px 16px}
+dl.facts dt{color:var(--quiet)}dl.facts dd{margin:0;overflow-wrap:anywhere}
+#model table.data{margin-top:12px}
+.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
+.scroll{overflow-x:auto}
+@media (max-width:640px){.banner{grid-template-columns:1fr}.status{justify-self:start;
+font-size:30px}
+main{padding:8px 12px 24px}}
+footer{max-width:1168px;margin:0 auto;padding:16px 24px 32px;color:var(--quiet);font-size:12px}
+"""

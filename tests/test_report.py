@@ -1,0 +1,498 @@
+"""The run report in a real headless Chromium: what the page shows is what the run did.
+
+Each test runs the real CLI, opens the DIR/report.html it wrote from file:// and reads the numbers
+the browser renders against the manifest, the predictions and the errors output. Chromium is
+Debian's (/usr/bin/chromium, installed by scripts/install_browser.sh), driven by Playwright.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import shutil
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.report import MAX_FILES, PSI_WARNING, STAGES, render_report
+from tests.conftest import FEATURES, float_rows, run_cli, write_input
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium phones home at start, which this machine
+# refuses; --disable-quic and friends keep it quiet too.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCRIPT = "<script>alert(1)</script>"
+EVIL_NAME = '"><img src=x onerror=alert(2)>.csv'
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium with a fresh profile directory, through Playwright."""
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/install_browser.sh"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+class Page:
+    """A report loaded in the browser, with every request, dialog and console error it caused."""
+
+    def __init__(self, context, path: Path):
+        self.url = path.as_uri()
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.console_errors: list[str] = []  # a fetch the CSP blocked is reported here
+        self.page = context.new_page()
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.page.on(
+            "console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text)
+        )
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.goto(self.url, wait_until="load")
+
+    def text(self, selector: str) -> str:
+        return self.page.inner_text(selector).strip()
+
+    def number(self, selector: str) -> float:
+        """A number as the page shows it ("1,234", "0.50%"): percentages as fractions."""
+        text = self.text(selector)
+        value = float(re.sub(r"[,%\s]", "", text))
+        return value / 100 if text.endswith("%") else value
+
+    def attr(self, selector: str, name: str) -> str | None:
+        return self.page.get_attribute(selector, name)
+
+    def all(self, selector: str):
+        return self.page.locator(selector).all()
+
+    def screenshot(self, path: Path) -> Path:
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def close(self):
+        self.page.close()
+
+
+def show(browser, tmp_path: Path, manifest: dict, profile, groups) -> Page:
+    """Renders the report into tmp_path and opens it."""
+    path = tmp_path / "report.html"
+    path.write_text(render_report(manifest, profile, groups), encoding="utf-8")
+    return Page(browser, path)
+
+
+def group_errors(errors: list[dict]) -> list[dict]:
+    """The errors output grouped as the run groups it (stage and reason with its values blanked),
+    most frequent first."""
+    from transforms.errors import reason_of
+
+    counts = Counter((e["stage"], reason_of(e)) for e in errors)
+    return [
+        {"stage": stage, "reason": reason, "count": n}
+        for (stage, reason), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
+
+
+def opened(browser, cli) -> Page:
+    """The report the run wrote into its output directory."""
+    assert cli.manifest["report"] == "report.html"
+    return Page(browser, cli.output / "report.html")
+
+
+def assert_png(path: Path) -> None:
+    """A non-empty PNG of a real page's size."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 1000 and height >= 600 and len(data) > 20_000, (width, height, len(data))
+
+
+def assert_offline(page: Page) -> None:
+    """The page itself was the only request, nothing tried another, and its CSP forbids any."""
+    assert page.requests == [page.url], page.requests
+    assert page.console_errors == [], page.console_errors
+    assert page.page.locator("[src], link, iframe, object, embed").count() == 0
+    csp = page.attr('meta[http-equiv="Content-Security-Policy"]', "content")
+    assert "default-src 'none'" in csp
+
+
+def assert_headline(page: Page, m: dict) -> None:
+    """The numbers at the top are the manifest's."""
+    assert page.text("#status") == m["status"].upper()
+    assert page.attr("#status", "data-status") == m["status"]
+    assert page.text("#run-id") == m["run_id"]
+    assert page.text("#run-date") == m["run_date"]
+    for key in ("rows_read", "rows_predicted", "rows_failed"):
+        assert page.number("#" + key.replace("_", "-")) == m["counts"][key], key
+    for stage in STAGES:
+        assert page.number(f"#failed-{stage}") == m["counts"]["rows_failed_by_stage"][stage]
+    assert page.number("#error-rate") == pytest.approx(m["error_rate"], abs=5e-5)
+    assert float(page.attr("#error-rate", "data-value")) == m["error_rate"]
+    assert page.number("#max-error-rate") == pytest.approx(m["max_error_rate"], abs=5e-5)
+    assert page.text("#model-uri") == m["model"]["uri"]
+    assert page.text("#model-version") == m["model"]["version"]
+    assert page.text("#model-sha256") == m["model"]["sha256"]
+    assert page.text("#started-at").startswith(m["started_at"][:19].replace("T", " "))
+    assert page.number("#throughput") > 0 and page.text("#duration").endswith("s")
+
+
+@pytest.fixture(scope="module")
+def dirty_run(tmp_path_factory, models_dir):
+    """A failed run over 15 CSV files: bad lines (read and validate errors, one holding a script
+    tag), a file named like an HTML attack, an unreadable file, and drift in f0."""
+    from models.baseline import baseline_from_frame
+
+    tmp = tmp_path_factory.mktemp("dirty")
+    model = tmp / "binary.joblib"
+    shutil.copy(models_dir / "binary.joblib", model)
+    baseline = baseline_from_frame(float_rows(5000, seed=1)[FEATURES], FEATURES)
+    (tmp / "binary.joblib.drift.json").write_text(json.dumps(baseline))
+
+    def shifted(n: int, seed: int, start_id: int):
+        df = float_rows(n, seed=seed, start_id=start_id)
+        df["f0"] += 0.8  # tonight's f0 is not the training f0
+        return df
+
+    inp = tmp / "in"
+    inp.mkdir()
+    lines = shifted(2000, 0, 0).to_csv(index=False).splitlines()
+    lines[11] = "10,1.0,2.0"  # too few fields
+    lines[21] = f"20,0.1,0.2,{SCRIPT},0.3,7"  # too many fields, and a script tag
+    lines[31] = f"30,{SCRIPT},0.1,0.2,0.3"  # text in f0
+    for i in range(41, 51):  # inf in f1
+        lines[i] = f"{i - 1},0.1,inf,0.2,0.3"
+    lines[61] = "60,0.1,0.2,,0.3"  # f2 missing
+    (inp / "orders-eu.csv").write_text("\n".join(lines) + "\n")
+    write_input(shifted(300, 1, 10_000), inp / EVIL_NAME)
+    for k in range(12):
+        write_input(shifted(100, 10 + k, 20_000 + 100 * k), inp / f"orders-{k:05d}.csv")
+    truncated = gzip.compress(shifted(100, 2, 90_000).to_csv(index=False).encode())[:80]
+    (inp / "orders-late.csv.gz").write_bytes(truncated)
+    cli = run_cli(
+        "--input",
+        inp / "*",
+        "--input_format",
+        "csv",
+        "--model",
+        model,
+        "--output",
+        tmp / "out",
+        "--max_error_rate",
+        "0.001",
+    )
+    assert cli.code == 1, cli.stderr
+    return cli
+
+
+def test_failed_run_shows_its_counts_files_errors_and_drift(browser, dirty_run, tmp_path):
+    m, errors = dirty_run.manifest, dirty_run.errors()
+    assert {e["stage"] for e in errors} == {"read", "validate"}
+    groups = group_errors(errors)
+    predictions = dirty_run.predictions()
+    page = opened(browser, dirty_run)
+
+    assert_headline(page, m)
+    assert page.text("#status") == "FAILED"
+    attention = page.text(".attention")
+    assert "1 input file could not be read" in attention
+    assert "over the max allowed" in attention and "f0" in attention
+
+    # Files: the unreadable one first and highlighted, then the most rejected; the rest counted.
+    rows = page.all("#files tbody tr")
+    assert len(rows) == MAX_FILES
+    more = len(m["inputs"]) - MAX_FILES
+    assert int(page.attr("#files-more", "data-count")) == more
+    assert f"and {more} more files" in page.text("#files-more")
+    by_path = {i["path"]: i for i in m["inputs"]}
+    assert rows[0].get_attribute("data-path") == m["files_failed"][0]
+    assert rows[0].get_attribute("class") == "failed"
+    assert rows[0].evaluate("r => getComputedStyle(r.cells[0]).backgroundColor") != (
+        rows[2].evaluate("r => getComputedStyle(r.cells[0]).backgroundColor")
+    )
+    assert rows[1].get_attribute("data-path").endswith("orders-eu.csv")
+    for row in rows:
+        entry = by_path[row.get_attribute("data-path")]
+        for col in ("rows_read", "rows_predicted", "rows_failed"):
+            shown = row.locator(f'[data-col="{col}"]').inner_text()
+            assert int(shown.replace(",", "")) == entry[col], (entry["path"], col)
+    evil = [r for r in rows if r.get_attribute("data-path").endswith(EVIL_NAME)]
+    assert len(evil) == 1 and evil[0].locator("td.path").inner_text().endswith(EVIL_NAME)
+
+    # Errors: each reason with its stage and count, examples as the input held them.
+    shown = page.all(".error-group")
+    assert len(shown) == len(groups)
+    for el, g in zip(shown, groups):
+        assert el.get_attribute("data-stage") == g["stage"]
+        assert int(el.locator(".count strong").inner_text().replace(",", "")) == g["count"]
+        assert el.locator(".reason").inner_text() == g["reason"]
+        assert el.locator(".example").count() == min(g["count"], 3)
+    assert shown[0].get_attribute("data-stage") == "validate" and groups[0]["count"] == 10
+    records = [r.inner_text() for r in page.all("pre.record")]
+    assert "10,1.0,2.0" in records  # a read error's raw line
+    assert any(SCRIPT in r for r in records)
+    assert any(f"20,0.1,0.2,{SCRIPT},0.3,7" == r for r in records)
+    assert "line 12" in page.text("#errors")
+
+    # Nothing from the data ran or loaded: the script and the image are text.
+    assert page.page.locator("script").count() == 0
+    assert page.page.locator("img").count() == 0
+    assert page.dialogs == []
+    assert_offline(page)
+
+    # Drift: every feature's PSI, f0 highlighted.
+    for feature, psi in m["drift"].items():
+        row = f'#drift tr[data-feature="{feature}"]'
+        assert page.number(f"{row} td.num") == pytest.approx(psi, abs=5e-4)
+        assert (page.attr(row, "class") == "drifted") == (psi > PSI_WARNING), feature
+    assert m["drift"]["f0"] > PSI_WARNING
+
+    # Predictions: class shares and the probability histogram of the predicted rows.
+    for label, count in Counter(predictions.prediction).items():
+        assert page.number(f'#class-shares tr[data-class="{label}"] td.num') == count
+    bins = [int(b.get_attribute("data-count")) for b in page.all("#proba-histogram rect.bin")]
+    expected = np.bincount(np.minimum(predictions.proba_1 * 20, 19).astype(int), minlength=20)
+    assert bins == expected.tolist()
+    assert sum(bins) == m["counts"]["rows_predicted"]
+
+    assert_png(page.screenshot(tmp_path / "report.png"))
+    page.close()
+
+
+def test_regressor_run_shows_the_prediction_histogram(browser, tmp_path, models_dir):
+    write_input(float_rows(1500, seed=5), tmp_path / "in" / "a.parquet")
+    write_input(float_rows(700, seed=6, start_id=1500), tmp_path / "in" / "b.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in" / "*.parquet",
+        "--model",
+        models_dir / "regressor.joblib",
+        "--output",
+        tmp_path / "out",
+    )
+    assert cli.code == 0, cli.stderr
+    m, predictions = cli.manifest, cli.predictions()
+    page = opened(browser, cli)
+
+    assert_headline(page, m)
+    assert page.text("#status") == "SUCCEEDED"
+    assert page.text(".attention") == "Nothing needs attention"
+    assert page.text("#errors").endswith("No rejected records.")
+    assert "n/a" in page.text("#drift")
+    assert [r.get_attribute("data-path") for r in page.all("#files tbody tr")] == [
+        i["path"] for i in m["inputs"]
+    ]
+    bins = [int(b.get_attribute("data-count")) for b in page.all("#prediction-histogram rect")]
+    values = predictions.prediction.to_numpy()
+    expected, _ = np.histogram(values, bins=len(bins), range=(values.min(), values.max()))
+    assert bins == expected.tolist() and sum(bins) == len(predictions)
+    assert page.page.locator("#class-shares").count() == 0
+    assert_offline(page)
+    assert_png(page.screenshot(tmp_path / "report.png"))
+    page.close()
+
+
+def test_classifier_run_shows_class_shares(browser, tmp_path, models_dir):
+    write_input(float_rows(1200, seed=7), tmp_path / "in.jsonl")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.jsonl",
+        "--model",
+        models_dir / "multiclass.pkl",
+        "--output",
+        tmp_path / "out",
+    )
+    assert cli.code == 0, cli.stderr
+    m, predictions = cli.manifest, cli.predictions()
+    page = opened(browser, cli)
+
+    assert_headline(page, m)
+    shares = Counter(predictions.prediction)
+    assert set(shares) == {"low", "mid", "high"}
+    rows = page.all("#class-shares tbody tr")
+    assert [r.get_attribute("data-class") for r in rows] == [k for k, _ in shares.most_common()]
+    for row in rows:
+        label = row.get_attribute("data-class")
+        assert int(row.locator("td.num").first.inner_text().replace(",", "")) == shares[label]
+        share = row.locator("td.num").nth(1).inner_text()
+        assert float(share.rstrip("%")) == pytest.approx(
+            100 * shares[label] / len(predictions), abs=0.05
+        )
+    assert page.page.locator("#proba-histogram rect.bin").count() == 20
+    assert_offline(page)
+    page.close()
+
+
+def test_new_and_missing_manifest_keys(browser, tmp_path, models_dir):
+    """A manifest with the keys being added (duration, throughput, library versions, the reason
+    a run could not complete) shows them; an empty one shows n/a instead of failing."""
+    write_input(float_rows(200, seed=8), tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "out",
+    )
+    assert cli.code == 0, cli.stderr
+    m = cli.manifest
+    m["status"] = "failed"
+    m["duration_s"] = 3723.4
+    m["rows_per_s"] = 12345.678
+    m["error"] = f"the run could not complete: worker lost {SCRIPT}"
+    m["model"]["library_versions"] = {
+        "scikit-learn": {"saved": "1.8.0", "running": "1.9.1"},
+        "numpy": {"saved": "2.4.6", "running": "2.4.6"},
+    }
+    page = show(browser, tmp_path, m, None, [])
+    assert page.text("#duration") == "1 h 02 min"
+    assert page.text("#throughput") == "12,346"
+    assert float(page.attr("#throughput", "data-value")) == 12345.678
+    assert f"worker lost {SCRIPT}" in page.text(".attention")
+    assert "scikit-learn saved with 1.8.0, running 1.9.1" in page.text(".attention")
+    assert page.attr('tr[data-library="scikit-learn"]', "class") == "warn"
+    assert page.attr('tr[data-library="numpy"]', "class") == ""
+    assert "n/a" in page.text("#predictions")
+    assert page.dialogs == [] and page.page.locator("script").count() == 0
+    page.close()
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page = show(browser, empty, {}, None, [])
+    for ident in ("run-id", "rows-read", "error-rate", "duration", "throughput", "model-uri"):
+        assert page.text("#" + ident) == "n/a", ident
+    assert page.text("#status") == "N/A"
+    assert_offline(page)
+    page.close()
+
+
+def test_constants_agree_with_the_pipeline():
+    from transforms.errors import STAGES as PIPELINE_STAGES
+    from transforms.profile import PSI_WARNING as PIPELINE_PSI_WARNING
+
+    assert STAGES == PIPELINE_STAGES and PSI_WARNING == PIPELINE_PSI_WARNING
+
+
+def test_report_module_imports_only_the_standard_library():
+    import ast
+    import sys
+
+    import pipeline.report
+
+    tree = ast.parse(Path(pipeline.report.__file__).read_text())
+    imported = {
+        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+        for a in (n.names if isinstance(n, ast.Import) else [n])
+    }
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+# Any JSON value, with the attacks a file name or a record may hold among the strings.
+ATTACKS = [SCRIPT, EVIL_NAME, "</style><script>alert(3)</script>", "\ud800", "x\x00y"]
+json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**400), max_value=10**400)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+    | st.sampled_from(ATTACKS),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=6) | st.sampled_from(ATTACKS), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def shaped(**fields) -> st.SearchStrategy:
+    """A dict with the manifest's shape where any key may be missing and any leaf be anything."""
+    return st.fixed_dictionaries({}, optional=fields) | json_value
+
+
+counts = shaped(
+    rows_read=json_value,
+    rows_failed=json_value,
+    rows_failed_by_stage=st.dictionaries(st.sampled_from([*STAGES, *ATTACKS]), json_value),
+)
+any_file = shaped(
+    path=json_value, rows_read=json_value, rows_failed=json_value, failed=st.booleans()
+)
+manifests = shaped(
+    status=st.sampled_from(["succeeded", "failed", *ATTACKS]) | json_value,
+    run_id=json_value,
+    started_at=st.sampled_from(["2026-11-26T01:02:03+00:00", "2026-11-26T01:02:03"]) | json_value,
+    finished_at=st.sampled_from(["2026-11-26T02:02:03+00:00"]) | json_value,
+    counts=counts,
+    error_rate=json_value,
+    max_error_rate=json_value,
+    inputs=st.lists(any_file, max_size=25) | json_value,
+    files_failed=st.lists(json_value, max_size=3) | json_value,
+    drift=st.dictionaries(st.text(max_size=5) | st.sampled_from(ATTACKS), json_value) | json_value,
+    model=shaped(
+        uri=json_value,
+        library_versions=st.dictionaries(
+            st.sampled_from(ATTACKS), shaped(saved=json_value, running=json_value)
+        ),
+    ),
+    duration_s=json_value,
+    rows_per_s=json_value,
+    error=json_value,
+    features=json_value,
+    bigquery=shaped(table=json_value, rows_loaded=json_value),
+)
+profiles = st.none() | shaped(
+    rows=json_value,
+    class_counts=st.dictionaries(st.sampled_from(ATTACKS) | st.text(max_size=3), json_value),
+    proba_histogram=shaped(column=json_value, counts=st.lists(json_value, max_size=25)),
+    prediction_histogram=shaped(
+        edges=st.lists(st.floats(-1e6, 1e6), max_size=6), counts=st.lists(json_value, max_size=5)
+    ),
+)
+groups = st.lists(
+    shaped(
+        stage=json_value,
+        reason=json_value,
+        count=json_value,
+        examples=st.lists(
+            shaped(record=json_value, source=json_value, line=json_value, truncated=json_value),
+            max_size=4,
+        ),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(manifest=manifests, profile=profiles, error_groups=groups)
+def test_any_manifest_renders_and_nothing_from_it_is_markup(manifest, profile, error_groups):
+    page = render_report(manifest, profile, error_groups)
+    page.encode("utf-8")  # writable as report.html, lone surrogates included
+    assert "<script" not in page and "<img" not in page and "alert(3)</script>" not in page
+    assert page.count("<style>") == 1 and page.count("</style>") == 1
