@@ -66,6 +66,8 @@ setup(
             "skops>=0.10,<1",
             # The BigQuery sink's load jobs (also a dependency of apache-beam[gcp]).
             "google-cloud-bigquery>=3.20,<4",
+            # OpenLineage run events (--openlineage_url); only the launcher sends them.
+            "openlineage-python>=1.30,<2",
         ]
     ),
     extras_require={
@@ -77,6 +79,10 @@ setup(
                 "ruff>=0.6,<1",
                 # A real Cloud Storage server on loopback for the gs:// tests.
                 "gcp-storage-emulator>=2024.1",
+                # Drives Debian's Chromium (scripts/install_browser.sh) for the run report's tests.
+                "playwright>=1.50,<2",
+                # Checks the custom OpenLineage facets against their JSON schemas.
+                "jsonschema>=4.18,<5",
             ]
         ),
     },
