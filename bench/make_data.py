@@ -152,7 +152,7 @@ def write_models(out: Path, seed: int, rows: int = 50_000) -> None:
     )
     baseline_path = out / "light_drift.joblib.drift.json"
     if not baseline_path.exists():  # light_drift = light + a drift baseline beside it
-        from transforms.profile import baseline_from_frame
+        from models.baseline import baseline_from_frame
 
         baseline_path.write_text(json.dumps(baseline_from_frame(frame, FEATURES)))
     for name, model in models.items():

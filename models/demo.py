@@ -50,7 +50,7 @@ def make_rows(n: int, seed: int, start_id: int = 0) -> pd.DataFrame:
 
 def baseline(seed: int = 0) -> dict:
     """The drift baseline of the training data (quantile bins per feature)."""
-    from transforms.profile import baseline_from_frame
+    from models.baseline import baseline_from_frame
 
     return baseline_from_frame(make_rows(5000, seed), NUMERIC + CATEGORICAL)
 

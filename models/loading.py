@@ -11,17 +11,18 @@ import hashlib
 import io
 import logging
 import time
+import warnings
+from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
+
+from models import mlflow_models
+from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, one_line
 
 _LOG = logging.getLogger(__name__)
 
 MODEL_FILE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 _CHUNK = 8 << 20
-
-
-class ModelError(Exception):
-    """A model cannot be resolved or loaded; the message names the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,9 @@ def read_verified(path: str, expected_sha256: str | None) -> tuple[bytes, str]:
                 digest.update(chunk)
                 buf.write(chunk)
     except Exception as e:  # noqa: BLE001 - any filesystem failure is "cannot read the model"
-        raise ModelError(f"cannot read model file {path}: {_first_line(e)}") from e
+        if is_unreachable(e):
+            raise ModelServiceUnreachable(f"cannot reach {path}: {one_line(e)}") from e
+        raise ModelError(f"cannot read model file {path}: {one_line(e, with_type=True)}") from e
     sha = digest.hexdigest()
     _check_sha(f"file {path}", sha, expected_sha256)
     return buf.getvalue(), sha
@@ -87,10 +90,9 @@ def resolve(
         staging_root: where to stage MLflow artifacts for remote workers (None: not needed).
 
     Returns:
-        The reference workers load from.
+        The reference workers load from. Raises ModelError (exit 2) or
+        ModelServiceUnreachable (exit 3).
     """
-    from models import mlflow_models
-
     if mlflow_models.is_mlflow_uri(uri):
         version, run_id, local, sha, model_id = mlflow_models.resolve(uri, tracking_uri)
         _check_sha(uri, sha, expected_sha256)
@@ -109,7 +111,13 @@ def resolve(
             f"unsupported model {uri}: expected a {', '.join(MODEL_FILE_SUFFIXES)} file, "
             "or an MLflow URI (runs:/, models:/)"
         )
-    if not FileSystems.exists(uri):
+    try:
+        exists = FileSystems.exists(uri)
+    except Exception as e:  # noqa: BLE001 - a storage service that cannot be asked
+        if is_unreachable(e):
+            raise ModelServiceUnreachable(f"cannot reach {uri}: {one_line(e)}") from e
+        raise ModelError(f"cannot look up model file {uri}: {one_line(e)}") from e
+    if not exists:
         raise ModelError(f"no such model file: {uri}")
     _, sha = read_verified(uri, expected_sha256)
     return ModelRef(uri=uri, version=sha[:12], sha256=sha, path=uri)
@@ -122,41 +130,60 @@ def _check_sha(what: str, sha: str, expected: str | None) -> None:
         )
 
 
-def load(ref: ModelRef):
+def load(ref: ModelRef) -> tuple[Any, dict[str, str]]:
     """Loads the model a ModelRef points to, verifying its checksum first.
 
     Args:
         ref: the launcher's resolved reference.
 
     Returns:
-        The unpickled model.
+        The model, and the versions of the libraries it was saved with where the artifact
+        records them ({"scikit-learn": "1.5.2"}).
     """
     import joblib  # heavy; imported where a model is really loaded
 
     start = time.monotonic()
     try:
         if ref.kind == "mlflow":
-            from models import mlflow_models
-
             local = mlflow_models.fetch(ref.path)
             _check_sha(ref.uri, mlflow_models.tree_sha256(local), ref.sha256)
             model = mlflow_models.load_local(local)
+            saved = mlflow_models.saved_versions(local)
         else:
             data, _ = read_verified(ref.path, ref.sha256)
-            model = joblib.load(io.BytesIO(data))
-    except ModelError:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                model = joblib.load(io.BytesIO(data))
+            saved = _pickled_versions(model, caught)
+    except (ModelError, ModelServiceUnreachable):
         raise
     except Exception as e:  # noqa: BLE001 - unpickling can raise anything
-        raise ModelError(f"cannot load model {ref.uri}: {_first_line(e)}") from e
+        raise ModelError(f"cannot load model {ref.uri}: {one_line(e, with_type=True)}") from e
     _LOG.info(
         "loaded model %s (version %s) in %.2fs", ref.uri, ref.version, time.monotonic() - start
     )
-    return model
+    return model, saved
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+def _pickled_versions(model: Any, caught: list[warnings.WarningMessage]) -> dict[str, str]:
+    """The scikit-learn version a pickle was made with, as its unpickling warnings tell it.
+
+    scikit-learn stores its version in every estimator's pickled state and warns
+    (InconsistentVersionWarning) when it differs from the running one; silence means they agree.
+    """
+    import sklearn
+    from sklearn.base import BaseEstimator
+
+    saved: dict[str, str] = {}
+    for w in caught:
+        original = getattr(w.message, "original_sklearn_version", None)
+        if original:
+            saved["scikit-learn"] = str(original)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if isinstance(model, BaseEstimator):
+        saved.setdefault("scikit-learn", sklearn.__version__)
+    return saved
 
 
 BASELINE_SUFFIX = ".drift.json"
@@ -168,13 +195,7 @@ def drift_baseline(ref: ModelRef) -> dict | None:
     import json
 
     if ref.kind == "mlflow":
-        from mlflow.models import Model
-
-        from models import mlflow_models
-
-        local = mlflow_models.fetch(ref.path)
-        metadata = Model.load(f"{local}/MLmodel").metadata or {}
-        return metadata.get("drift_baseline")
+        return mlflow_models.metadata(mlflow_models.fetch(ref.path)).get("drift_baseline")
     sidecar = ref.path + BASELINE_SUFFIX
     if not FileSystems.exists(sidecar):
         return None

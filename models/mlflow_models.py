@@ -17,20 +17,19 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
+from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, one_line
+
 MLFLOW_PREFIXES = ("runs:/", "models:/")
 # Launch checks must fail fast when the server is down, not retry for minutes.
 _CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
-
-
-class MlflowUnreachable(Exception):
-    """The tracking/registry server cannot be reached (a fault a scheduler may retry)."""
 
 
 def is_mlflow_uri(uri: str) -> bool:
     return uri.startswith(MLFLOW_PREFIXES)
 
 
-def _client(tracking_uri: str | None):
+def client(tracking_uri: str | None):
+    """An MLflow client for a tracking/registry server, failing fast when it is down."""
     for name, value in _CLIENT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     from mlflow import MlflowClient
@@ -65,22 +64,20 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str, str
     """
     from mlflow.exceptions import MlflowException
 
-    from models.loading import ModelError
-
-    client = _client(tracking_uri)
+    registry = client(tracking_uri)
     try:
         if uri.startswith("models:/"):
             rest = uri.removeprefix("models:/")
             if "@" in rest:
                 name, alias = rest.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
+                mv = registry.get_model_version_by_alias(name, alias)
             else:
                 name, _, number = rest.rpartition("/")
                 if not name:
                     raise ModelError(
                         f"{uri} is not models:/<name>/<version> or models:/<name>@<alias>"
                     )
-                mv = client.get_model_version(name, number)
+                mv = registry.get_model_version(name, number)
             version, run_id = str(mv.version), mv.run_id or ""
             # MLflow 3 names the version's logged model in model_id, or only in its source.
             source = re.fullmatch(r"models:/(m-[0-9a-f]+)", mv.source or "")
@@ -89,7 +86,7 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str, str
             download_uri = f"models:/{name}/{version}"
         else:
             run_id = uri.removeprefix("runs:/").split("/", 1)[0]
-            client.get_run(run_id)
+            registry.get_run(run_id)
             version, download_uri, model_id = run_id, uri, ""
         import mlflow.artifacts
 
@@ -100,13 +97,16 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str, str
                 tracking_uri=tracking_uri,
                 registry_uri=tracking_uri,
             )
-    except MlflowException as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if _unreachable(e):
-            raise MlflowUnreachable(f"MLflow server unreachable resolving {uri}: {text}") from e
-        raise ModelError(f"cannot resolve {uri}: {text}") from e
-    except (OSError, ConnectionError) as e:
-        raise MlflowUnreachable(f"MLflow server unreachable resolving {uri}: {e}") from e
+    except ModelError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the registry, its artifact store, the local disk
+        if is_unreachable(e):
+            raise ModelServiceUnreachable(
+                f"MLflow server unreachable resolving {uri}: {one_line(e)}"
+            ) from e
+        if isinstance(e, MlflowException):
+            raise ModelError(f"cannot resolve {uri}: {one_line(e)}") from e
+        raise ModelError(f"cannot download {uri}: {one_line(e, with_type=True)}") from e
     if not os.path.exists(os.path.join(local, "MLmodel")):
         raise ModelError(f"{uri} is not an MLflow model (no MLmodel file)")
     return version, run_id, local, tree_sha256(local), model_id
@@ -141,13 +141,6 @@ def _pointed_at(uri: str | None):
                 os.environ[name] = value
 
 
-def _unreachable(e: Exception) -> bool:
-    text = str(e)
-    return any(
-        s in text for s in ("Max retries exceeded", "Connection refused", "Failed to establish")
-    )
-
-
 def stage(local_dir: str, staging_root: str | None, sha256: str) -> str:
     """Copies downloaded artifacts where workers can read them; returns that location.
 
@@ -156,15 +149,19 @@ def stage(local_dir: str, staging_root: str | None, sha256: str) -> str:
     if not staging_root:
         return local_dir
     target = FileSystems.join(staging_root, "beamscore-models", sha256[:16])
-    sources, destinations = [], []
-    for root, _, files in os.walk(local_dir):
-        for name in files:
-            path = os.path.join(root, name)
-            sources.append(path)
-            destinations.append(FileSystems.join(target, os.path.relpath(path, local_dir)))
-    for src, dst in zip(sources, destinations):
-        with open(src, "rb") as fin, FileSystems.create(dst) as fout:
-            shutil.copyfileobj(fin, fout)
+    try:
+        for root, _, files in os.walk(local_dir):
+            for name in files:
+                path = os.path.join(root, name)
+                dst = FileSystems.join(target, os.path.relpath(path, local_dir))
+                with open(path, "rb") as fin, FileSystems.create(dst) as fout:
+                    shutil.copyfileobj(fin, fout)
+    except Exception as e:  # noqa: BLE001 - the staging location's storage service
+        if is_unreachable(e):
+            raise ModelServiceUnreachable(
+                f"cannot stage the model under {staging_root}: {one_line(e)}"
+            ) from e
+        raise ModelError(f"cannot stage the model under {staging_root}: {one_line(e)}") from e
     return target
 
 
@@ -197,6 +194,24 @@ def load_local(directory: str) -> Any:
     import mlflow.pyfunc
 
     return PyfuncModel(mlflow.pyfunc.load_model(directory))
+
+
+def metadata(directory: str) -> dict:
+    """The `metadata` section of a local MLflow model's MLmodel file ({} without one)."""
+    from mlflow.models import Model
+
+    return Model.load(os.path.join(directory, "MLmodel")).metadata or {}
+
+
+def saved_versions(directory: str) -> dict[str, str]:
+    """The library versions an MLflow model was saved with, as its MLmodel records them."""
+    from mlflow.models import Model
+
+    flavors = Model.load(os.path.join(directory, "MLmodel")).flavors
+    saved = {}
+    if flavors.get("sklearn", {}).get("sklearn_version"):
+        saved["scikit-learn"] = str(flavors["sklearn"]["sklearn_version"])
+    return saved
 
 
 def signature_inputs(directory: str) -> list[tuple[str, str]] | None:
