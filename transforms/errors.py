@@ -1,32 +1,78 @@
-"""Error records (one per rejected input record) and the run's counters."""
+"""Error records (one per rejected input record) and the run's counts.
+
+Counts are kept twice, as double-entry bookkeeping: run-wide as Beam metrics, and per input file
+in a small `stats` output each DoFn emits once per bundle (metrics per file would make one
+counter per file: too many for Dataflow with thousands of files). The launcher checks that the
+two agree.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from typing import Any
 
+import apache_beam as beam
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from transforms.spec import STATS
 
 MAX_RECORD_BYTES = 64 * 1024
 NAMESPACE = "scoring"
-FILE_NAMESPACE_PREFIX = "file:"
 STAGES = ("read", "validate", "predict")
 
 
-def count(name: str, n: int, source: str | None = None) -> None:
-    """Adds n to a run-wide counter and, given a source file, to that file's own counter."""
-    if not n:
-        return
-    Metrics.counter(NAMESPACE, name).inc(n)
-    if source is not None:
-        Metrics.counter(FILE_NAMESPACE_PREFIX + source, name).inc(n)
+class CountingDoFn(beam.DoFn):
+    """A DoFn that counts rows run-wide (Beam metrics) and per input file (its `stats` output).
+
+    Subclasses that override start_bundle or finish_bundle call these.
+    """
+
+    def start_bundle(self) -> None:
+        self._tally: dict[str, dict[str, int]] = {}
+
+    def finish_bundle(self) -> Iterator[Any]:
+        if self._tally:
+            tally, self._tally = self._tally, {}
+            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(tally))
+
+    def count(self, name: str, n: int, source: str | None = None) -> None:
+        """Adds n to a run-wide counter and, given a source file, to that file's own count."""
+        if not n:
+            return
+        Metrics.counter(NAMESPACE, name).inc(n)
+        if source is not None:
+            per_file = self._tally.setdefault(source, {})
+            per_file[name] = per_file.get(name, 0) + n
+
+    def count_failed(self, stage: str, n: int, source: str) -> None:
+        """Counts n rows rejected at a stage, run-wide and for their file."""
+        self.count(f"rows_failed_{stage}", n, source)
 
 
-def count_failed(stage: str, n: int, source: str) -> None:
-    """Counts n rows rejected at a stage, run-wide and for their file."""
-    count(f"rows_failed_{stage}", n)
-    count("rows_failed", n, source)
+class MergeCounts(beam.CombineFn):
+    """Merges the per-bundle {file: {count: n}} tallies into the run's per-file counts."""
+
+    def create_accumulator(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def add_input(self, acc: dict, tally: dict) -> dict:
+        for source, counts in tally.items():
+            per_file = acc.setdefault(source, {})
+            for name, n in counts.items():
+                per_file[name] = per_file.get(name, 0) + n
+        return acc
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for acc in accumulators:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc: dict) -> dict:
+        return acc
 
 
 def error_record(
@@ -34,7 +80,7 @@ def error_record(
 ) -> dict[str, Any]:
     """Builds one errors-output record, as the contract lays it out."""
     rec = {"stage": stage, "error": error, "record": record, "source": source, "run_id": run_id}
-    rec.update(extra)
+    rec.update({k: v for k, v in extra.items() if v is not None})
     return rec
 
 
@@ -74,5 +120,75 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     if isinstance(value, bytes):
-        return value.decode(errors="replace")
+        return value.decode("utf-8", errors="backslashreplace")
     return str(value)
+
+
+def reason_of(record: dict[str, Any]) -> str:
+    """An error's reason with its values blanked out, so errors of one kind group together:
+    "carat: '0,65' is not a number" and "carat: 'n/a' is not a number" are one reason."""
+    import re
+
+    text = str(record.get("error", ""))
+    text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'…'", text)
+    text = re.sub(r"(?<![\w.])-?\d[\d,.]*(?:e[-+]?\d+)?", "N", text)
+    return text[:300]
+
+
+class SummarizeErrors(beam.CombineFn):
+    """The errors output in brief: each (stage, reason) with its count and a few example
+    records, the most frequent first, and a sample of the records (for the report and MLflow).
+    Bounded whatever the number of errors."""
+
+    def __init__(self, examples: int = 3, reasons: int = 200, sample: int = 1000):
+        self._examples = examples
+        self._reasons = reasons
+        self._sample = sample
+
+    def create_accumulator(self) -> dict[str, Any]:
+        return {"reasons": {}, "sample": [], "other": 0}
+
+    def add_input(self, acc: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        rows = int(record.get("rows") or 1) if record.get("record") is None else 1
+        key = (record.get("stage", ""), reason_of(record))
+        entry = acc["reasons"].get(key)
+        if entry is None:
+            if len(acc["reasons"]) >= self._reasons:
+                acc["other"] += rows
+                return acc
+            entry = acc["reasons"][key] = [0, []]
+        entry[0] += rows
+        if len(entry[1]) < self._examples:
+            entry[1].append(_example(record))
+        if len(acc["sample"]) < self._sample:
+            acc["sample"].append(_example(record))
+        return acc
+
+    def merge_accumulators(self, accumulators) -> dict[str, Any]:
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            merged["other"] += acc["other"]
+            for key, (n, examples) in acc["reasons"].items():
+                entry = merged["reasons"].get(key)
+                if entry is None:
+                    if len(merged["reasons"]) >= self._reasons:
+                        merged["other"] += n
+                        continue
+                    entry = merged["reasons"][key] = [0, []]
+                entry[0] += n
+                entry[1].extend(examples[: self._examples - len(entry[1])])
+            merged["sample"].extend(acc["sample"][: self._sample - len(merged["sample"])])
+        return merged
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        groups = [
+            {"stage": stage, "reason": reason, "count": n, "examples": examples}
+            for (stage, reason), (n, examples) in acc["reasons"].items()
+        ]
+        groups.sort(key=lambda g: (-g["count"], g["stage"], g["reason"]))
+        return {"groups": groups, "other_rows": acc["other"], "sample": acc["sample"]}
+
+
+def _example(record: dict[str, Any]) -> dict[str, Any]:
+    """An error record as it is written (cut to the errors output's size limit)."""
+    return json.loads(to_json_line(record))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 import threading
 import time
 import warnings
@@ -17,12 +18,21 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from models import loading
+from models.errors import one_line
 from transforms.emulators import anonymous_if_emulated
-from transforms.errors import count, count_failed, error_record
+from transforms.errors import CountingDoFn, error_record
 from transforms.spec import ERRORS, PROFILE, Chunk, ScoringSpec
 
 _LOG = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
+# Models the launcher loaded, by SHA-256: a worker in the launcher's own process (DirectRunner)
+# takes it instead of loading the same model a second time.
+_IN_PROCESS: dict[str, Any] = {}
+
+
+def share_with_workers(sha256: str, model: Any) -> None:
+    """Offers the launcher's model to workers running in this same process."""
+    _IN_PROCESS[sha256] = model
 
 
 class _LoadedModel:
@@ -59,12 +69,24 @@ class _Progress:
 _PROGRESS = _Progress()
 
 
-class PredictBatches(beam.DoFn):
+class _Failed(Exception):
+    """A range of rows the model raised on, with its one-line message."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class PredictBatches(CountingDoFn):
     """Predicts each Chunk in one call; adds proba_<class> columns, keys and lineage.
 
     When the model raises on a batch, the batch is split in halves until the rows that fail on
-    their own are found: they go to the errors output with the model's message, the rest is scored.
-    Outputs Arrow tables in the predictions schema, and error records on the `errors` tag.
+    their own are found: they go to the errors output with the model's message, the rest is
+    scored. When a range and both its halves fail with the same message, and so do three of its
+    rows alone (its first, middle and last), the model fails on these rows alike: the whole
+    range is rejected with that message, without trying every row alone. A prediction that is
+    not a finite number (NaN, inf) is rejected too. Outputs Arrow tables in the predictions
+    schema, and error records on the `errors` tag.
     """
 
     def __init__(
@@ -84,16 +106,18 @@ class PredictBatches(beam.DoFn):
         self._profile: Any = None
         self._loaded: _LoadedModel | None = None
         self._schema = spec.output_schema
-        self._lineage: list[pa.Array] | None = None  # model_uri, model_version, run_id columns
-        self._classes = np.asarray(spec.facts.classes) if spec.facts.classes else None
+        self._lineage: list[pa.Array] = []  # model_uri, model_version, run_id columns
+        self._classes = pa.array(spec.facts.classes) if spec.facts.classes else None
 
     def setup(self) -> None:
         anonymous_if_emulated()
         ref = self._spec.model
 
         def load() -> _LoadedModel:
+            if ref.sha256 in _IN_PROCESS:
+                return _LoadedModel(_IN_PROCESS[ref.sha256], 0.0)
             start = time.monotonic()
-            model = loading.load(ref)
+            model, _ = loading.load(ref)
             return _LoadedModel(model, time.monotonic() - start)
 
         self._loaded = self._handle.acquire(load, tag=ref.sha256)
@@ -102,9 +126,11 @@ class PredictBatches(beam.DoFn):
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
     def start_bundle(self) -> None:
+        super().start_bundle()
         self._profile = None
 
     def finish_bundle(self) -> Iterator[Any]:
+        yield from super().finish_bundle()
         if self._profile is not None:
             profile, self._profile = self._profile, None
             yield beam.pvalue.TaggedOutput(PROFILE, GlobalWindows.windowed_value(profile))
@@ -115,37 +141,34 @@ class PredictBatches(beam.DoFn):
         with loaded.lock:
             if not loaded.counted:
                 loaded.counted = True
-                count("model_loads", 1)
-                count("model_load_ms", int(loaded.load_seconds * 1000))
+                self.count("model_loads", 1)
+                self.count("model_load_ms", int(loaded.load_seconds * 1000))
         spec = self._spec
         batch = chunk.batch
-        ok = np.ones(batch.num_rows, dtype=bool)
-        outputs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
-        failures: list[tuple[int, str]] = []
-        self._predict_range(loaded.model, batch, 0, batch.num_rows, outputs, failures)
+        n = batch.num_rows
+        outputs: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        failures: list[tuple[int, int, str]] = []  # (start, stop, message)
+        self._solve(loaded.model, batch, 0, n, None, outputs, failures)
+        ok = np.zeros(n, dtype=bool)
+        pred = proba = None
+        if outputs:
+            outputs.sort(key=lambda o: o[0])
+            starts = np.concatenate([np.arange(s, s + len(p)) for s, p, _ in outputs])
+            pred = np.concatenate([p for _, p, _ in outputs])
+            proba = np.concatenate([q for _, _, q in outputs]) if spec.facts.classes else None
+            finite = _finite(pred, proba)
+            ok[starts[finite]] = True
+            for position in np.flatnonzero(~finite):
+                index = int(starts[position])
+                failures.append((index, index + 1, _not_finite(pred, proba, position)))
+            if not finite.all():
+                pred, proba = pred[finite], (proba[finite] if proba is not None else None)
         if failures:
-            count_failed("predict", len(failures), chunk.source)
-            rows = batch.take(pa.array([i for i, _ in failures])).to_pylist()
-            for (index, message), row in zip(failures, rows):
-                ok[index] = False
-                yield beam.pvalue.TaggedOutput(
-                    ERRORS,
-                    error_record(
-                        "predict",
-                        message,
-                        row,
-                        chunk.source,
-                        spec.run_id,
-                        row_index=chunk.offset + index,
-                    ),
-                )
-        if not outputs:
+            yield from self._rejected(chunk, failures)
+        if not ok.any():
             return
-        outputs.sort(key=lambda o: o[0][0])
-        kept = batch.filter(pa.array(ok)) if failures else batch
-        pred = np.concatenate([o[1] for o in outputs])
-        proba = np.concatenate([o[2] for o in outputs]) if spec.facts.classes else None
-        count("rows_predicted", kept.num_rows, chunk.source)
+        kept = batch if ok.all() else batch.filter(pa.array(ok))
+        self.count("rows_predicted", kept.num_rows, chunk.source)
         _PROGRESS.add(kept.num_rows)
         table = self._to_table(kept, pred, proba)
         if self._profiler is not None:
@@ -154,20 +177,58 @@ class PredictBatches(beam.DoFn):
             self._profile = self._profiler.add_input(self._profile, (kept, table))
         yield table
 
-    def _predict_range(self, model, batch, start, stop, outputs, failures) -> None:
-        """Predicts rows [start, stop), bisecting around rows the model rejects."""
-        part = batch.slice(start, stop - start)
+    def _rejected(self, chunk: Chunk, failures: list[tuple[int, int, str]]) -> Iterator[Any]:
+        indexes = np.concatenate([np.arange(a, b) for a, b, _ in failures])
+        messages = [m for a, b, m in failures for _ in range(b - a)]
+        self.count_failed("predict", len(indexes), chunk.source)
+        rows = chunk.batch.take(pa.array(indexes)).to_pylist()
+        row_indexes, lines = chunk.locate(indexes)
+        for row, message, row_index, line in zip(rows, messages, row_indexes, lines):
+            yield beam.pvalue.TaggedOutput(
+                ERRORS,
+                error_record(
+                    "predict",
+                    message,
+                    row,
+                    chunk.source,
+                    self._spec.run_id,
+                    line=line,
+                    row_index=row_index,
+                    _unit=chunk.unit,
+                ),
+            )
+
+    def _try(self, model, batch: pa.RecordBatch, start: int, stop: int):
+        """The prediction of rows [start, stop), or the _Failed the model raised."""
         try:
-            pred, proba = self._predict(model, part)
+            return self._predict(model, batch.slice(start, stop - start))
         except Exception as e:  # noqa: BLE001 - whatever the model raises is a row error
-            if stop - start == 1:
-                failures.append((start, _message(e)))
-                return
-            middle = (start + stop) // 2
-            self._predict_range(model, batch, start, middle, outputs, failures)
-            self._predict_range(model, batch, middle, stop, outputs, failures)
+            return _Failed(self._message(e))
+
+    def _solve(self, model, batch, start, stop, result, outputs, failures) -> None:
+        """Predicts rows [start, stop), bisecting around the rows the model rejects."""
+        if result is None:
+            result = self._try(model, batch, start, stop)
+        if not isinstance(result, _Failed):
+            outputs.append((start, *result))
             return
-        outputs.append((np.arange(start, stop), pred, proba))
+        if stop - start == 1:
+            failures.append((start, stop, result.message))
+            return
+        middle = (start + stop) // 2
+        left = self._try(model, batch, start, middle)
+        right = self._try(model, batch, middle, stop)
+        if _alike(result, left, right) and stop - start >= 4:
+            alone = [self._try(model, batch, i, i + 1) for i in (start, middle, stop - 1)]
+            if _alike(result, *alone):
+                message = (
+                    f"{result.message} (the model failed alike on the {stop - start} rows of "
+                    "this batch range; not tried row by row)"
+                )
+                failures.append((start, stop, message))
+                return
+        self._solve(model, batch, start, middle, left, outputs, failures)
+        self._solve(model, batch, middle, stop, right, outputs, failures)
 
     def _predict(self, model, part: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray | None]:
         facts = self._spec.facts
@@ -181,33 +242,72 @@ class PredictBatches(beam.DoFn):
             features = part.select(list(self._spec.features)).to_pandas()
         if not facts.classes:
             pred = np.asarray(model.predict(features))
+            if pred.ndim == 2 and pred.shape[1] == 1:
+                pred = pred[:, 0]
             _check_length(pred, part.num_rows)
             return pred, None
         proba = np.asarray(model.predict_proba(features), dtype=np.float64)
         _check_length(proba, part.num_rows)
         if facts.proba_argmax:
-            pred = self._classes[np.argmax(proba, axis=1)]
+            pred = np.argmax(proba, axis=1)  # an index into the classes, taken when written
         else:
             pred = np.asarray(model.predict(features))
         return pred, proba
+
+    def _message(self, e: BaseException) -> str:
+        """The model's message, with the feature a scikit-learn column index stands for."""
+        text = one_line(e, limit=2000, with_type=True)
+        m = re.search(r"in column (\d+)", text)
+        if m and self._spec.facts.encoders:
+            index = int(m[1])
+            names = [cols[index] for cols in self._spec.facts.encoders if index < len(cols)]
+            if len(set(names)) == 1:
+                text += f" (column {index} is feature {names[0]})"
+            elif names:
+                text += f" (column {index} is one of the features {', '.join(sorted(set(names)))})"
+        return text
 
     def _to_table(self, kept: pa.RecordBatch, pred: np.ndarray, proba) -> pa.Table:
         spec = self._spec
         schema = self._schema
         n = kept.num_rows
         arrays = [kept.column(k) for k in spec.keys]
-        arrays.append(pa.array(_as_list(pred), type=spec.facts.prediction_type))
+        if spec.facts.classes and spec.facts.proba_argmax:
+            arrays.append(self._classes.take(pa.array(pred)))
+        else:
+            arrays.append(pa.array(_as_list(pred), type=spec.facts.prediction_type))
         if proba is not None:
             arrays.extend(pa.array(column) for column in np.ascontiguousarray(proba.T))
-        if self._lineage is None or len(self._lineage[0]) < n:
+        if not self._lineage or len(self._lineage[0]) < n:
+            # Sized to the largest batch seen, not to --batch_size: memory follows the data.
             values = (spec.model.uri, spec.model.version, spec.run_id)
-            self._lineage = [
-                pa.repeat(pa.scalar(v, pa.string()), max(n, spec.batch_size)) for v in values
-            ]
+            self._lineage = [pa.repeat(pa.scalar(v, pa.string()), n) for v in values]
         arrays.extend(column.slice(0, n) for column in self._lineage)
         scored_at = pa.scalar(datetime.datetime.now(datetime.UTC), schema.field("scored_at").type)
         arrays.append(pa.repeat(scored_at, n))
         return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _alike(first: Any, *others: Any) -> bool:
+    return all(isinstance(o, _Failed) and o.message == first.message for o in others)
+
+
+def _finite(pred: np.ndarray, proba: np.ndarray | None) -> np.ndarray:
+    """Which rows' scores are finite numbers (a label is; a NaN or inf score is not)."""
+    if proba is not None:
+        return np.isfinite(proba).all(axis=1)
+    if pred.dtype.kind in "fc":
+        return np.isfinite(pred)
+    return np.ones(len(pred), dtype=bool)
+
+
+def _not_finite(pred: np.ndarray, proba, position: int) -> str:
+    if proba is not None:
+        return (
+            f"the model returned probabilities {proba[position].tolist()} for this row (not "
+            "all finite numbers)"
+        )
+    return f"the model returned {pred[position]} for this row (not a finite number)"
 
 
 def _as_list(pred: np.ndarray):
@@ -217,8 +317,3 @@ def _as_list(pred: np.ndarray):
 def _check_length(values: np.ndarray, n: int) -> None:
     if len(values) != n:
         raise ValueError(f"the model returned {len(values)} predictions for {n} rows")
-
-
-def _message(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:2000]}" if text else type(e).__name__

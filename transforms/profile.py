@@ -12,37 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 PROBA_BINS = 20
+PREDICTION_BINS = 30
 PSI_WARNING = 0.2
+# Values of a numeric prediction kept for its histogram: a sample, bounded per batch and in all.
+_SAMPLE_PER_BATCH = 2000
+_SAMPLE_MAX = 50_000
 _EPS = 1e-6
-
-
-def baseline_from_frame(frame, features: list[str], bins: int = 10) -> dict[str, Any]:
-    """A drift baseline from training data: quantile bin edges and fractions per numeric
-    feature, category fractions per text feature.
-
-    Args:
-        frame: the training features (pandas DataFrame).
-        features: the columns to describe.
-        bins: quantile bins per numeric feature.
-
-    Returns:
-        {feature: {"edges": [...], "fractions": [...]} or {"categories": {value: fraction}}}
-    """
-    out: dict[str, Any] = {}
-    for name in features:
-        column = frame[name]
-        if column.dtype.kind in "biuf":
-            values = column.to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
-            inner = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
-            counts = np.bincount(
-                np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1
-            )
-            out[name] = {"edges": inner.tolist(), "fractions": (counts / counts.sum()).tolist()}
-        else:
-            shares = column.astype(str).value_counts(normalize=True)
-            out[name] = {"categories": {str(k): float(v) for k, v in shares.items()}}
-    return out
 
 
 def psi(expected: list[float], actual_counts: list[int]) -> float | None:
@@ -93,6 +68,8 @@ class ProfileFn(beam.CombineFn):
             "classes": {},
             "proba": np.zeros(PROBA_BINS, dtype=np.int64),
             "rows": 0,
+            "values": np.zeros(0),
+            "range": [math.inf, -math.inf],
         }
 
     def add_input(self, acc: dict[str, Any], element: tuple[pa.RecordBatch, pa.Table]):
@@ -120,6 +97,17 @@ class ProfileFn(beam.CombineFn):
             proba = predictions.column(self._positive).to_numpy()
             bins = np.minimum((proba * PROBA_BINS).astype(np.int64), PROBA_BINS - 1)
             acc["proba"] = acc["proba"] + np.bincount(bins, minlength=PROBA_BINS)
+        elif not self._classes and pa.types.is_floating(
+            predictions.schema.field("prediction").type
+        ):
+            values = predictions.column("prediction").to_numpy()
+            if len(values):
+                acc["range"] = [
+                    min(acc["range"][0], float(values.min())),
+                    max(acc["range"][1], float(values.max())),
+                ]
+                step = max(1, len(values) // _SAMPLE_PER_BATCH)
+                acc["values"] = _bounded(np.concatenate([acc["values"], values[::step]]))
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -127,6 +115,11 @@ class ProfileFn(beam.CombineFn):
         for acc in accumulators:
             merged["rows"] += acc["rows"]
             merged["proba"] = merged["proba"] + acc["proba"]
+            merged["values"] = _bounded(np.concatenate([merged["values"], acc["values"]]))
+            merged["range"] = [
+                min(merged["range"][0], acc["range"][0]),
+                max(merged["range"][1], acc["range"][1]),
+            ]
             for key, count in acc["classes"].items():
                 merged["classes"][key] = merged["classes"].get(key, 0) + count
             for name, counts in acc["features"].items():
@@ -162,6 +155,7 @@ class ProfileFn(beam.CombineFn):
             }
             if self._positive
             else None,
+            "prediction_histogram": _histogram(acc["values"], acc["range"]),
         }
 
 
@@ -188,16 +182,25 @@ class MergedProfiles(beam.CombineFn):
         return self._profiler.extract_output(acc)
 
 
-PROFILE_FILE = "PROFILE.json"
+def _bounded(values: np.ndarray) -> np.ndarray:
+    """A sample of at most _SAMPLE_MAX values (every k-th, so it stays spread over the batches)."""
+    if len(values) <= _SAMPLE_MAX:
+        return values
+    return values[:: int(math.ceil(len(values) / _SAMPLE_MAX))]
 
 
-def write_profile(profile: dict[str, Any], staging_dir: str) -> str:
-    """Writes the run's profile next to its staged output, for the launcher to read."""
-    import json
-
-    from apache_beam.io.filesystems import FileSystems
-
-    path = FileSystems.join(staging_dir, PROFILE_FILE)
-    with FileSystems.create(path, mime_type="application/json") as f:
-        f.write(json.dumps(profile).encode())
-    return path
+def _histogram(values: np.ndarray, value_range: list[float]) -> dict[str, Any] | None:
+    """The histogram of a numeric prediction's sample, over its exact range; None without one."""
+    if not len(values) or not math.isfinite(value_range[0]):
+        return None
+    low, high = value_range
+    if low == high:
+        high = low + 1.0
+    counts, edges = np.histogram(values, bins=PREDICTION_BINS, range=(low, high))
+    return {
+        "edges": [float(e) for e in edges],
+        "counts": [int(c) for c in counts],
+        "sampled": int(len(values)),
+        "min": value_range[0],
+        "max": value_range[1],
+    }

@@ -1,10 +1,11 @@
-"""The scoring job as decided on the launcher: what every transform needs, nothing more."""
+"""The scoring job as decided on the launcher, and the elements that travel between its steps."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 
 from models.introspect import ModelFacts
@@ -17,23 +18,82 @@ LINEAGE_FIELDS = (
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 )
 
-# Tags of the tagged outputs: error records, and (features, predictions) pairs to profile.
+# Tags of the tagged outputs: error records; (features, predictions) profiles; per-file counts;
+# per-unit sizes (for numbering errors within split files).
 ERRORS = "errors"
 PROFILE = "profile"
+STATS = "stats"
+UNITS = "units"
+
+
+@dataclasses.dataclass(frozen=True)
+class TextFormat:
+    """How CSV and JSON Lines bytes are read.
+
+    Attributes:
+        encoding: a Python codec name that writes ASCII as ASCII (utf-8, latin-1, cp1252...).
+        delimiter: the CSV field separator (one ASCII character).
+    """
+
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+
+class Unit(NamedTuple):
+    """A work unit: a part of one input file, read by one DoFn call.
+
+    Attributes:
+        path: the input file.
+        index: the unit's position in the file (0 for the first).
+        start: first row group (Parquet) or byte offset (text) of the unit.
+        stop: one past the last row group or byte offset; None: to the end of the file.
+        in_quotes: (CSV) whether byte `start` lies inside a quoted value.
+        columns: (CSV) the file's header names.
+    """
+
+    path: str
+    index: int
+    start: int
+    stop: int | None
+    in_quotes: bool = False
+    columns: tuple[str, ...] = ()
 
 
 class Chunk(NamedTuple):
-    """The element that travels: a record batch of one input file, and where it came from.
+    """The element that travels: a record batch of one work unit, and where it came from.
 
     Attributes:
         source: the input file.
-        offset: index of the batch's first record among the file's parsed records.
+        unit: the index of the work unit within the file.
+        offset: index of the batch's first record among the unit's parsed records.
         batch: the rows.
+        lines: maps the chunk's original rows to their physical lines within the unit (text
+            formats), or None (Parquet).
+        kept: after rows were taken out, the original positions of the batch's rows (None: all
+            rows are there).
     """
 
     source: str
+    unit: int
     offset: int
     batch: pa.RecordBatch
+    lines: Any = None
+    kept: Any = None
+
+    def locate(self, indexes) -> tuple[list[int], list[int | None]]:
+        """The unit-local row indexes and lines of the batch's rows at these indexes."""
+        positions = np.asarray(indexes, dtype=np.int64)
+        if self.kept is not None:
+            positions = self.kept[positions]
+        lines = self.lines.of(positions) if self.lines is not None else [None] * len(positions)
+        return [self.offset + int(p) for p in positions], lines
+
+    def without(self, bad: np.ndarray, batch: pa.RecordBatch) -> Chunk:
+        """This chunk with the rows where `bad` is True taken out (`batch`: the rest)."""
+        kept = np.flatnonzero(~bad)
+        if self.kept is not None:
+            kept = self.kept[kept]
+        return self._replace(batch=batch, kept=kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +103,9 @@ class ScoringSpec:
     Attributes:
         run_id: this run's id (lineage, errors).
         input_format: parquet, csv or jsonl.
+        input_pattern: the input file pattern (the workers match it again).
+        output: the output directory (never read as input).
+        text: how text input is decoded and split.
         features: model feature columns, in the model's order.
         keys: input columns copied to every prediction row.
         columns: the target Arrow type of every feature and key column; batches are cast to it.
@@ -50,19 +113,22 @@ class ScoringSpec:
         facts: what the model predicts (classes, prediction type, missing values).
         batch_size: rows per record batch.
         baseline: the model's drift baseline (see transforms.profile), if it has one.
-        profile: whether to compute the feature and prediction distributions in the same pass.
+        split_bytes: the size of a text file's work units (and the least a Parquet unit holds).
     """
 
     run_id: str
     input_format: str
+    input_pattern: str
+    output: str
     features: tuple[str, ...]
     keys: tuple[str, ...]
     columns: pa.Schema
     model: ModelRef
     facts: ModelFacts
+    text: TextFormat = TextFormat()
     batch_size: int = 65536
     baseline: dict | None = None
-    profile: bool = False
+    split_bytes: int = 64 << 20
 
     @property
     def wanted(self) -> tuple[str, ...]:

@@ -1,0 +1,145 @@
+"""Opening input files: formats, compressions, and the sample the launcher decides types from.
+
+Every reader opens files through `open_input`, and the launcher's sample is read by the same
+parsers the workers use, so the launch sees the input exactly as the run will.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from models.errors import one_line
+from transforms.spec import TextFormat
+
+FORMATS = ("parquet", "csv", "jsonl")
+_EXTENSIONS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+# Compressions Arrow decompresses in C++ (no GIL held, so parsing overlaps the rest); the
+# others Beam decompresses in Python.
+_ARROW_CODECS = {
+    CompressionTypes.GZIP: "gzip",
+    CompressionTypes.BZIP2: "bz2",
+    CompressionTypes.ZSTD: "zstd",
+}
+SAMPLE_BYTES = 1 << 20
+SAMPLE_ROWS = 1000
+
+
+class FileUnreadable(Exception):
+    """A whole input file cannot be read; the message says why."""
+
+
+def compression_of(path: str) -> str:
+    """Beam's compression type for a file name (CompressionTypes.UNCOMPRESSED when none)."""
+    return CompressionTypes.detect_compression_type(path)
+
+
+def format_of(path: str) -> str | None:
+    """The input format a file name implies (compression suffixes ignored), or None."""
+    name = path.lower()
+    if compression_of(name) != CompressionTypes.UNCOMPRESSED:
+        name = name.rsplit(".", 1)[0]
+    return next((fmt for ext, fmt in _EXTENSIONS.items() if name.endswith(ext)), None)
+
+
+def open_raw(path: str):
+    """A seekable file over the stored bytes: Arrow's own for a local path (its reads need no
+    GIL), Beam's FileSystems for gs:// and other remote paths."""
+    if "://" not in path:
+        return pa.OSFile(path, "rb")
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+@contextlib.contextmanager
+def open_input(path: str, offset: int = 0) -> Iterator[Any]:
+    """The file's decompressed bytes as a stream with read(n), from `offset` (uncompressed files
+    only: a compressed file is read from its start)."""
+    compression = compression_of(path)
+    if compression == CompressionTypes.UNCOMPRESSED:
+        with open_raw(path) as raw:
+            if offset:
+                raw.seek(offset)
+            yield raw
+        return
+    if offset:
+        raise ValueError("a compressed file is read from its start")
+    if compression in _ARROW_CODECS:
+        with open_raw(path) as raw:
+            source = raw if isinstance(raw, pa.NativeFile) else pa.PythonFile(_Reader(raw), "r")
+            with pa.CompressedInputStream(source, _ARROW_CODECS[compression]) as stream:
+                yield stream
+        return
+    with FileSystems.open(path, compression_type=compression) as stream:
+        yield stream
+
+
+class _Reader:
+    """Just the reading part of a Beam file object, for Arrow's PythonFile (which asks whether
+    it is closed, which some of Beam's file objects answer wrongly)."""
+
+    closed = False
+
+    def __init__(self, f: Any):
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def is_splittable(path: str) -> bool:
+    """Whether byte ranges of a file can be read on their own (not compressed)."""
+    return compression_of(path) == CompressionTypes.UNCOMPRESSED
+
+
+def sample(path: str, fmt: str, text: TextFormat) -> pa.Table:
+    """A file's columns and first rows, as the workers' readers parse them: Parquet with its
+    declared types, CSV as text (the launcher decides the types), JSON Lines as Arrow infers
+    them from whole records. An empty file has no columns.
+
+    Raises FileUnreadable when the file cannot be read at all.
+    """
+    try:
+        if fmt == "parquet":
+            return _sample_parquet(path)
+        from transforms import textread
+
+        return textread.sample(path, fmt, text, SAMPLE_BYTES, SAMPLE_ROWS)
+    except FileUnreadable:
+        raise
+    except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
+        raise FileUnreadable(f"cannot read {path} as {fmt}: {one_line(e)}") from e
+
+
+def _sample_parquet(path: str) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    with open_raw(path) as f:
+        if not f.read(1):  # zero bytes: zero rows, not an error
+            return pa.table({})
+        f.seek(0)
+        pf = pq.ParquetFile(f)
+        first = next(pf.iter_batches(batch_size=SAMPLE_ROWS), None)
+        schema = pf.schema_arrow
+        return pa.Table.from_batches([first] if first else [], schema=schema)

@@ -1,0 +1,612 @@
+"""CSV and JSON Lines: whole-record blocks of a byte range, parsed by Arrow a block at a time.
+
+A text file is cut into byte ranges (work units). A unit owns the records that start in its range;
+records are found by their line ends, and in CSV a line end inside a quoted value is not one (the
+quote parity at the range's start comes from the planner). Each block of whole records goes to
+Arrow in one call, typed as the launch decided; only a block Arrow refuses is looked at again
+(as text, then record by record). Physical line numbers are worked out only for blocks that have
+a rejected record, from the block's own bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+
+from transforms.spec import TextFormat
+
+_LOG = logging.getLogger(__name__)
+
+BLOCK_BYTES = 16 << 20
+_BOM = b"\xef\xbb\xbf"
+_NL, _QUOTE = 10, 34
+# Arrow's JSON reader needs a record to fit in one of its blocks; smaller blocks parse in
+# parallel, so try those first and fall back to one block for a block holding a huge record.
+_JSON_PARSE_BLOCK = 1 << 20
+
+
+class Block(NamedTuple):
+    """Whole records of a unit: their bytes and the unit-local line on which they start."""
+
+    data: bytes
+    first_line: int
+
+
+class RecordBlocks:
+    """Iterates over blocks of whole records of one unit of a text file.
+
+    A unit owns the records that start in (start, stop] (a file's first unit: [0, stop]): it
+    begins after the first record end at or after `start`, and ends with the record that ends
+    at the first record end at or after `stop`, where the next unit begins.
+
+    Args:
+        stream: the file's (decompressed) bytes, positioned at `start`.
+        start: the unit's first byte.
+        stop: the unit's last byte; None: to the end of the file.
+        quoted: whether quotes matter (CSV: a line end inside a quoted value ends no record).
+        in_quotes: whether `start` lies inside a quoted value.
+        header: whether the unit begins with a header record to skip (a CSV file's first unit).
+        block_bytes: about how many bytes a block holds (a longer record makes a longer block).
+
+    After iteration, `newlines` holds the line ends the unit consumed (its header's included),
+    so a later unit's local line numbers can be made absolute.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        start: int,
+        stop: int | None,
+        *,
+        quoted: bool,
+        in_quotes: bool = False,
+        header: bool = False,
+        block_bytes: int = BLOCK_BYTES,
+    ):
+        self._stream = stream
+        self._start = start
+        self._stop = stop
+        self._quoted = quoted
+        self._in_quotes = in_quotes
+        self._header = header
+        self._block_bytes = block_bytes
+        self.newlines = 0
+
+    def __iter__(self) -> Iterator[Block]:
+        self._buf = b""
+        self._pos = self._start  # file offset of _buf[0]
+        self._eof = False
+        self._more()
+        if self._start == 0 and self._buf.startswith(_BOM):
+            self._buf, self._pos = self._buf[3:], 3
+        if self._start > 0 and self._skip_record(int(self._in_quotes)) is None:
+            return  # no record starts in this unit
+        while self._header:  # the first record that is not an empty line
+            record = self._skip_record(0)
+            if record is None:
+                return  # a header and nothing else
+            self.newlines += record.count(b"\n")
+            self._header = not record.strip()  # blank lines before the header are skipped
+        if self._stop is not None and self._pos > self._stop:
+            return  # the first record starts after the unit's range: the next unit's
+        yield from self._blocks()
+
+    def _more(self) -> bool:
+        chunk = self._stream.read(self._block_bytes)
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    def _skip_record(self, parity: int) -> bytes | None:
+        """Drops the buffer up to and including the first record end and returns what it
+        dropped; None at the end of the file."""
+        while True:
+            end = self._first_end(self._buf, parity)
+            if end is not None:
+                record, self._buf = self._buf[: end + 1], self._buf[end + 1 :]
+                self._pos += end + 1
+                return record
+            if not self._more():
+                return None
+
+    def _blocks(self) -> Iterator[Block]:
+        line = self.newlines + 1
+        while True:
+            while len(self._buf) < self._block_bytes and not self._eof:
+                self._more()
+            buf = self._buf
+            ends = self._record_ends(buf)
+            cut, done = None, False
+            if self._stop is not None:
+                after = ends[ends >= self._stop - self._pos]
+                if len(after):
+                    cut, done = int(after[0]) + 1, True
+            if cut is None:
+                if self._eof:
+                    cut, done = len(buf), True
+                elif len(ends):
+                    cut = int(ends[-1]) + 1
+            if cut is None:  # one record longer than the buffer: read on
+                self._more()
+                continue
+            data, self._buf, self._pos = buf[:cut], buf[cut:], self._pos + cut
+            if data:
+                newlines = data.count(b"\n")
+                yield Block(data, line)
+                line += newlines
+                self.newlines += newlines
+            if done:
+                return
+
+    def _first_end(self, buf: bytes, parity: int) -> int | None:
+        """The index of the first record end in buf, given the quote parity at its start."""
+        i = 0
+        while True:
+            nl = buf.find(b"\n", i)
+            if nl < 0:
+                return None
+            if self._quoted:
+                parity ^= buf.count(b'"', i, nl) & 1
+            if parity == 0:
+                return nl
+            i = nl + 1
+
+    def _record_ends(self, buf: bytes) -> np.ndarray:
+        """Indexes of the line ends in buf that end a record (buf starts at a record start)."""
+        arr = np.frombuffer(buf, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == _NL)
+        if not self._quoted or not len(newlines) or buf.find(b'"') < 0:
+            return newlines
+        quotes = np.flatnonzero(arr == _QUOTE)
+        return newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
+
+
+def count_quotes(stream: Any, length: int, chunk: int = BLOCK_BYTES) -> int:
+    """How many quote characters the next `length` bytes of a stream hold."""
+    total = 0
+    while length > 0:
+        data = stream.read(min(chunk, length))
+        if not data:
+            break
+        total += data.count(b'"')
+        length -= len(data)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Line numbers of a block's records
+
+
+class BlockLines:
+    """The physical line (unit-local) on which each record of a block starts, worked out from the
+    block's bytes only when asked (a block with a rejected record).
+
+    Args:
+        data: the block (UTF-8 or ASCII-compatible bytes of whole records).
+        first_line: the unit-local line of data[0].
+        csv: the CSV delimiter and column count, or None for JSON Lines.
+        excluded: indexes (among the block's non-empty records) of records taken out before
+            parsing (bytes that are not valid text).
+        rows: how many rows the parser produced, to check the mapping against.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        first_line: int,
+        csv: tuple[str, int] | None,
+        rows: int,
+        excluded: frozenset[int] = frozenset(),
+    ):
+        self._data = data
+        self._first_line = first_line
+        self._csv = csv
+        self._rows = rows
+        self._excluded = excluded
+        self._lines: np.ndarray | None = None
+        self._records: list[Record] | None = None
+        self._done = False
+
+    def __reduce__(self):
+        # Shipped between processes (a fusion break): ship the numbers, not the block's bytes.
+        return (_Resolved, (self.rows(),))
+
+    def rows(self) -> np.ndarray | None:
+        """The line of each parsed row, or None when the records do not match the parse."""
+        if not self._done:
+            self._done = True
+            records = self.records()
+            kept = [r.line for i, r in enumerate(records) if r.valid and i not in self._excluded]
+            if len(kept) == self._rows:
+                self._lines = np.asarray(kept, dtype=np.int64)
+            else:
+                _LOG.warning(
+                    "line numbers unknown for a block: %d records found, %d rows parsed",
+                    len(kept),
+                    self._rows,
+                )
+            self._data, self._records = b"", None
+        return self._lines
+
+    def records(self) -> list[Record]:
+        """The block's non-empty records, in order: where each starts, its text, whether valid."""
+        if self._records is None:
+            self._records = split_records(self._data, self._first_line, self._csv)
+        return self._records
+
+    def text(self, record: Record) -> str:
+        """A record's text, shown safely."""
+        return shown(self._data[record.start : record.end])
+
+
+class _Resolved:
+    """BlockLines after shipping: the numbers only."""
+
+    def __init__(self, lines: np.ndarray | None):
+        self._lines = lines
+
+    def rows(self) -> np.ndarray | None:
+        return self._lines
+
+
+class Lines(NamedTuple):
+    """A chunk's view of its block's line numbers: rows [offset, offset + n) of the block."""
+
+    block: Any
+    offset: int
+
+    def of(self, indexes) -> list[int | None]:
+        """The unit-local lines of the chunk's rows at these indexes (None where unknown)."""
+        lines = self.block.rows()
+        if lines is None:
+            return [None] * len(indexes)
+        return [int(lines[self.offset + int(i)]) for i in indexes]
+
+
+class Record(NamedTuple):
+    """One non-empty record of a block."""
+
+    line: int  # unit-local line on which it starts
+    start: int  # byte offsets in the block
+    end: int
+    valid: bool  # (CSV) has the header's number of fields
+
+
+def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> list[Record]:
+    """The block's records: its lines (JSON Lines: those that are not blank), or (CSV) its
+    lines not inside quotes, with a field count against the header's.
+
+    Mirrors Arrow's parsers for well-formed quoting: a quote toggles "inside a value", a line
+    end or delimiter inside a value is text, an empty line is no record.
+    """
+    arr = np.frombuffer(data, dtype=np.uint8)
+    newlines = np.flatnonzero(arr == _NL)
+    quoted = csv is not None and data.find(b'"') >= 0
+    quotes = np.flatnonzero(arr == _QUOTE) if quoted else None
+    if quoted:
+        newlines = newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
+    if not len(newlines) or newlines[-1] != len(data) - 1:  # the last record has no line end
+        newlines = np.append(newlines, len(data))
+    ends = newlines
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    all_newlines = np.flatnonzero(arr == _NL)
+    lines = first_line + np.searchsorted(all_newlines, starts)
+    stripped_ends = ends - ((ends > starts) & (ends > 0) & (arr[np.maximum(ends - 1, 0)] == 13))
+    if csv is None:
+        nonblank = ~np.isin(arr, (9, 10, 11, 12, 13, 32))
+        positions = np.flatnonzero(nonblank)
+        has_text = np.zeros(len(starts), dtype=bool)
+        has_text[np.unique(np.searchsorted(ends, positions))] = True
+        return [
+            Record(int(lines[i]), int(starts[i]), int(stripped_ends[i]), True)
+            for i in np.flatnonzero(has_text)
+        ]
+    delimiter, ncols = csv
+    delims = np.flatnonzero(arr == ord(delimiter))
+    if quoted:
+        delims = delims[(np.searchsorted(quotes, delims) & 1) == 0]
+    fields = np.diff(np.searchsorted(delims, np.concatenate((starts, [ends[-1] + 1])))) + 1
+    nonempty = stripped_ends > starts
+    return [
+        Record(int(lines[i]), int(starts[i]), int(stripped_ends[i]), bool(fields[i] == ncols))
+        for i in np.flatnonzero(nonempty)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing a block
+
+
+class Rejection(NamedTuple):
+    """A record rejected while reading: its text, the reason, and its unit-local line."""
+
+    text: str
+    reason: str
+    line: int | None
+
+
+class Parsed(NamedTuple):
+    """A parsed block: the rows, the records rejected, and the rows' line numbers (lazy)."""
+
+    table: pa.Table
+    rejected: list[Rejection]
+    lines: Any
+
+
+def shown(raw: bytes) -> str:
+    """Bytes as text a person can read: UTF-8, with any other byte escaped (\\xfc)."""
+    return raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+
+
+def decode(data: bytes, text: TextFormat) -> bytes:
+    """A block's bytes as UTF-8 (a no-op for UTF-8 input); raises UnicodeDecodeError."""
+    if text.encoding == "utf-8":
+        return data
+    return data.decode(text.encoding).encode("utf-8")
+
+
+def _bad_text(data: bytes, records: list[Record], text: TextFormat) -> dict[int, str]:
+    """The records (by index) whose bytes are not valid in the input's encoding, with why."""
+    bad = {}
+    for i, r in enumerate(records):
+        raw = data[r.start : r.end]
+        try:
+            raw.decode(text.encoding)
+        except UnicodeDecodeError as e:
+            byte = raw[e.start : e.start + 1].hex()
+            bad[i] = (
+                f"not valid {text.encoding} text (byte 0x{byte} at column {e.start + 1}); if the "
+                "file is in another encoding, set --input_encoding (e.g. latin-1, cp1252)"
+            )
+    return bad
+
+
+def parse_csv(
+    data: bytes,
+    first_line: int,
+    names: tuple[str, ...],
+    present: list[str],
+    types: dict[str, pa.DataType],
+    text: TextFormat,
+) -> Parsed:
+    """Parses a block of whole CSV records (no header) into a table of the `present` columns.
+
+    Typed as `types` says; a block Arrow cannot convert is read again as text (the validate
+    step then rejects the values that do not convert, one by one); records with bytes that are
+    not valid text, or with the wrong number of fields, are rejected with their line.
+    """
+    csv = (text.delimiter, len(names))
+    excluded: frozenset[int] = frozenset()
+    rejected: list[Rejection] = []
+    try:
+        utf8 = decode(data, text)
+        if not utf8.isascii():
+            utf8.decode("utf-8")
+    except UnicodeDecodeError:
+        utf8, excluded, rejected = _without_bad_text(data, first_line, csv, text)
+    invalid: list[str] = []
+    try:
+        table = _read_csv(utf8, names, present, types, text, invalid)
+    except pa.ArrowInvalid:
+        invalid.clear()
+        table = _read_csv(utf8, names, present, {c: pa.string() for c in present}, text, invalid)
+    lines = BlockLines(utf8 if not excluded else data, first_line, csv, table.num_rows, excluded)
+    if invalid:
+        rejected += _wrong_field_counts(lines, invalid, len(names), excluded)
+    return Parsed(table, rejected, lines)
+
+
+def _without_bad_text(data: bytes, first_line: int, csv, text: TextFormat):
+    """The block with its records of invalid bytes taken out (as UTF-8), and their rejections."""
+    records = split_records(data, first_line, csv)
+    bad = _bad_text(data, records, text)
+    keep = [data[r.start : r.end] for i, r in enumerate(records) if i not in bad]
+    cleaned = decode(b"\n".join(keep) + (b"\n" if keep else b""), text)
+    rejected = [
+        Rejection(shown(data[records[i].start : records[i].end]), reason, records[i].line)
+        for i, reason in bad.items()
+    ]
+    return cleaned, frozenset(bad), rejected
+
+
+def _read_csv(
+    data: bytes,
+    names: tuple[str, ...],
+    present: list[str],
+    types: dict[str, pa.DataType],
+    text: TextFormat,
+    invalid: list[str],
+) -> pa.Table:
+    import pyarrow.csv as pacsv
+
+    def on_invalid(row: Any) -> str:
+        invalid.append(row.text)
+        return "skip"
+
+    return pacsv.read_csv(
+        pa.py_buffer(data),
+        read_options=pacsv.ReadOptions(column_names=list(names), use_threads=True),
+        parse_options=pacsv.ParseOptions(
+            delimiter=text.delimiter,
+            newlines_in_values=data.find(b'"') >= 0,
+            invalid_row_handler=on_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            include_columns=present, column_types=types, strings_can_be_null=True
+        ),
+    )
+
+
+def _wrong_field_counts(
+    lines: BlockLines, invalid: list[str], ncols: int, excluded: frozenset[int]
+) -> list[Rejection]:
+    """Rejections for the rows Arrow skipped for their field count, with their lines when the
+    block's records say which they are (else Arrow's text, without a line)."""
+    reason = f"wrong number of fields: expected {ncols}"
+    if not excluded:
+        records = [r for r in lines.records() if not r.valid]
+        if len(records) == len(invalid):
+            return [Rejection(lines.text(r), reason, r.line) for r in records]
+    return [Rejection(t.rstrip("\r\n"), reason, None) for t in invalid]
+
+
+def parse_jsonl(data: bytes, first_line: int, text: TextFormat) -> Parsed:
+    """Parses a block of whole JSON Lines records: in one Arrow call when the block is clean,
+    else line by line (a line that is not a JSON object is rejected with its line)."""
+    try:
+        utf8 = decode(data, text)
+        if not utf8.isascii():
+            utf8.decode("utf-8")
+        table = _read_json(utf8)
+        return Parsed(table, [], BlockLines(utf8, first_line, None, table.num_rows))
+    except (UnicodeDecodeError, pa.ArrowInvalid):
+        pass
+    records = split_records(data, first_line, None)
+    bad = _bad_text(data, records, text)
+    rejected, good = [], []
+    for i, r in enumerate(records):
+        raw = data[r.start : r.end]
+        if i in bad:
+            rejected.append(Rejection(shown(raw), bad[i], r.line))
+            continue
+        line = raw.decode(text.encoding)
+        try:
+            value = json.loads(line)
+        except ValueError as e:
+            rejected.append(Rejection(line, f"not valid JSON: {e}", r.line))
+            continue
+        if not isinstance(value, dict):
+            rejected.append(
+                Rejection(line, f"not a JSON object but a {type(value).__name__}", r.line)
+            )
+            continue
+        good.append((r.line, line, value))
+    lines = _Resolved(np.asarray([g[0] for g in good], dtype=np.int64))
+    body = "\n".join(g[1] for g in good).encode("utf-8")
+    try:
+        table = _read_json(body) if good else pa.table({})
+    except pa.ArrowInvalid:  # values of mixed types in a column: keep them as text
+        table = _mixed_columns([g[2] for g in good])
+    return Parsed(table, rejected, lines)
+
+
+def _read_json(data: bytes) -> pa.Table:
+    import pyarrow.json as pajson
+
+    if not data.strip():
+        return pa.table({})
+    try:
+        return pajson.read_json(
+            pa.BufferReader(data),
+            read_options=pajson.ReadOptions(use_threads=True, block_size=_JSON_PARSE_BLOCK),
+        )
+    except pa.ArrowInvalid as e:
+        if "straddling" not in str(e) and "block size" not in str(e).lower():
+            raise
+    return pajson.read_json(
+        pa.BufferReader(data),
+        read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
+    )
+
+
+def _mixed_columns(rows: list[dict]) -> pa.Table:
+    """A table of JSON objects whose columns hold values of mixed types: such a column is text
+    (JSON text for objects and arrays), so validation can name each value that does not fit."""
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    columns = {}
+    for name in names:
+        values = [r.get(name) for r in rows]
+        try:
+            columns[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            columns[name] = pa.array(
+                [
+                    None if v is None else (v if isinstance(v, str) else json.dumps(v))
+                    for v in values
+                ],
+                pa.string(),
+            )
+    return pa.table(columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# The launcher's sample
+
+
+def csv_header(path: str, text: TextFormat) -> tuple[str, ...]:
+    """A CSV file's header names (empty when the file holds no header), as Arrow reads them: a
+    BOM and blank lines before the header are skipped, quoted names may hold delimiters."""
+    import pyarrow.csv as pacsv
+
+    from transforms.sources import FileUnreadable, open_input
+
+    with open_input(path) as stream:
+        for block in RecordBlocks(stream, 0, None, quoted=True, block_bytes=64 << 10):
+            for record in split_records(block.data, 1, (text.delimiter, 0)):
+                raw = block.data[record.start : record.end]
+                if not raw.strip():
+                    continue
+                try:
+                    header = decode(raw, text)
+                    header.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise FileUnreadable(
+                        f"the header of {path} is not valid {text.encoding} text "
+                        f"({shown(raw)[:120]}); set --input_encoding"
+                    ) from None
+                table = pacsv.read_csv(
+                    pa.py_buffer(header + b"\n"),
+                    parse_options=pacsv.ParseOptions(
+                        delimiter=text.delimiter, newlines_in_values=True
+                    ),
+                )
+                return tuple(table.column_names)
+    return ()
+
+
+def sample(path: str, fmt: str, text: TextFormat, max_bytes: int, max_rows: int) -> pa.Table:
+    """The first rows of a CSV (every column as text) or JSON Lines file, parsed from whole
+    records of about `max_bytes` (more when the first record is longer)."""
+    from transforms.sources import FileUnreadable, open_input
+
+    if fmt == "csv":
+        names = csv_header(path, text)
+        if not names:
+            return pa.table({})
+        empty = pa.Table.from_arrays([pa.nulls(0, pa.string())] * len(names), names=list(names))
+        if len(set(names)) != len(names):
+            return empty  # the launcher names the repeated column
+        with open_input(path) as stream:
+            blocks = RecordBlocks(stream, 0, None, quoted=True, header=True, block_bytes=max_bytes)
+            for block in blocks:
+                types = {n: pa.string() for n in names}
+                parsed = parse_csv(block.data, block.first_line, names, list(names), types, text)
+                if parsed.table.num_rows:
+                    return parsed.table.slice(0, max_rows)
+        return empty
+    with open_input(path) as stream:
+        blocks = RecordBlocks(stream, 0, None, quoted=False, block_bytes=max_bytes)
+        for block in blocks:
+            if not block.data.strip():
+                continue
+            if block.data.lstrip().startswith(b"["):
+                raise FileUnreadable(json_array_message(path))
+            parsed = parse_jsonl(block.data, block.first_line, text)
+            if parsed.table.num_columns:
+                return parsed.table.slice(0, max_rows)
+    return pa.table({})
+
+
+def json_array_message(path: str) -> str:
+    """Why a .json file holding one JSON array is not read."""
+    return (
+        f"{path} holds a JSON array, not JSON Lines (one object per line); convert it, e.g. "
+        f"jq -c '.[]' {path.rsplit('/', 1)[-1]} > records.jsonl"
+    )

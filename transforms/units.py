@@ -1,0 +1,208 @@
+"""Matching the input on the workers and cutting each file into work units.
+
+The graph carries the input pattern, not a list of files: the workers match it (so a job's
+description does not grow with the number of files), drop the run's own output directory, and
+plan each file: a Parquet file is cut between row groups, an uncompressed CSV or JSON Lines file
+into byte ranges. A CSV file's ranges need the quote parity at their starts (a line end inside a
+quoted value ends no record), so their quotes are counted range by range, in parallel, first.
+Per-file checks (columns, format) happen here too, once per file.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileMetadata
+
+from models.errors import one_line
+from transforms.emulators import anonymous_if_emulated
+from transforms.errors import CountingDoFn, error_record
+from transforms.sources import (
+    FileUnreadable,
+    is_splittable,
+    open_input,
+    open_raw,
+)
+from transforms.spec import ERRORS, ScoringSpec, Unit
+from transforms.textread import count_quotes, csv_header, json_array_message
+
+_LOG = logging.getLogger(__name__)
+SCAN = "scan"
+
+
+class QuoteScan(NamedTuple):
+    """A byte range of a CSV file whose quotes are to be counted."""
+
+    path: str
+    index: int
+    start: int
+    stop: int
+    columns: tuple[str, ...]
+
+
+class MatchInput(beam.PTransform):
+    """The input pattern -> the files it matches, without the run's own output directory."""
+
+    def __init__(self, spec: ScoringSpec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, pbegin):
+        output = self._spec.output.rstrip("/") + "/"
+        return (
+            pbegin
+            | "Pattern" >> beam.Create([self._spec.input_pattern])
+            | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
+            | "NotOwnOutput"
+            >> beam.Filter(lambda m: not m.path.startswith(output) and not m.path.endswith("/"))
+        )
+
+
+class PlanUnits(CountingDoFn):
+    """A matched file -> its work units (or file-level errors).
+
+    Outputs Units on the main output, CSV byte ranges to count quotes in on the `scan` tag, and
+    error records on the `errors` tag (a file that cannot be read, or lacks columns).
+    """
+
+    def __init__(self, spec: ScoringSpec):
+        self._spec = spec
+
+    def setup(self) -> None:
+        anonymous_if_emulated()
+
+    def process(self, meta: FileMetadata) -> Iterator[Any]:
+        path = meta.path
+        self.count("files", 1, path)
+        planner = {"parquet": self._parquet, "csv": self._csv, "jsonl": self._jsonl}
+        try:
+            yield from planner[self._spec.input_format](path, meta.size_in_bytes)
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the other files
+            message = (
+                str(e)
+                if isinstance(e, FileUnreadable)
+                else f"cannot read {path} as {self._spec.input_format}: {one_line(e)}"
+            )
+            yield from self.file_failed(path, message)
+
+    def file_failed(self, path: str, message: str) -> Iterator[Any]:
+        _LOG.warning("%s", message)
+        self.count("files_failed", 1, path)
+        yield beam.pvalue.TaggedOutput(
+            ERRORS,
+            error_record("read", message, None, path, self._spec.run_id, file_failed=True),
+        )
+
+    def _checked(self, path: str, names: Iterable[str]) -> None:
+        names = list(names)
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise FileUnreadable(
+                f"{path} has the column name(s) {', '.join(map(repr, repeated))} more than once"
+            )
+
+    def _parquet(self, path: str, size: int) -> Iterator[Any]:
+        import pyarrow.parquet as pq
+
+        if not size:
+            return  # zero bytes: zero rows
+        with open_raw(path) as f:
+            try:
+                metadata = pq.read_metadata(f)
+            except Exception as e:  # noqa: BLE001
+                raise FileUnreadable(f"cannot open {path} as Parquet: {one_line(e)}") from e
+        self._checked(path, metadata.schema.to_arrow_schema().names)
+        least = max(self._spec.batch_size, 1)
+        start = rows = 0
+        index = 0
+        for group in range(metadata.num_row_groups):
+            rows += metadata.row_group(group).num_rows
+            if rows >= least or group == metadata.num_row_groups - 1:
+                yield Unit(path, index, start, group + 1)
+                index += 1
+                start, rows = group + 1, 0
+
+    def _ranges(self, path: str, size: int) -> list[tuple[int, int | None]]:
+        step = self._spec.split_bytes
+        if not is_splittable(path) or size <= step:
+            return [(0, None)]
+        cuts = list(range(0, size, step))
+        return [(a, b) for a, b in zip(cuts, cuts[1:])] + [(cuts[-1], None)]
+
+    def _csv(self, path: str, size: int) -> Iterator[Any]:
+        names = csv_header(path, self._spec.text)
+        if not names:
+            return  # an empty file: zero rows
+        self._checked(path, names)
+        ranges = self._ranges(path, size)
+        if len(ranges) == 1:
+            yield Unit(path, 0, 0, None, columns=names)
+            return
+        for index, (start, stop) in enumerate(ranges):
+            yield beam.pvalue.TaggedOutput(
+                SCAN, QuoteScan(path, index, start, stop if stop is not None else size, names)
+            )
+
+    def _jsonl(self, path: str, size: int) -> Iterator[Any]:
+        with open_input(path) as stream:
+            head = stream.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"["):
+            raise FileUnreadable(json_array_message(path))
+        for index, (start, stop) in enumerate(self._ranges(path, size)):
+            yield Unit(path, index, start, stop)
+
+
+class CountQuotes(beam.DoFn):
+    """A CSV byte range -> (file, (range, its quote count)), to place the ranges' cuts."""
+
+    def setup(self) -> None:
+        anonymous_if_emulated()
+
+    def process(self, scan: QuoteScan) -> Iterator[tuple[str, tuple[QuoteScan, int]]]:
+        with open_input(scan.path, scan.start) as stream:
+            yield scan.path, (scan, count_quotes(stream, scan.stop - scan.start))
+
+
+def csv_units(item: tuple[str, Iterable[tuple[QuoteScan, int]]]) -> Iterator[Unit]:
+    """A file's counted ranges -> its units, each knowing whether it starts inside quotes."""
+    _, counted = item
+    counted = sorted(counted, key=lambda c: c[0].index)
+    parity = 0
+    for i, (scan, quotes) in enumerate(counted):
+        stop = scan.stop if i < len(counted) - 1 else None
+        yield Unit(scan.path, scan.index, scan.start, stop, bool(parity), scan.columns)
+        parity ^= quotes & 1
+
+
+class PlanInput(beam.PTransform):
+    """The input pattern -> work units, spread over the workers; plus errors and counts."""
+
+    def __init__(self, spec: ScoringSpec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, pbegin):
+        from transforms.spec import STATS
+
+        planned = (
+            pbegin
+            | "MatchInput" >> MatchInput(self._spec)
+            | "PlanUnits"
+            >> beam.ParDo(PlanUnits(self._spec)).with_outputs(SCAN, ERRORS, STATS, main="units")
+        )
+        csv_split = (
+            planned[SCAN]
+            | "CountQuotes" >> beam.ParDo(CountQuotes())
+            | "QuotesPerFile" >> beam.GroupByKey()
+            | "CutCsv" >> beam.FlatMap(csv_units)
+        )
+        units = (planned.units, csv_split) | "AllUnits" >> beam.Flatten()
+        return {
+            "units": units | "SpreadUnits" >> beam.Reshuffle(),
+            ERRORS: planned[ERRORS],
+            STATS: planned[STATS],
+        }
