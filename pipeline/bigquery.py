@@ -21,7 +21,8 @@ import tempfile
 
 import pyarrow as pa
 
-from pipeline.errors import ConfigError, RunFailed, one_line
+from models.errors import is_unreachable, one_line
+from pipeline.errors import ConfigError, RunFailed
 
 _LOG = logging.getLogger(__name__)
 
@@ -91,23 +92,6 @@ _SAME = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}
 
 def _canonical(field_type: str) -> str:
     return _SAME.get(field_type.upper(), field_type.upper())
-
-
-def _is_unreachable(e: BaseException) -> bool:
-    """A fault a scheduler may retry (exit 3), as opposed to a configuration problem (exit 2)."""
-    import requests
-    from google.api_core import exceptions as gexc
-
-    retryable = (
-        ConnectionError,
-        TimeoutError,
-        requests.exceptions.ConnectionError,
-        requests.exceptions.Timeout,
-        gexc.RetryError,
-        gexc.ServerError,
-        gexc.TooManyRequests,
-    )
-    return isinstance(e, retryable)
 
 
 # The errors output as a table: the contract's fields, the locating ones, the rest as JSON.
@@ -269,7 +253,7 @@ class BigQuerySink:
         except ConfigError:
             raise
         except Exception as e:  # noqa: BLE001 - sorted into exit 2 or exit 3 below
-            if _is_unreachable(e):
+            if is_unreachable(e):
                 raise RunFailed(f"BigQuery is unreachable: {one_line(e)}") from e
             raise ConfigError(f"cannot use BigQuery table {self.table.id}: {one_line(e)}") from e
         self._check_compatible(existing)

@@ -1,4 +1,9 @@
-"""The launcher's failure kinds, each with its exit code."""
+"""The launcher's failure kinds, each with the exit code of the contract.
+
+Anything else that escapes (a bug) is exit 4: see pipeline.run.main.
+"""
+
+import signal
 
 
 class ConfigError(Exception):
@@ -13,11 +18,12 @@ class RunFailed(Exception):
     exit_code = 3
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, for a one-line report.
+class Interrupted(BaseException):
+    """The run was stopped by a signal (a scheduler's SIGTERM): exit 128 + signal.
 
-    A Google API error's own `message` is used when it has one (its str() adds the HTTP verb
-    and URL); an exception without text is named by its type.
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it.
     """
-    text = str(getattr(e, "message", None) or e).strip()
-    return text.splitlines()[0][:limit] if text else type(e).__name__
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum

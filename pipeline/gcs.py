@@ -1,8 +1,22 @@
-"""Cloud Storage operations Beam's FileSystems does not offer (create-only writes)."""
+"""Cloud Storage operations Beam's FileSystems does not offer: a fast reachability check and
+generation-checked writes (the output directory's lock)."""
 
 from __future__ import annotations
 
 import os
+
+from models.errors import is_unreachable, one_line
+
+# A launch check must answer in seconds: the client's default retries last two minutes.
+CHECK_DEADLINE_S = 15.0
+
+
+class BucketMissing(Exception):
+    """The bucket does not exist, or this account may not list it (exit 2)."""
+
+
+class StorageUnreachable(Exception):
+    """Cloud Storage cannot be reached (exit 3: a retry may help)."""
 
 
 def client():
@@ -16,18 +30,88 @@ def client():
     return storage.Client()
 
 
-def create_exclusive(url: str, data: bytes) -> bool:
+def split(url: str) -> tuple[str, str]:
+    """gs://bucket/name -> (bucket, name)."""
+    bucket, _, name = url.removeprefix("gs://").partition("/")
+    return bucket, name
+
+
+def check_bucket(url: str) -> None:
+    """Lists one object of the bucket a gs:// URL names: proves it exists, may be listed and
+    answers, within CHECK_DEADLINE_S."""
+    from google.api_core import exceptions as gexc
+    from google.api_core.retry import Retry
+
+    bucket, _ = split(url)
+    try:
+        pages = client().list_blobs(
+            bucket, max_results=1, timeout=10, retry=Retry(deadline=CHECK_DEADLINE_S)
+        )
+        next(iter(pages), None)
+    except gexc.NotFound as e:
+        raise BucketMissing(f"bucket gs://{bucket} does not exist") from e
+    except gexc.Forbidden as e:
+        raise BucketMissing(f"no permission to list gs://{bucket}: {one_line(e)}") from e
+    except Exception as e:  # noqa: BLE001 - sorted into exit 2 or exit 3
+        if is_unreachable(e):
+            raise StorageUnreachable(f"Cloud Storage unreachable: {one_line(e)}") from e
+        raise BucketMissing(f"cannot list gs://{bucket}: {one_line(e)}") from e
+
+
+def create_exclusive(url: str, data: bytes) -> int | None:
     """Creates gs://bucket/name only if no such object exists (generation precondition 0).
 
     Returns:
-        True if this call created it, False if it already existed.
+        The new object's generation, or None if it already existed.
     """
     from google.api_core.exceptions import PreconditionFailed
 
-    bucket, _, name = url.removeprefix("gs://").partition("/")
+    bucket, name = split(url)
     blob = client().bucket(bucket).blob(name)
     try:
         blob.upload_from_string(data, if_generation_match=0)
     except PreconditionFailed:
+        return None
+    return blob.generation
+
+
+def read_with_generation(url: str) -> tuple[bytes, int] | None:
+    """An object's bytes and generation, or None when it does not exist."""
+    from google.api_core.exceptions import NotFound
+
+    bucket, name = split(url)
+    blob = client().bucket(bucket).blob(name)
+    try:
+        data = blob.download_as_bytes()
+    except NotFound:
+        return None
+    return data, blob.generation
+
+
+def replace_if_generation(url: str, data: bytes, generation: int) -> int | None:
+    """Overwrites an object only if it is still at `generation` (nobody replaced it since).
+
+    Returns:
+        The new generation, or None if the object changed (or vanished) meanwhile.
+    """
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    bucket, name = split(url)
+    blob = client().bucket(bucket).blob(name)
+    try:
+        blob.upload_from_string(data, if_generation_match=generation)
+    except (PreconditionFailed, NotFound):
+        return None
+    return blob.generation
+
+
+def delete_if_generation(url: str, generation: int) -> bool:
+    """Deletes an object only if it is still at `generation`; whether it did."""
+    from google.api_core.exceptions import NotFound, PreconditionFailed
+
+    bucket, name = split(url)
+    try:
+        client().bucket(bucket).blob(name).delete(if_generation_match=generation)
+    except (PreconditionFailed, NotFound):
         return False
     return True

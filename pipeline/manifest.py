@@ -1,4 +1,4 @@
-"""The run record: counts from Beam metrics, reconciled, and the manifest's fields."""
+"""The run record: counts (reconciled both ways), and the manifest, built in one place."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.errors import FILE_NAMESPACE_PREFIX, NAMESPACE, STAGES
+from transforms.errors import NAMESPACE, STAGES
 
 PRODUCER = "beamscore"
 
 
+class CountsDisagree(Exception):
+    """The run's counts do not reconcile: a row was lost or counted twice somewhere."""
+
+
 @dataclasses.dataclass
 class Counts:
-    """The run's counters as Beam reported them."""
+    """The run's counts: run-wide from Beam metrics, per input file from the pipeline's output."""
 
     totals: dict[str, int]
     files: dict[str, dict[str, int]]
@@ -27,8 +31,12 @@ class Counts:
         return self.get("rows_read")
 
     @property
+    def by_stage(self) -> dict[str, int]:
+        return {s: self.get(f"rows_failed_{s}") for s in STAGES}
+
+    @property
     def rows_failed(self) -> int:
-        return sum(self.get(f"rows_failed_{s}") for s in STAGES)
+        return sum(self.by_stage.values())
 
     @property
     def rows_predicted(self) -> int:
@@ -36,26 +44,44 @@ class Counts:
 
     @property
     def files_failed(self) -> list[str]:
-        return sorted(f for f, c in self.files.items() if c.get("file_failed"))
+        return sorted(f for f, c in self.files.items() if c.get("files_failed"))
 
     @property
     def error_rate(self) -> float:
         return self.rows_failed / self.rows_read if self.rows_read else 0.0
 
+    def check(self) -> None:
+        """Every row read was predicted or rejected, run-wide and per file, and the per-file
+        counts add up to the run-wide ones; raises CountsDisagree otherwise."""
+        if self.rows_read != self.rows_predicted + self.rows_failed:
+            raise CountsDisagree(
+                f"read {self.rows_read:,} != predicted {self.rows_predicted:,} + failed "
+                f"{self.rows_failed:,}"
+            )
+        names = ["rows_read", "rows_predicted", *(f"rows_failed_{s}" for s in STAGES)]
+        for name in names:
+            per_file = sum(c.get(name, 0) for c in self.files.values())
+            if per_file != self.get(name):
+                raise CountsDisagree(
+                    f"{name}: {self.get(name):,} in all, {per_file:,} summed over the files"
+                )
+        for path, c in self.files.items():
+            failed = sum(c.get(f"rows_failed_{s}", 0) for s in STAGES)
+            if c.get("rows_read", 0) != c.get("rows_predicted", 0) + failed:
+                raise CountsDisagree(
+                    f"{path}: read {c.get('rows_read', 0):,} != predicted + failed"
+                )
 
-def counts_from(result) -> Counts:
-    """Reads the run's counters from a finished PipelineResult."""
+
+def counts_from(result, per_file: dict[str, dict[str, int]] | None) -> Counts:
+    """The run's counts from a finished PipelineResult and the per-file counts it wrote."""
     totals: dict[str, int] = {}
-    files: dict[str, dict[str, int]] = {}
     for counter in result.metrics().query(MetricsFilter())["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
-        namespace, name = counter.key.metric.namespace, counter.key.metric.name
-        if namespace == NAMESPACE:
+        if counter.key.metric.namespace == NAMESPACE:
+            name = counter.key.metric.name
             totals[name] = totals.get(name, 0) + int(value or 0)
-        elif namespace.startswith(FILE_NAMESPACE_PREFIX):
-            per_file = files.setdefault(namespace.removeprefix(FILE_NAMESPACE_PREFIX), {})
-            per_file[name] = per_file.get(name, 0) + int(value or 0)
-    return Counts(totals, files)
+    return Counts(totals, per_file or {})
 
 
 def build_manifest(
@@ -65,24 +91,39 @@ def build_manifest(
     status: str,
     started_at: str,
     finished_at: str,
+    seconds: float,
     runner: str,
-    output_files: dict[str, list[str]],
+    outputs: dict[str, list[str]],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The manifest of the contract, plus what a person debugging a run wants next to it."""
+    """The manifest of the contract, plus what a person debugging a run wants next to it.
+
+    Args:
+        launch: the launch decisions (pipeline.prepare.Launch).
+        counts: the run's reconciled counts.
+        status: succeeded or failed.
+        started_at: when the launcher started (ISO 8601, UTC).
+        finished_at: when the run finished (ISO 8601, UTC).
+        seconds: the wall time from launch to commit.
+        runner: the Beam runner.
+        outputs: the committed files under DIR, by directory (predictions, errors).
+        extra: further sections (drift, bigquery, mlflow_run_id, ...).
+    """
     spec = launch.spec
     inputs = []
-    for path in launch.files:
-        c = counts.files.get(path, {})
+    for path in sorted(counts.files):
+        c = counts.files[path]
         inputs.append(
             {
                 "path": path,
                 "rows_read": c.get("rows_read", 0),
                 "rows_predicted": c.get("rows_predicted", 0),
-                "rows_failed": c.get("rows_failed", 0),
-                "failed": bool(c.get("file_failed")),
+                "rows_failed": sum(c.get(f"rows_failed_{s}", 0) for s in STAGES),
+                "rows_failed_by_stage": {s: c.get(f"rows_failed_{s}", 0) for s in STAGES},
+                "failed": bool(c.get("files_failed")),
             }
         )
-    return {
+    manifest = {
         "producer": PRODUCER,
         "status": status,
         "run_id": spec.run_id,
@@ -92,12 +133,13 @@ def build_manifest(
             "version": spec.model.version,
             "sha256": spec.model.sha256,
             "run_id": spec.model.run_id or None,
+            "library_versions": launch.library_versions,
         },
         "counts": {
             "rows_read": counts.rows_read,
             "rows_predicted": counts.rows_predicted,
             "rows_failed": counts.rows_failed,
-            "rows_failed_by_stage": {s: counts.get(f"rows_failed_{s}") for s in STAGES},
+            "rows_failed_by_stage": counts.by_stage,
         },
         "error_rate": counts.error_rate,
         "max_error_rate": launch.max_error_rate,
@@ -108,8 +150,13 @@ def build_manifest(
         "input_format": spec.input_format,
         "features": list(spec.features),
         "key_columns": list(spec.keys),
-        "outputs": output_files,
+        "outputs": outputs,
         "started_at": started_at,
         "finished_at": finished_at,
+        "duration_s": round(seconds, 3),
+        "rows_per_s": round(counts.rows_read / seconds, 1) if seconds else None,
         "runner": runner,
+        "model_load_s_launcher": round(launch.model_load_s, 3),
     }
+    manifest.update(extra or {})
+    return manifest

@@ -1,8 +1,172 @@
-"""The job's own flags, as a PipelineOptions subclass (same flags on every runner and template)."""
+"""The job's own flags, as a PipelineOptions subclass (same flags on every runner and template).
+
+`FLAGS` is the one list of them: argparse, `--help` and the README table all describe the same
+flags (a test holds templates/metadata.json to it too).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+
 from apache_beam.options.pipeline_options import PipelineOptions
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One flag of `python -m pipeline.run`.
+
+    Attributes:
+        name: without the leading dashes.
+        metavar: what its value looks like in --help ("" for a switch that takes no value).
+        help: its meaning.
+        default: its default, as --help shows it (None: no default).
+        required: whether every run needs it.
+    """
+
+    name: str
+    metavar: str
+    help: str
+    default: str | None = None
+    required: bool = False
+
+    @property
+    def switch(self) -> bool:
+        return not self.metavar
+
+
+FLAGS = (
+    Flag(
+        "input",
+        "PATTERN",
+        "input files, local or gs:// (*, ?, [..], **); may contain {run_date}. Quote it, so the "
+        "shell does not expand it",
+        required=True,
+    ),
+    Flag(
+        "input_format",
+        "FORMAT",
+        "parquet, csv or jsonl (default: from the file extension: .parquet/.pq, .csv/.tsv, "
+        ".jsonl/.json/.ndjson; compressed with .gz, .bz2, .zst, .deflate or .xz)",
+    ),
+    Flag(
+        "input_encoding",
+        "NAME",
+        "text encoding of CSV and JSON Lines input (utf-8, latin-1, cp1252, ...); a UTF-8 BOM is "
+        "skipped",
+        default="utf-8",
+    ),
+    Flag("csv_delimiter", "CHAR", "field separator of CSV input (e.g. ';' or 'tab')", default=","),
+    Flag(
+        "model",
+        "URI",
+        "a .joblib/.pkl/.pickle file, local or gs://; or an MLflow URI: runs:/<run>/<path>, "
+        "models:/<name>/<version>, models:/<name>@<alias>",
+        required=True,
+    ),
+    Flag("model_sha256", "HEX", "refuse a model whose SHA-256 differs"),
+    Flag(
+        "allow_version_mismatch",
+        "",
+        "load a model saved with another major.minor version of its library (scikit-learn) "
+        "instead of refusing it",
+    ),
+    Flag(
+        "output",
+        "DIR",
+        "output directory, local or gs://; may contain {run_date}",
+        required=True,
+    ),
+    Flag(
+        "key_columns",
+        "A,B",
+        "input columns copied into every prediction row (default: every input column that is "
+        "not a model feature)",
+    ),
+    Flag(
+        "features",
+        "A,B",
+        "the model's feature columns (default: the model's own names; a model that names its "
+        "features must get exactly those)",
+    ),
+    Flag(
+        "column_types",
+        "A:TYPE,...",
+        "override the type decided for input columns (float64, int64, bool, string)",
+    ),
+    Flag(
+        "max_error_rate",
+        "R",
+        "fraction of rows (0 to 1) that may be rejected before the run counts as failed",
+        default="0",
+    ),
+    Flag("run_date", "YYYY-MM-DD", "fills {run_date} (default: today, UTC)"),
+    Flag("batch_size", "N", "rows per Arrow record batch", default="65536"),
+    Flag(
+        "bigquery_table",
+        "P.D.T",
+        "also load a succeeded run's predictions into this BigQuery table, one partition per "
+        "run date",
+    ),
+    Flag(
+        "bigquery_errors_table",
+        "P.D.T",
+        "also load the errors output of every run that completed into this BigQuery table",
+    ),
+    Flag(
+        "mlflow_tracking_uri",
+        "URI",
+        "MLflow tracking/registry server (default: MLFLOW_TRACKING_URI)",
+    ),
+    Flag(
+        "mlflow_experiment",
+        "NAME",
+        "log this run to MLflow in this experiment (default: MLFLOW_EXPERIMENT_NAME)",
+    ),
+    Flag(
+        "openlineage_url",
+        "URL",
+        "send OpenLineage run events (START, COMPLETE/FAIL) to this server (default: "
+        "OPENLINEAGE_URL)",
+    ),
+)
+
+USAGE = (
+    "usage: python -m pipeline.run --input PATTERN --model URI --output DIR [options] "
+    "[Beam pipeline options]"
+)
+
+_EPILOG = """\
+Beam pipeline options pass through: --runner (default DirectRunner), --direct_num_workers,
+--direct_running_mode, --project, --region, --temp_location, --max_num_workers, ... (all of
+them: https://beam.apache.org/releases/pydoc/current/apache_beam.options.pipeline_options.html).
+Words that belong to no flag (an unquoted glob the shell expanded) are refused.
+
+exit codes: 0 succeeded; 1 completed, but too many rows were rejected or a file could not be
+read (look at DIR/errors); 2 bad configuration or input, found before scoring (nothing written);
+3 could not complete, the previous output is intact (a retry may help); 130/143 interrupted
+(SIGINT/SIGTERM), the previous output is intact.
+See README.md for the output layout, reruns, BigQuery, MLflow and Dataflow."""
+
+
+def help_text() -> str:
+    """What `--help` prints: every flag with its meaning and default, then Beam's pointer."""
+    lines = [
+        USAGE,
+        "",
+        "Scores tabular records with a trained model, columnar, on Apache Beam.",
+        "",
+    ]
+    for flag in FLAGS:
+        head = f"  --{flag.name}" + (f" {flag.metavar}" if flag.metavar else "")
+        text = flag.help
+        if flag.required:
+            text += " (required)"
+        elif flag.default is not None:
+            text += f" (default: {flag.default})"
+        lines.append(head)
+        lines.append(f"      {text}")
+    lines += ["", _EPILOG]
+    return "\n".join(lines)
 
 
 class ScoringOptions(PipelineOptions):
@@ -12,40 +176,10 @@ class ScoringOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         # Values are checked by the launcher (pipeline.prepare), not argparse, so a bad or
         # missing one is one line on stderr and exit 2, not a usage dump.
-        parser.add_argument("--input", help="file pattern, local or gs://; may contain {run_date}")
-        parser.add_argument(
-            "--input_format",
-            help="default: from the file extension (.parquet, .csv, .jsonl/.json, optionally .gz)",
-        )
-        parser.add_argument("--model", help="model file (.joblib/.pkl), local or gs://")
-        parser.add_argument("--model_sha256", help="refuse a model file whose SHA-256 differs")
-        parser.add_argument(
-            "--output", help="output directory, local or gs://; may contain {run_date}"
-        )
-        parser.add_argument(
-            "--key_columns",
-            help="input columns copied into every prediction row "
-            "(default: every non-feature column)",
-        )
-        parser.add_argument("--features", help="feature columns (default: the model's own)")
-        parser.add_argument(
-            "--column_types",
-            help="override the type decided for input columns: name:type,... "
-            "(types: float64, int64, bool, string)",
-        )
-        parser.add_argument(
-            "--max_error_rate",
-            default="0",
-            help="fraction of rows that may be rejected before the run counts as failed "
-            "(default 0)",
-        )
-        parser.add_argument("--run_date", help="YYYY-MM-DD (default: today, UTC); fills {run_date}")
-        parser.add_argument(
-            "--batch_size", default="65536", help="rows per record batch (default 65536)"
-        )
-        parser.add_argument("--bigquery_table", help="also load predictions into this table")
-        parser.add_argument(
-            "--bigquery_errors_table", help="also load the errors output into this table"
-        )
-        parser.add_argument("--mlflow_tracking_uri", help="MLflow tracking/registry server")
-        parser.add_argument("--mlflow_experiment", help="log this run to MLflow in this experiment")
+        for flag in FLAGS:
+            if flag.switch:  # --name alone, or --name=true|false (a Flex Template parameter)
+                parser.add_argument(
+                    f"--{flag.name}", nargs="?", const="true", default="false", help=flag.help
+                )
+            else:
+                parser.add_argument(f"--{flag.name}", default=flag.default, help=flag.help)

@@ -2,6 +2,7 @@
 
 Layout under DIR:
     manifest.json        the committed run's record (written last)
+    report.html          the same run, as a page a person reads
     predictions/, errors/  the committed run's files
     _lock                held by the run writing into DIR
     _staging/<run_id>/   a run's files until commit; `COMMIT` inside marks it ready to move
@@ -20,16 +21,19 @@ import logging
 import os
 import socket
 import threading
+import time
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.errors import ConfigError
+from models.errors import is_unreachable, one_line
+from pipeline.errors import ConfigError, RunFailed
 from pipeline.manifest import PRODUCER
 from transforms.write import FILE_LIST
 
 _LOG = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+REPORT = "report.html"
 LOCK = "_lock"
 STAGING = "_staging"
 COMMIT = "COMMIT"
@@ -91,8 +95,58 @@ def _move(sources: list[str], destinations: list[str]) -> None:
     FileSystems.rename(sources, destinations)
 
 
+def check_usable(path: str) -> None:
+    """Refuses (exit 2) an output path that is a file, lies under a file, cannot be written, or
+    is a non-empty directory of someone else's; a bucket that does not answer is exit 3. Writes
+    nothing: the lock, taken once every launch check passed, is the run's first write (and a
+    lock that cannot be created is exit 2 too)."""
+    if is_remote(path):
+        if path.startswith("gs://"):
+            from pipeline import gcs
+
+            try:
+                gcs.check_bucket(path)
+            except gcs.BucketMissing as e:
+                raise ConfigError(f"--output {path}: {e}") from e
+            except gcs.StorageUnreachable as e:
+                raise RunFailed(f"--output {path}: {e}") from e
+    else:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ConfigError(f"--output {path} is a file, not a directory")
+        existing = path
+        while existing and not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if existing and not os.path.isdir(existing):
+            raise ConfigError(f"--output {path} lies under {existing}, which is a file")
+        if existing and not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"--output {path} cannot be written: no write permission on {existing}"
+            )
+    check_owned(path)
+
+
+def check_owned(path: str) -> None:
+    """Refuses a non-empty DIR that holds no manifest of this tool (exit 2)."""
+    manifest = read_json(FileSystems.join(path, MANIFEST))
+    if manifest is not None and manifest.get("producer") == PRODUCER:
+        return
+    prefix = path.rstrip("/") + "/"
+    foreign = [
+        f for f in list_files(path) if not f.removeprefix(prefix).startswith((STAGING + "/", LOCK))
+    ]
+    if foreign:
+        raise ConfigError(
+            f"output directory {path} is not empty and holds no manifest.json from this "
+            f"tool (found {foreign[0].removeprefix(prefix)}); refusing to write into it"
+        )
+
+
+class LockLost(Exception):
+    """Another run took this run's lock: it must not commit."""
+
+
 class OutputDir:
-    """One run's view of DIR: checks it may write there, holds the lock, stages and commits."""
+    """One run's view of DIR: holds the lock, stages and commits."""
 
     def __init__(self, path: str, run_id: str):
         self.path = path.rstrip("/")
@@ -101,37 +155,28 @@ class OutputDir:
         self._lock_path = self.join(LOCK)
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        self._generation: int | None = None  # the lock object's, on gs://
+        self._lost: str | None = None
+        self.taken_over: dict | None = None  # the lock record of a dead run this run replaced
 
     def join(self, *parts: str) -> str:
         return FileSystems.join(self.path, *parts)
 
-    def check_owned(self) -> None:
-        """Refuses a non-empty DIR that holds no manifest of this tool (exit 2)."""
-        manifest = read_json(self.join(MANIFEST))
-        if manifest is not None and manifest.get("producer") == PRODUCER:
-            return
-        prefix = self.path + "/"
-        foreign = [
-            f
-            for f in list_files(self.path)
-            if not f.removeprefix(prefix).startswith((STAGING + "/", LOCK))
-        ]
-        if foreign:
-            raise ConfigError(
-                f"output directory {self.path} is not empty and holds no manifest.json from this "
-                f"tool (found {foreign[0].removeprefix(prefix)}); refusing to write into it"
-            )
+    def acquire_lock(self, extra: dict | None = None) -> None:
+        """Takes DIR's lock, or refuses (exit 2) while another live run holds it.
 
-    def acquire_lock(self) -> None:
-        """Takes DIR's lock, or refuses (exit 2) while another live run holds it."""
-        record = {
+        Args:
+            extra: more fields for the lock record (e.g. the MLflow run id).
+        """
+        self._record = {
             "run_id": self.run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": _now().isoformat(),
             "heartbeat_at": _now().isoformat(),
+            **(extra or {}),
         }
-        if not self._create_exclusive(record):
+        if not self._create_exclusive(self._record):
             held = read_json(self._lock_path) or {}
             if not self._is_dead(held):
                 raise ConfigError(
@@ -142,28 +187,84 @@ class OutputDir:
                 )
             _LOG.warning("taking over the lock of run %s, which is gone", held.get("run_id"))
             FileSystems.delete([self._lock_path])
-            if not self._create_exclusive(record):
+            if not self._create_exclusive(self._record):
                 raise ConfigError(
                     f"output directory {self.path} was locked by another run just now"
                 )
-        self._heartbeat = threading.Thread(target=self._beat, args=(record,), daemon=True)
+            self.taken_over = held
+        self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
 
-    def release_lock(self) -> None:
-        self._stop.set()
-        if self._heartbeat is not None:
-            self._heartbeat.join()
-            self._heartbeat = None
-            if FileSystems.exists(self._lock_path):
-                FileSystems.delete([self._lock_path])
+    def update_lock(self, **fields) -> None:
+        """Adds fields to the lock record (written at the next heartbeat, and now)."""
+        self._record.update(fields)
+        self._refresh()
 
-    def _beat(self, record: dict) -> None:
+    def check_lock(self) -> None:
+        """Raises LockLost when another run took the lock (or it could not be kept)."""
+        if self._lost is None:
+            self._refresh()
+        if self._lost is not None:
+            raise LockLost(self._lost)
+
+    def release_lock(self) -> None:
+        """Stops the heartbeat and deletes the lock, only if it is still this run's."""
+        self._stop.set()
+        if self._heartbeat is None:
+            return
+        self._heartbeat.join()
+        self._heartbeat = None
+        if self._lost is not None:
+            return
+        try:
+            if is_remote(self._lock_path):
+                from pipeline import gcs
+
+                gcs.delete_if_generation(self._lock_path, self._generation)
+            elif (read_json(self._lock_path) or {}).get("run_id") == self.run_id:
+                os.remove(self._lock_path)
+        except Exception as e:  # noqa: BLE001 - a stale lock is taken over by the next run
+            _LOG.warning("could not remove the lock %s: %s", self._lock_path, e)
+
+    def _beat(self) -> None:
+        last_ok = time.monotonic()
         while not self._stop.wait(HEARTBEAT_S):
-            record["heartbeat_at"] = _now().isoformat()
-            try:
-                write_json(self._lock_path, record)
-            except Exception as e:  # noqa: BLE001 - a missed heartbeat is not fatal
-                _LOG.warning("could not refresh the lock %s: %s", self._lock_path, e)
+            if self._refresh():
+                last_ok = time.monotonic()
+            elif self._lost is None and time.monotonic() - last_ok > STALE_AFTER_S - HEARTBEAT_S:
+                # Soon another run may take the lock over as stale: stop counting on it.
+                self._lost = (
+                    f"the lock {self._lock_path} could not be refreshed for "
+                    f"{time.monotonic() - last_ok:.0f}s"
+                )
+            if self._lost is not None:
+                _LOG.error("%s; this run will not commit", self._lost)
+                return
+
+    def _refresh(self) -> bool:
+        """Rewrites the lock's heartbeat if the lock is still this run's; whether it did."""
+        self._record["heartbeat_at"] = _now().isoformat()
+        data = json.dumps(self._record).encode()
+        try:
+            if is_remote(self._lock_path):
+                from pipeline import gcs
+
+                generation = gcs.replace_if_generation(self._lock_path, data, self._generation)
+                if generation is None:
+                    held = read_json(self._lock_path) or {}
+                    self._lost = f"run {held.get('run_id', '?')} took over the lock"
+                    return False
+                self._generation = generation
+                return True
+            held = read_json(self._lock_path) or {}
+            if held.get("run_id") != self.run_id:
+                self._lost = f"run {held.get('run_id', '?')} took over the lock"
+                return False
+            write_json(self._lock_path, self._record)
+            return True
+        except Exception as e:  # noqa: BLE001 - retried at the next beat
+            _LOG.warning("could not refresh the lock %s: %s", self._lock_path, e)
+            return False
 
     @staticmethod
     def _is_dead(held: dict) -> bool:
@@ -183,18 +284,29 @@ class OutputDir:
 
     def _create_exclusive(self, record: dict) -> bool:
         data = json.dumps(record).encode()
-        if is_remote(self._lock_path):
-            from pipeline.gcs import create_exclusive
-
-            return create_exclusive(self._lock_path, data)
-        os.makedirs(self.path, exist_ok=True)
         try:
-            fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return True
+            if is_remote(self._lock_path):
+                from pipeline import gcs
+
+                self._generation = gcs.create_exclusive(self._lock_path, data)
+                return self._generation is not None
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"--output {self.path} cannot be written: {e}") from e
+            try:
+                fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        except ConfigError:
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted into exit 2 or exit 3
+            if is_unreachable(e):
+                raise RunFailed(f"cannot create the lock {self._lock_path}: {one_line(e)}") from e
+            raise ConfigError(f"cannot create the lock {self._lock_path}: {one_line(e)}") from e
 
     def recover(self) -> None:
         """Finishes a commit a killed run left half done; drops the staging of aborted runs."""
@@ -227,11 +339,37 @@ class OutputDir:
         """A JSON file the pipeline wrote into the staging directory, or None."""
         return read_json(FileSystems.join(self.staging, name))
 
-    def commit(self, manifest: dict, files: list[str]) -> None:
-        """Makes the staged files and the manifest the directory's output, replacing the old."""
+    def commit(
+        self,
+        manifest: dict,
+        files: list[str],
+        profile: dict | None = None,
+        errors_summary: dict | None = None,
+    ) -> None:
+        """Makes the staged files, the report and the manifest the directory's output, replacing
+        the old ones; the manifest is written last."""
+        if self._write_report(manifest, profile, errors_summary):
+            files = [*files, REPORT]
+            manifest["report"] = REPORT
         journal = {"run_id": self.run_id, "files": files, "manifest": manifest}
         write_json(FileSystems.join(self.staging, COMMIT), journal)
         self._roll_forward(self.staging, journal)
+
+    def _write_report(self, manifest: dict, profile, errors_summary) -> bool:
+        """Renders report.html into the staging directory; a report that cannot be made is a
+        warning, never a reason to lose the run."""
+        from pipeline.report import render_report
+
+        try:
+            page = render_report(manifest, profile, (errors_summary or {}).get("groups", []))
+            with FileSystems.create(
+                FileSystems.join(self.staging, REPORT), mime_type="text/html"
+            ) as f:
+                f.write(page.encode("utf-8"))
+        except Exception as e:  # noqa: BLE001 - the report is a view of the manifest, not data
+            _LOG.warning("could not write %s: %s", REPORT, one_line(e, with_type=True))
+            return False
+        return True
 
     def _roll_forward(self, run_dir: str, journal: dict) -> None:
         keep = {self.join(f) for f in journal["files"]}

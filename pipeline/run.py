@@ -1,14 +1,22 @@
-"""Entry point: `python -m pipeline.run --input ... --model ... --output ... [Beam options]`."""
+"""Entry point: `python -m pipeline.run --input ... --model ... --output ... [Beam options]`.
+
+`run` reads as its three phases: `launch` (flags, every check that can be made before scoring,
+the output directory's lock), `score` (the Beam pipeline), `finalize` (counts reconciled,
+sinks loaded, the output committed with its manifest and report).
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import dataclasses
 import datetime
-import json
 import logging
-import os
+import signal
 import sys
+import tempfile
 import time
+import traceback
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -20,16 +28,20 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineState
 
-from pipeline.errors import ConfigError, RunFailed
-from pipeline.graph import build
-from pipeline.manifest import Counts, build_manifest, counts_from
-from pipeline.options import ScoringOptions
-from pipeline.output import MANIFEST, OutputDir
-from pipeline.prepare import prepare
-from pipeline.tracking import RunLog
+from models.errors import one_line
+from pipeline import output as outdir
+from pipeline.errors import ConfigError, Interrupted, RunFailed
+from pipeline.graph import COUNTS_FILE, ERRORS_SUMMARY_FILE, PROFILE_FILE, build
+from pipeline.lineage import Dataset, Lineage, job_name_for
+from pipeline.manifest import Counts, CountsDisagree, build_manifest, counts_from
+from pipeline.options import ScoringOptions, help_text
+from pipeline.output import MANIFEST, LockLost, OutputDir
+from pipeline.prepare import Launch, prepare
+from pipeline.tracking import RunLog, close_abandoned
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
-from transforms.profile import PROFILE_FILE, PSI_WARNING
+from transforms.predict import share_with_workers
+from transforms.profile import PSI_WARNING
 
 _LOG = logging.getLogger("pipeline")
 
@@ -45,12 +57,97 @@ class ScoringResult:
     seconds: float
     mlflow_logged: bool | None = None
     dry_run: bool = False
+    errors_summary: dict | None = None
+    profile: dict | None = None
+    lineage_sent: list[str] | None = None  # events not sent (None: lineage is off)
 
 
-def _known_flags() -> set[str]:
-    """Every flag some PipelineOptions subclass defines (ours and Beam's)."""
-    import argparse
+@dataclasses.dataclass
+class _Run:
+    """A launched run: its decisions, options, output directory and trackers."""
 
+    launch: Launch
+    options: PipelineOptions
+    runner: str
+    out: OutputDir
+    started: datetime.datetime
+    clock: float
+    tracker: RunLog | None = None
+    lineage: Lineage | None = None
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
+    """Scores the input and commits predictions, errors, the manifest and the report.
+
+    Args:
+        argv: command-line flags (ours and Beam's); sys.argv[1:] when None.
+        test_pipeline: a pipeline to build into instead of a new one (tests).
+
+    Returns:
+        The run's result; raises ConfigError (exit 2), RunFailed (exit 3) or Interrupted.
+    """
+    options = parse_options(list(sys.argv[1:] if argv is None else argv))
+    if _dry_run(options):
+        return _translate_only(options, test_pipeline)
+    job = launch(options)
+    try:
+        result = score(job, test_pipeline)
+        res = finalize(job, result)
+    except BaseException as e:
+        job.out.discard_staging()
+        if job.tracker is not None:
+            job.tracker.abort(
+                "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
+            )
+        raise
+    finally:
+        job.out.release_lock()
+    if job.tracker is not None:
+        report = job.out.join(outdir.REPORT) if res.manifest.get("report") else None
+        res.mlflow_logged = job.tracker.finish(
+            res.manifest, res.profile, res.errors_summary, res.seconds, report
+        )
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def parse_options(argv: list[str]) -> PipelineOptions:
+    """Beam's options from the command line, once nothing on it would be dropped silently: an
+    unknown flag, a word that belongs to no flag (an unquoted glob the shell expanded), a flag
+    given twice."""
+    parser = _parser()
+    _, rest = parser.parse_known_args(argv)
+    for word in rest:
+        if word.startswith("-"):
+            raise ConfigError(f"unknown flag {word.split('=', 1)[0]} (see --help and the README)")
+        raise ConfigError(
+            f"unexpected word {word!r} on the command line: quote a file pattern "
+            "(--input 'dir/*.parquet') so the shell does not expand it into many words"
+        )
+    single = {
+        s
+        for action in parser._actions
+        if not isinstance(action, argparse._AppendAction)
+        for s in action.option_strings
+    }
+    seen: set[str] = set()
+    for word in argv:
+        flag = word.split("=", 1)[0]
+        if flag in single and flag.startswith("--"):
+            if flag in seen:
+                raise ConfigError(f"{flag} is given more than once")
+            seen.add(flag)
+    anonymous_if_emulated()
+    options = PipelineOptions(argv)
+    FileSystems.set_options(options)  # the launcher's own gs:// checks use the same options
+    return options
+
+
+def _parser() -> argparse.ArgumentParser:
+    """A parser of every flag some PipelineOptions subclass defines (ours and Beam's)."""
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     seen: set[type] = set()
     stack = list(PipelineOptions.__subclasses__())
@@ -64,152 +161,146 @@ def _known_flags() -> set[str]:
             cls._add_argparse_args(parser)
         except argparse.ArgumentError:
             continue  # a flag two option classes both define
-    return {s for action in parser._actions for s in action.option_strings}
+    return parser
 
 
-def _check_flags(argv: list[str]) -> None:
-    """Refuses unknown flags: a typo in a nightly job must not be silently ignored."""
-    known = _known_flags()
-    for arg in argv:
-        if arg.startswith("--"):
-            flag = arg.split("=", 1)[0]
-            if flag not in known:
-                raise ConfigError(f"unknown flag {flag} (see --help and the README)")
+def _dry_run(options: PipelineOptions) -> bool:
+    test = options.view_as(TestOptions)
+    dry_run = str(test.dry_run).lower() in ("true", "1", "yes")
+    test.dry_run = dry_run  # Beam takes any non-empty string as true
+    return dry_run
 
 
-def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
-    """Scores the input and commits predictions, errors and the manifest.
+# ---------------------------------------------------------------------------------------------
+# Phase 1: launch
 
-    Args:
-        argv: command-line flags (ours and Beam's); sys.argv[1:] when None.
-        test_pipeline: a pipeline to build into instead of a new one (tests).
 
-    Returns:
-        The run's result; raises ConfigError (exit 2) or RunFailed (exit 3).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    _check_flags(argv)
-    anonymous_if_emulated()
-    options = PipelineOptions(argv)
-    FileSystems.set_options(options)  # the launcher's own gs:// checks use the same options
-    opts = options.view_as(ScoringOptions)
-    standard = options.view_as(StandardOptions)
-    standard.runner = standard.runner or "DirectRunner"
-    runner = standard.runner
+def launch(options: PipelineOptions) -> _Run:
+    """Every check that can be made before scoring (exit 2/3), then DIR's lock."""
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
-    staging_root = None
-    if "Direct" not in runner:  # remote workers cannot read the launcher's temp directory
-        staging_root = options.view_as(GoogleCloudOptions).temp_location
-    dry_run = str(options.view_as(TestOptions).dry_run).lower() in ("true", "1", "yes")
-    options.view_as(TestOptions).dry_run = dry_run  # Beam takes any non-empty string as true
-    if dry_run and "Dataflow" not in runner:
+    runner = _runner(options)
+    decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
+    out = OutputDir(decided.output, decided.spec.run_id)
+    out.acquire_lock()
+    job = _Run(decided, options, runner, out, started, clock)
+    try:
+        if out.taken_over:
+            close_abandoned(out.taken_over, decided.tracking_uri)
+        if decided.mlflow_experiment:  # an unusable server is exit 3 here, before any work
+            job.tracker = RunLog(decided.tracking_uri, decided.mlflow_experiment)
+            job.tracker.start(decided, runner, _workers(options))
+            out.update_lock(
+                mlflow_run_id=job.tracker.run_id, mlflow_tracking_uri=decided.tracking_uri
+            )
+        out.recover()
+        job.lineage = _lineage(decided)
+        if job.lineage is not None:
+            job.lineage.start(lineage_inputs(decided), lineage_outputs(decided))
+    except BaseException:
+        if job.tracker is not None:
+            job.tracker.abort("FAILED")
+        out.release_lock()
+        raise
+    return job
+
+
+def _lineage(decided: Launch) -> Lineage | None:
+    """The run's OpenLineage events, when --openlineage_url or OPENLINEAGE_URL names a server."""
+    spec = decided.spec
+    lineage = Lineage(
+        decided.openlineage_url,
+        job_name_for(decided.output, decided.run_date),
+        spec.run_id,
+        {
+            "uri": spec.model.uri,
+            "version": spec.model.version,
+            "sha256": spec.model.sha256,
+            "run_id": spec.model.run_id or None,
+        },
+        run_date=decided.run_date,
+    )
+    return lineage if lineage.enabled else None
+
+
+# Beyond this many input files, the lineage events name the input pattern, not each file.
+_LINEAGE_MAX_FILES = 1000
+
+
+def lineage_inputs(decided: Launch) -> list[Dataset]:
+    """The input datasets as the launcher matched them."""
+    if len(decided.files) > _LINEAGE_MAX_FILES:
+        return [Dataset(decided.input_pattern, files=len(decided.files))]
+    return [Dataset(f) for f in decided.files]
+
+
+def lineage_outputs(decided: Launch, manifest: dict | None = None) -> list[Dataset]:
+    """The output datasets: the predictions and errors directories and any BigQuery tables,
+    with what was written once the manifest is there."""
+    m = manifest or {}
+    outputs = m.get("outputs", {})
+    counts = m.get("counts", {})
+    datasets = [
+        Dataset(
+            FileSystems.join(decided.output, "predictions"),
+            rows=counts.get("rows_predicted"),
+            files=len(outputs["predictions"]) if "predictions" in outputs else None,
+        ),
+        Dataset(
+            FileSystems.join(decided.output, "errors"),
+            files=len(outputs["errors"]) if "errors" in outputs else None,
+        ),
+    ]
+    for key, sink in (("bigquery", decided.bigquery), ("bigquery_errors", decided.bigquery_errors)):
+        if sink is not None and (manifest is None or m.get(key)):
+            loaded = m.get(key) or {}
+            datasets.append(Dataset(f"bigquery:{sink.table.id}", rows=loaded.get("rows_loaded")))
+    return datasets
+
+
+def lineage_done(decided: Launch, manifest: dict) -> tuple[list[Dataset], list[Dataset]]:
+    """The inputs read (with their rows) and the outputs written, for the COMPLETE event."""
+    files = manifest["inputs"]
+    if len(files) > _LINEAGE_MAX_FILES:
+        inputs = [
+            Dataset(decided.input_pattern, rows=manifest["counts"]["rows_read"], files=len(files))
+        ]
+    else:
+        inputs = [
+            Dataset(f["path"], rows=None if f["failed"] else f["rows_read"], files=1) for f in files
+        ]
+    return inputs, lineage_outputs(decided, manifest)
+
+
+def _runner(options: PipelineOptions) -> str:
+    standard = options.view_as(StandardOptions)
+    standard.runner = standard.runner or "DirectRunner"
+    return standard.runner
+
+
+def _staging_root(options: PipelineOptions, runner: str) -> str | None:
+    """Where remote workers find a staged MLflow model (None: the launcher's disk will do)."""
+    if "Direct" in runner:
+        return None
+    return options.view_as(GoogleCloudOptions).temp_location
+
+
+def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
+    """--dry_run=True: every launch check, then Beam translates the job; nothing is submitted,
+    and DIR is not touched (not even locked)."""
+    runner = _runner(options)
+    if "Dataflow" not in runner:
         raise ConfigError(
             "--dry_run=True translates a Dataflow job; it needs --runner DataflowRunner"
         )
-    launch = prepare(opts, staging_root=staging_root)
-    out = OutputDir(launch.output, launch.spec.run_id)
-    out.check_owned()
-    if dry_run:  # translate and stage nothing, submit nothing; DIR is not touched
-        p = test_pipeline or beam.Pipeline(options=options)
-        build(p, launch.spec, launch.files, out.staging)
-        result = p.run()
-        return ScoringResult(result, {}, 0, launch.output, time.monotonic() - clock, dry_run=True)
-    tracker = None
-    out.acquire_lock()
-    try:
-        if launch.mlflow_experiment:  # an unusable server is exit 3 here, before any work
-            tracker = RunLog(launch.tracking_uri, launch.mlflow_experiment)
-            tracker.start(launch, runner, _workers(options))
-        out.recover()
-        _LOG.info(
-            "run %s: scoring %d %s file(s) matching %s with %s (version %s)",
-            launch.spec.run_id,
-            len(launch.files),
-            launch.spec.input_format,
-            launch.input_pattern,
-            launch.spec.model.uri,
-            launch.spec.model.version,
-        )
-        p = test_pipeline or beam.Pipeline(options=options)
-        build(p, launch.spec, launch.files, out.staging)
-        result = _run_pipeline(p, out)
-        profile = out.read_staged(PROFILE_FILE) if launch.spec.profile else None
-        counts = counts_from(result)
-        _check_reconciled(counts)
-        status = "succeeded"
-        if counts.files_failed or counts.error_rate > launch.max_error_rate:
-            status = "failed"
-        files = out.staged_files()
-        loaded = {}
-        if status == "succeeded":  # BigQuery is loaded only for a succeeded run
-            try:
-                loaded = _load_bigquery(launch, out, files, counts)
-            except RunFailed:  # before the commit: exit 3 with the previous output intact
-                out.discard_staging()
-                raise
-        manifest = build_manifest(
-            launch=launch,
-            counts=counts,
-            status=status,
-            started_at=started.isoformat(),
-            finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
-            runner=runner,
-            output_files={
-                d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")
-            },
-        )
-        manifest["model_load_s_launcher"] = round(launch.model_load_s, 3)
-        if launch.spec.baseline and profile:
-            manifest["drift"] = profile["drift"]
-        manifest.update(loaded)
-        if tracker is not None:
-            manifest["mlflow_run_id"] = tracker.run_id
-        out.commit(manifest, files)
-    except BaseException:
-        if tracker is not None and tracker.run_id:
-            tracker.abort()  # the MLflow run of a run that could not complete is FAILED
-        raise
-    finally:
-        out.release_lock()
-    seconds = time.monotonic() - clock
-    logged = None
-    if tracker is not None:
-        load_s = counts.get("model_load_ms") / 1000 / max(counts.get("model_loads"), 1)
-        logged = tracker.finish(manifest, profile, seconds, load_s)
-    code = 0 if status == "succeeded" else 1
-    return ScoringResult(result, manifest, code, launch.output, seconds, logged)
-
-
-def _load_bigquery(launch, out: OutputDir, files: list[str], counts: Counts) -> dict:
-    """Loads the staged predictions (and errors) into BigQuery in one transaction.
-
-    Returns:
-        The manifest entries (`bigquery`, `bigquery_errors`).
-    """
-    import tempfile
-
-    from pipeline.bigquery import errors_to_parquet, replace_partitions
-
-    def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
-        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
-
-    keys, loads = [], []
-    if launch.bigquery is not None:
-        keys.append("bigquery")
-        loads.append((launch.bigquery, staged("predictions"), counts.rows_predicted))
-    with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
-        if launch.bigquery_errors is not None:
-            table = os.path.join(tmp, "errors.parquet")
-            try:
-                records = errors_to_parquet(staged("errors"), table)
-            except Exception as e:  # noqa: BLE001 - nothing is loaded yet: retryable
-                raise RunFailed(f"could not read the errors output for BigQuery: {e}") from e
-            keys.append("bigquery_errors")
-            loads.append((launch.bigquery_errors, [table] if records else [], records))
-        if not loads:
-            return {}
-        return dict(zip(keys, replace_partitions(loads, launch.run_date, launch.spec.run_id)))
+    clock = time.monotonic()
+    decided = prepare(
+        options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
+    )
+    p = test_pipeline or beam.Pipeline(options=options)
+    build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging)
+    result = p.run()
+    return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
 
 
 def _workers(options: PipelineOptions) -> str:
@@ -221,34 +312,153 @@ def _workers(options: PipelineOptions) -> str:
     return "default"
 
 
-def _run_pipeline(p: beam.Pipeline, out: OutputDir):
-    """Runs the pipeline to the end; any failure discards the staging and is a RunFailed."""
+# ---------------------------------------------------------------------------------------------
+# Phase 2: score
+
+
+def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
+    """Runs the Beam pipeline to the end; any failure is a RunFailed (the old output stays)."""
+    spec = job.launch.spec
+    _LOG.info(
+        "run %s: scoring %s files matching %s with %s (version %s)",
+        spec.run_id,
+        spec.input_format,
+        spec.input_pattern,
+        spec.model.uri,
+        spec.model.version,
+    )
+    if "Direct" in job.runner:  # in-process workers take the launcher's model, not a new load
+        share_with_workers(spec.model.sha256, job.launch.model)
+    p = test_pipeline or beam.Pipeline(options=job.options)
+    build(p, spec, job.out.staging)
+    result = None
     try:
         result = p.run()
         state = result.wait_until_finish()
+    except (KeyboardInterrupt, Interrupted):
+        if result is not None and "Direct" not in job.runner:
+            _cancel(result)
+        raise
     except Exception as e:  # noqa: BLE001 - whatever stopped the run, the old output stays
-        out.discard_staging()
+        if _SIGNALS:  # Beam wraps the interrupt raised inside a bundle
+            raise Interrupted(_SIGNALS[0]) from None
         raise RunFailed(f"the run could not complete: {_cause(e)}") from e
     if state not in (PipelineState.DONE, None):
-        out.discard_staging()
         raise RunFailed(f"the run ended in state {state}")
     return result
 
 
-def _check_reconciled(counts: Counts) -> None:
-    if counts.rows_read != counts.rows_predicted + counts.rows_failed:
-        raise RunFailed(
-            f"counts do not reconcile: read {counts.rows_read} != predicted "
-            f"{counts.rows_predicted} + failed {counts.rows_failed}"
-        )
+def _cancel(result) -> None:
+    """Cancels a remote job the launcher stops waiting for (Dataflow would go on without it)."""
+    try:
+        result.cancel()
+        _LOG.warning("cancelled the job")
+    except Exception as e:  # noqa: BLE001 - say so: the user must cancel it by hand
+        _LOG.error("could not cancel the job, cancel it by hand: %s", one_line(e))
 
 
 def _cause(e: BaseException) -> str:
     """The most specific one-line cause in a (possibly wrapped, multi-line) worker error."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
-    line = causes[-1] if causes else (lines[0] if lines else type(e).__name__)
-    return line[:500]
+    return (causes[-1] if causes else one_line(e, with_type=True))[:500]
+
+
+# ---------------------------------------------------------------------------------------------
+# Phase 3: finalize
+
+
+def finalize(job: _Run, result) -> ScoringResult:
+    """Reconciles the counts, loads BigQuery, and commits the output with its manifest."""
+    launch_, out = job.launch, job.out
+    counts = counts_from(result, out.read_staged(COUNTS_FILE))
+    try:
+        counts.check()
+    except CountsDisagree as e:
+        raise RunFailed(f"the run's counts do not reconcile, nothing was committed: {e}") from e
+    status = "succeeded"
+    if counts.files_failed or counts.error_rate > launch_.max_error_rate:
+        status = "failed"
+    files = out.staged_files()
+    outputs = {d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")}
+    profile = out.read_staged(PROFILE_FILE) or {}
+    errors_summary = out.read_staged(ERRORS_SUMMARY_FILE) or {}
+    extra: dict = {}
+    if launch_.spec.baseline and profile.get("drift"):
+        extra["drift"] = profile["drift"]
+    if job.tracker is not None:
+        extra["mlflow_run_id"] = job.tracker.run_id
+    _check_lock(out)
+    extra.update(_load_bigquery(launch_, out, files, counts, status))
+    seconds = time.monotonic() - job.clock
+    manifest = build_manifest(
+        launch=launch_,
+        counts=counts,
+        status=status,
+        started_at=job.started.isoformat(),
+        finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        seconds=seconds,
+        runner=job.runner,
+        outputs=outputs,
+        extra=extra,
+    )
+    _check_lock(out)
+    out.commit(manifest, files, profile=profile, errors_summary=errors_summary)
+    code = 0 if status == "succeeded" else 1
+    return ScoringResult(
+        result,
+        manifest,
+        code,
+        launch_.output,
+        seconds,
+        errors_summary=errors_summary,
+        profile=profile,
+    )
+
+
+def _check_lock(out: OutputDir) -> None:
+    try:
+        out.check_lock()
+    except LockLost as e:
+        raise RunFailed(f"this run lost the lock of {out.path} ({e}); nothing was committed") from e
+
+
+def _load_bigquery(
+    launch_: Launch, out: OutputDir, files: list[str], counts: Counts, status: str
+) -> dict:
+    """Loads the staged predictions (a succeeded run only) and errors (every run that completed)
+    into BigQuery, in one transaction.
+
+    Returns:
+        The manifest entries (`bigquery`, `bigquery_errors`).
+    """
+    import os
+
+    from pipeline.bigquery import errors_to_parquet, replace_partitions
+
+    def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
+        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
+
+    keys, loads = [], []
+    if launch_.bigquery is not None and status == "succeeded":
+        keys.append("bigquery")
+        loads.append((launch_.bigquery, staged("predictions"), counts.rows_predicted))
+    with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
+        if launch_.bigquery_errors is not None:
+            table = os.path.join(tmp, "errors.parquet")
+            try:
+                records = errors_to_parquet(staged("errors"), table)
+            except Exception as e:  # noqa: BLE001 - nothing is loaded yet: retryable
+                raise RunFailed(f"could not read the errors output for BigQuery: {e}") from e
+            keys.append("bigquery_errors")
+            loads.append((launch_.bigquery_errors, [table] if records else [], records))
+        if not loads:
+            return {}
+        return dict(zip(keys, replace_partitions(loads, launch_.run_date, launch_.spec.run_id)))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a person reads
 
 
 def summary(res: ScoringResult, launch_output: str) -> str:
@@ -263,6 +473,8 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         f"error rate {m['error_rate']:.4%} (max {m['max_error_rate']:.4%}); "
         f"model loaded {m['model_loads']} time(s)",
     ]
+    if not m["inputs"] or not c["rows_read"] and not m["files_failed"]:
+        lines.append(f"  WARNING: no rows: every input file is empty ({len(m['inputs'])} files)")
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
     lines.append(
@@ -272,7 +484,10 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         lines.append(
             f"  errors:      {launch_output}/errors/ ({len(m['outputs']['errors'])} files)"
         )
-        lines.extend(f"    {reason}" for reason in first_reasons(launch_output, m, 3))
+        for group in (res.errors_summary or {}).get("groups", [])[:3]:
+            example = group["examples"][0] if group["examples"] else {}
+            reason = example.get("error", group["reason"])[:200]
+            lines.append(f"    {group['count']:,} x {group['stage']}: {reason}")
     drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
     for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
         lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")
@@ -284,27 +499,53 @@ def summary(res: ScoringResult, launch_output: str) -> str:
                 f"partition {bq['partition']} (replaced)"
             )
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
+    lines.append(f"  report:      {launch_output}/{outdir.REPORT}")
     if m.get("mlflow_run_id"):
         state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"
         lines.append(f"  mlflow run:  {m['mlflow_run_id']} ({state})")
+    if res.lineage_sent is not None:
+        state = f"NOT sent ({', '.join(res.lineage_sent)})" if res.lineage_sent else "sent"
+        lines.append(f"  lineage:     {state}")
     return "\n".join(lines)
 
 
-def first_reasons(output: str, manifest: dict, limit: int) -> list[str]:
-    """The first few error records' stage and reason, for the closing summary."""
-    reasons: list[str] = []
-    for name in manifest["outputs"]["errors"]:
-        with FileSystems.open(FileSystems.join(output, name)) as f:
-            for line in f:
-                record = json.loads(line)
-                reasons.append(f"{record['stage']}: {record['error'][:200]}")
-                if len(reasons) == limit:
-                    return reasons
-    return reasons
+_SIGNALS: list[int] = []  # the stop signals this process received
+
+
+class _QuietAfterSignal(logging.Filter):
+    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_SIGNALS and record.name.startswith("apache_beam"))
+
+
+@contextlib.contextmanager
+def _signals_stop_the_run():
+    """SIGINT (Ctrl-C) and SIGTERM (what schedulers send to stop a task) stop the run: it
+    commits nothing, and exits 128 + the signal's number."""
+
+    def stop(signum, _frame):
+        if not _SIGNALS:
+            _SIGNALS.append(signum)
+            raise Interrupted(signum)
+
+    quiet = _QuietAfterSignal()
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(quiet)
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit code of the contract."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        print(help_text())
+        return 0
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -313,10 +554,30 @@ def main(argv: list[str] | None = None) -> int:
     # With no errors the errors sink has nothing to finalize, which it warns about.
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)
     try:
-        res = run(argv)
+        with _signals_stop_the_run():
+            res = run(argv)
     except (ConfigError, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except (KeyboardInterrupt, Interrupted) as e:
+        code = getattr(e, "exit_code", 128 + signal.SIGINT)
+        reason = str(e) or "interrupted by SIGINT"
+        print(
+            f"error: {reason}; nothing was committed, the previous output is intact",
+            file=sys.stderr,
+        )
+        return code
+    except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
+        with tempfile.NamedTemporaryFile(
+            "w", prefix="beamscore-traceback-", suffix=".txt", delete=False
+        ) as f:
+            traceback.print_exc(file=f)
+        print(
+            f"error: internal error (a bug in beamscore, please report it): "
+            f"{one_line(e, with_type=True)}; traceback in {f.name}; nothing was committed",
+            file=sys.stderr,
+        )
+        return 4
     if res.dry_run:
         job = getattr(res.pipeline_result, "job", None)
         name = job.google_cloud_options.job_name if job is not None else "?"

@@ -11,7 +11,8 @@ import tempfile
 import time
 from typing import Any
 
-from pipeline.errors import RunFailed, one_line
+from models.errors import one_line
+from pipeline.errors import RunFailed
 
 _LOG = logging.getLogger(__name__)
 
@@ -42,9 +43,9 @@ class RunLog:
     reached; everything after it only warns, so scoring results are never lost to MLflow."""
 
     def __init__(self, tracking_uri: str, experiment: str):
-        from models.mlflow_models import _client
+        from models.mlflow_models import client
 
-        self._client = _client(tracking_uri)
+        self._client = client(tracking_uri)
         self._experiment = experiment
         self.run_id: str | None = None
 
@@ -93,11 +94,12 @@ class RunLog:
         return self.run_id
 
     def _log_dataset(self, launch) -> None:
-        from mlflow.data.http_dataset_source import HTTPDatasetSource
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
-        source = HTTPDatasetSource(url=launch.input_pattern)
+        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution).
+        source = resolve_dataset_source(launch.input_pattern)
         dataset = MetaDataset(source=source, name=f"input-{launch.run_date}")
         self._client.log_inputs(
             self.run_id,
@@ -116,10 +118,18 @@ class RunLog:
         self,
         manifest: dict[str, Any],
         profile: dict[str, Any] | None,
+        errors_summary: dict[str, Any] | None,
         seconds: float,
-        model_load_s: float,
+        report: str | None,
     ) -> bool:
         """Logs metrics and artifacts and ends the run (FAILED when the pipeline run failed).
+
+        Args:
+            manifest: the committed manifest.
+            profile: the run's profile (the prediction distribution), if any.
+            errors_summary: the errors in brief, with a sample of the records, if any.
+            seconds: the run's wall time.
+            report: the committed report.html's path, if written.
 
         Returns:
             Whether everything was logged.
@@ -132,10 +142,11 @@ class RunLog:
             "rows_read": c["rows_read"],
             "rows_predicted": c["rows_predicted"],
             "rows_failed": c["rows_failed"],
+            **{f"rows_failed_{stage}": n for stage, n in c["rows_failed_by_stage"].items()},
+            "files_failed": len(manifest["files_failed"]),
             "error_rate": manifest["error_rate"],
             "duration_s": seconds,
             "rows_per_s": c["rows_read"] / seconds if seconds else 0.0,
-            "model_load_s": model_load_s,
             "model_loads": manifest["model_loads"],
         }
         for feature, value in (manifest.get("drift") or {}).items():
@@ -153,7 +164,15 @@ class RunLog:
             for name, data in files.items():
                 with open(os.path.join(tmp, name), "w") as f:
                     json.dump(data, f, indent=2)
-            if profile is not None:
+            sample = (errors_summary or {}).get("sample") or []
+            if sample:
+                with open(os.path.join(tmp, "errors_sample.jsonl"), "w") as f:
+                    f.writelines(json.dumps(record) + "\n" for record in sample)
+            if report:
+                ok &= self._safely(
+                    "copy the report", _copy, report, os.path.join(tmp, "report.html")
+                )
+            if profile:
                 ok &= self._safely(
                     "draw the prediction distribution",
                     _plot,
@@ -165,9 +184,9 @@ class RunLog:
         ok &= self._safely("end the run", self._client.set_terminated, self.run_id, status)
         return ok
 
-    def abort(self) -> None:
-        """Ends the run as FAILED when the pipeline could not complete."""
-        self._safely("end the run", self._client.set_terminated, self.run_id, "FAILED")
+    def abort(self, status: str = "FAILED") -> None:
+        """Ends the run when the pipeline could not complete (FAILED) or was stopped (KILLED)."""
+        self._safely("end the run", self._client.set_terminated, self.run_id, status)
 
     def _safely(self, what: str, fn, *args, **kwargs) -> bool:
         try:
@@ -178,22 +197,56 @@ class RunLog:
         return True
 
 
+def close_abandoned(lock: dict, tracking_uri: str | None) -> None:
+    """Ends, as KILLED, the MLflow run of a run that died holding the output directory's lock
+    (its lock record names the run); best effort, a warning when MLflow cannot be reached."""
+    run_id = lock.get("mlflow_run_id")
+    uri = lock.get("mlflow_tracking_uri") or tracking_uri
+    if not run_id or not uri:
+        return
+    from models.mlflow_models import client
+
+    try:
+        mlflow = client(uri)
+        if mlflow.get_run(run_id).info.status == "RUNNING":
+            mlflow.set_tag(run_id, "beamscore.ended_by", "the next run, which took over its lock")
+            mlflow.set_terminated(run_id, "KILLED")
+            _LOG.warning(
+                "MLflow run %s of dead run %s ended as KILLED", run_id, lock.get("run_id", "?")
+            )
+    except Exception as e:  # noqa: BLE001 - the new run goes on either way
+        _LOG.warning("could not end the MLflow run %s of a dead run: %s", run_id, one_line(e))
+
+
+def _copy(source: str, target: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+
+    with FileSystems.open(source) as fin, open(target, "wb") as fout:
+        fout.write(fin.read())
+
+
 def _plot(profile: dict[str, Any], path: str) -> None:
     """Class counts and the positive-class probability histogram (or what of them exists)."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     hist = profile.get("proba_histogram")
     classes = profile.get("class_counts") or {}
-    panels = [p for p in (classes and "classes", hist and "proba") if p]
+    values = profile.get("prediction_histogram")
+    panels = [p for p in (classes and "classes", hist and "proba", values and "values") if p]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(5 * max(len(panels), 1), 3.5))
     axes = list(axes) if len(panels) > 1 else [axes]
     for ax, panel in zip(axes, panels):
         if panel == "classes":
             ax.bar(list(classes), list(classes.values()))
             ax.set_title("predicted class counts")
+        elif panel == "values":
+            edges = values["edges"]
+            ax.bar(edges[:-1], values["counts"], width=np.diff(edges), align="edge")
+            ax.set_title("histogram of the predictions")
         else:
             width = 1.0 / hist["bins"]
             ax.bar(
