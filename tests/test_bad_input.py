@@ -70,9 +70,16 @@ def test_dirty_csv_rejects_each_bad_row_with_its_reason(tmp_path, models_dir):
     assert "f1" in validate["40"]["error"] and "finite" in validate["40"]["error"]
     assert "f2" in validate["50"]["error"] and "missing" in validate["50"]["error"]
     assert "FAILED" in cli.result.stdout
+    # The summary shows the most frequent reasons, with how many rows each.
     reasons = [ln.strip() for ln in cli.result.stdout.splitlines() if ln.startswith("    ")]
-    assert len(reasons) == 3  # the summary shows the first few reasons
-    assert all(r.split(":")[0] in ("read", "validate") for r in reasons)
+    assert reasons[0] == "2 x read: wrong number of fields: expected 5"
+    assert len(reasons) == 3 and all(" x validate: " in r for r in reasons[1:])
+    # validate errors carry the physical line too, and the row index among parsed records
+    assert {e["record"]["id"]: (e["line"], e["row_index"]) for e in by_stage["validate"]} == {
+        "30": (32, 28),
+        "40": (42, 38),
+        "50": (52, 48),
+    }
 
 
 def test_threshold_lets_a_few_bad_rows_pass(tmp_path, models_dir):
@@ -138,7 +145,7 @@ def test_jsonl_bad_lines(tmp_path, models_dir):
     assert read == {lines[3]: 4, lines[4]: 5}
 
 
-def test_model_raising_on_some_rows_fails_only_those(tmp_path):
+def test_unknown_category_is_a_validate_error_naming_the_feature(tmp_path):
     from sklearn.compose import make_column_transformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -153,7 +160,7 @@ def test_model_raising_on_some_rows_fails_only_those(tmp_path):
         LogisticRegression(),
     ).fit(df[FEATURES + ["color"]], df.f1 > 0)
     joblib.dump(model, tmp_path / "strict.joblib")
-    df.loc[[17, 2500], "color"] = "green"  # unseen category: the encoder raises
+    df.loc[[17, 2500], "color"] = "green"  # unseen category: the encoder would raise
     write_input(df, tmp_path / "in.parquet")
     cli = run_cli(
         "--input",
@@ -167,12 +174,44 @@ def test_model_raising_on_some_rows_fails_only_those(tmp_path):
     )
     assert cli.code == 1
     m = cli.manifest
-    assert m["counts"]["rows_failed_by_stage"] == {"read": 0, "validate": 0, "predict": 2}
+    assert m["counts"]["rows_failed_by_stage"] == {"read": 0, "validate": 2, "predict": 0}
     assert_reconciled(m)
     errors = cli.errors()
     assert sorted(e["record"]["id"] for e in errors) == [17, 2500]
-    assert all("green" in e["error"] for e in errors)
+    assert sorted(e["row_index"] for e in errors) == [17, 2500]
+    assert all(
+        e["error"] == "color: unknown category 'green' (the model knows 'blue', 'red')"
+        for e in errors
+    )
     assert len(cli.predictions()) == 2998
+
+
+def test_model_raising_on_some_rows_fails_only_those(tmp_path):
+    from tests.custom_models import Sentinel
+
+    df = float_rows(3000)
+    joblib.dump(Sentinel().fit(df[FEATURES]), tmp_path / "sentinel.joblib")
+    df.loc[[17, 2500], "f0"] = 999  # the model raises on a batch holding these
+    write_input(df, tmp_path / "in.csv")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        tmp_path / "sentinel.joblib",
+        "--output",
+        tmp_path / "out",
+        "--batch_size",
+        "1000",
+    )
+    assert cli.code == 1
+    m = cli.manifest
+    assert m["counts"]["rows_failed_by_stage"] == {"read": 0, "validate": 0, "predict": 2}
+    assert_reconciled(m)
+    errors = cli.errors()
+    assert sorted((e["row_index"], e["line"]) for e in errors) == [(17, 19), (2500, 2502)]
+    assert all("ValueError: f0 = 999 is a sentinel" in e["error"] for e in errors)
+    preds = cli.predictions().set_index("id").loc[df.id.drop([17, 2500])]
+    np.testing.assert_allclose(preds.prediction, df[FEATURES].drop([17, 2500]).sum(axis=1))
 
 
 def test_unreadable_parquet_file_is_listed_and_others_scored(tmp_path, models_dir):

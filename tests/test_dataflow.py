@@ -77,7 +77,7 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
         for t in job.proto_pipeline.components.transforms.values()
         if t.unique_name and "/" not in t.unique_name
     }
-    expected = {"InputFiles", "SpreadFiles", "ReadParquet", "Validate", "Predict", "AllErrors"}
+    expected = {"PlanInput", "ReadParquet", "Validate", "Predict", "AllErrors", "NumberErrors"}
     assert expected | {"Write"} <= top, top
     leaves = _leaf_names(job.proto_pipeline)
     assert any(name.startswith("Predict") for name in leaves), leaves
@@ -153,6 +153,47 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
     assert scored.returncode == 0, scored.stderr[-3000:]
     manifest = json.loads((tmp_path / "worker-out" / "manifest.json").read_text())
     assert manifest["counts"]["rows_predicted"] == 50
+
+
+def _job_size(pattern: str, tmp_path, name: str) -> int:
+    from pipeline.run import run
+
+    res = run(
+        [
+            "--input",
+            pattern,
+            "--model",
+            str(job_model(tmp_path)),
+            "--output",
+            str(tmp_path / name),
+            *DATAFLOW,
+        ]
+    )
+    return len(res.pipeline_result.job.json())
+
+
+def job_model(tmp_path):
+    import joblib
+    from sklearn.linear_model import LinearRegression
+
+    path = tmp_path / "m.joblib"
+    if not path.exists():
+        df = float_rows(50)
+        joblib.dump(LinearRegression().fit(df[["f0", "f1"]], df.f2), path)
+    return path
+
+
+def test_job_description_does_not_grow_with_the_number_of_files(tmp_path, monkeypatch):
+    """The workers match the input pattern: 10,000 files make the same job as 10."""
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    sizes = {}
+    for name, count in (("in-few", 10), ("in-lot", 10_000)):
+        folder = tmp_path / name
+        write_input(float_rows(5), folder / "part-00000.parquet")
+        for i in range(1, count):
+            (folder / f"part-{i:05d}.parquet").touch()  # empty files are zero rows
+        sizes[count] = _job_size(str(folder / "*.parquet"), tmp_path, f"out-{name}")
+    assert sizes[10_000] <= sizes[10], sizes
 
 
 def test_run_dataflow_sh_dry_run(job_inputs, tmp_path):

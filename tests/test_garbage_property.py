@@ -1,25 +1,32 @@
-"""Property: whatever garbage is mixed into valid CSV or JSON Lines, the run ends with exit 0 or 1,
-never a traceback, and every record is accounted for."""
+"""Property: whatever garbage is mixed into valid CSV or JSON Lines (text, random bytes in any
+encoding, huge records), scored by a model that may return NaN, the run ends with exit 0 or 1,
+never a traceback; every record is accounted for, per file too; every key is written exactly as
+the input spells it (zero-padded ids stay zero-padded); no prediction is NaN."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
+import math
 import os
 import uuid
 
+import joblib
+import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from pipeline.run import main
-from tests.conftest import float_rows
+from tests.conftest import FEATURES, float_rows
 
 pytestmark = pytest.mark.slow
 
-garbage_line = st.one_of(
-    st.text(max_size=60).map(lambda t: t.replace("\r", "")),
+texts = st.one_of(
+    st.text(max_size=60).map(lambda t: t.replace("\r", "").replace("\n", "")),
     st.lists(
         st.one_of(st.floats(allow_nan=True), st.text(max_size=5), st.integers()), max_size=7
     ).map(lambda xs: ",".join(map(str, xs))),
@@ -28,6 +35,35 @@ garbage_line = st.one_of(
         st.one_of(st.floats(), st.text(max_size=4), st.none(), st.booleans()),
     ).map(json.dumps),
 )
+garbage_line = st.one_of(
+    texts.map(lambda t: t.encode("utf-8")),
+    texts.map(lambda t: t.encode("latin-1", errors="replace")),
+    texts.map(lambda t: t.encode("cp1252", errors="replace")),
+    st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+    st.just(b"x" * 70_000),  # a record longer than an error line may be
+)
+
+
+@pytest.fixture(scope="module")
+def nan_model(tmp_path_factory):
+    from tests.custom_models import NanRegressor
+
+    path = tmp_path_factory.mktemp("nan") / "nan.joblib"
+    joblib.dump(NanRegressor().fit(float_rows(50)[FEATURES]), path)
+    return path
+
+
+def input_ids(data: bytes, ext: str) -> set[str]:
+    """Every value the input spells in its id column (first CSV field, or JSON "id")."""
+    text = data.decode("utf-8", errors="replace")
+    if ext == "csv":
+        return {row[0] for row in csv.reader(io.StringIO(text)) if row}
+    ids = set()
+    for line in text.splitlines():
+        with contextlib.suppress(ValueError, AttributeError):
+            value = json.loads(line).get("id")
+            ids.add(value if isinstance(value, str) else json.dumps(value))
+    return ids
 
 
 @settings(
@@ -38,20 +74,25 @@ garbage_line = st.one_of(
 )
 @given(
     ext=st.sampled_from(["csv", "jsonl"]),
+    nan=st.booleans(),
     garbage=st.lists(st.tuples(st.integers(0, 60), garbage_line), min_size=1, max_size=6),
 )
-def test_garbage_never_crashes_and_counts_reconcile(tmp_path, models_dir, ext, garbage):
+def test_garbage_never_crashes_and_counts_reconcile(
+    tmp_path, models_dir, nan_model, ext, nan, garbage
+):
     df = float_rows(60)
+    df["id"] = [f"{i:05d}" for i in df.id]  # keys with leading zeros
     if ext == "csv":
-        header, *lines = df.to_csv(index=False).splitlines()
+        header, *lines = df.to_csv(index=False).encode().splitlines()
     else:
-        header, lines = None, df.to_json(orient="records", lines=True).splitlines()
-    for position, line in sorted(garbage, reverse=True):
+        header, lines = None, df.to_json(orient="records", lines=True).encode().splitlines()
+    for position, line in sorted(garbage, reverse=True, key=lambda g: g[0]):
         lines.insert(position, line)
     run_dir = tmp_path / uuid.uuid4().hex
     run_dir.mkdir()
     path = run_dir / f"in.{ext}"
-    path.write_text("\n".join(([header] if header else []) + lines) + "\n")
+    data = b"\n".join(([header] if header else []) + lines) + b"\n"
+    path.write_bytes(data)
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -60,22 +101,31 @@ def test_garbage_never_crashes_and_counts_reconcile(tmp_path, models_dir, ext, g
                 "--input",
                 str(path),
                 "--model",
-                str(models_dir / "binary.joblib"),
+                str(nan_model if nan else models_dir / "binary.joblib"),
                 "--output",
                 str(run_dir / "out"),
                 "--max_error_rate",
-                "0.5",
+                "1",
             ]
         )
     assert code in (0, 1), err.getvalue()
-    assert "Traceback" not in err.getvalue()
+    assert "Traceback" not in err.getvalue() and "Exception ignored" not in err.getvalue()
     manifest = json.loads((run_dir / "out" / "manifest.json").read_text())
     c = manifest["counts"]
     assert c["rows_read"] == c["rows_predicted"] + c["rows_failed"]
-    assert c["rows_predicted"] <= 60 + len(garbage)
+    for f in manifest["inputs"]:
+        assert f["rows_read"] == f["rows_predicted"] + f["rows_failed"]
     errors = [
         line
         for f in (run_dir / "out" / "errors").glob("*.jsonl")
         for line in f.read_text().split("\n")[:-1]
     ]
     assert len(errors) == c["rows_failed"]
+    files = sorted((run_dir / "out" / "predictions").glob("*.parquet"))
+    if not files:
+        return
+    preds = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    assert len(preds) == c["rows_predicted"]
+    assert str(pq.read_schema(files[0]).field("id").type) == "string"
+    assert set(preds.id) <= input_ids(data, ext)  # each key as the input spells it
+    assert all(math.isfinite(v) for v in preds.prediction.astype(float))

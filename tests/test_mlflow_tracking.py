@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 def model_with_baseline(tmp_path_factory, models_dir):
     """The binary model with a drift baseline beside it (<model>.drift.json), from its training
     distribution."""
-    from transforms.profile import baseline_from_frame
+    from models.baseline import baseline_from_frame
 
     out = tmp_path_factory.mktemp("baseline")
     path = out / "binary.joblib"

@@ -128,16 +128,17 @@ def test_mixed_files_where_one_lacks_a_column(tmp_path, models_dir):
         "--output",
         tmp_path / "out",
         "--max_error_rate",
-        "0.5",
+        "0.6",
     )
     assert cli.code == 0, cli.stderr
     m = cli.manifest
     assert [(i["rows_read"], i["rows_failed"]) for i in m["inputs"]] == [
         (100, 0),
-        (80, 0),
+        (80, 80),  # a key column missing: its rows are rejected, never scored with null keys
         (60, 60),
     ]
     preds = cli.predictions().set_index("id")
-    assert len(preds) == 180
-    assert pd.isna(preds.loc[150].region)  # a missing key column is null, not an error
-    assert preds.loc[5].region == "north"
+    assert len(preds) == 100 and preds.region.notna().all()
+    errors = {e["source"].rsplit("/", 1)[-1]: e for e in cli.errors()}
+    assert errors["b.parquet"]["missing_columns"] == ["region"]
+    assert errors["c.parquet"]["missing_columns"] == ["region", "f1"]

@@ -68,6 +68,8 @@ def test_lineage_on_every_row(tmp_path, models_dir):
     )
     assert cli.code == 0, cli.stderr
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    from sklearn import __version__ as sklearn_version
+
     preds = cli.predictions()
     m = cli.manifest
     assert set(preds.model_uri) == {str(model_path)}
@@ -79,6 +81,9 @@ def test_lineage_on_every_row(tmp_path, models_dir):
         "version": sha[:12],
         "sha256": sha,
         "run_id": None,
+        "library_versions": {
+            "scikit-learn": {"saved": sklearn_version, "running": sklearn_version}
+        },
     }
     assert m["started_at"] <= m["finished_at"]
     assert m["runner"] == "DirectRunner"

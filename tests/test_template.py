@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 
@@ -44,7 +45,22 @@ def test_template_regexes_accept_real_values():
     assert not any(re.fullmatch(rx, "2") for rx in params["max_error_rate"]["regexes"])
 
 
-def test_airflow_example_compiles():
-    import py_compile
+def test_airflow_example_documents_every_variable_it_reads():
+    """The DAG (run for real by scripts/test_airflow.sh) names in its docstring the Variables a
+    deployment sets, exactly those it reads."""
+    source = (ROOT / "examples" / "airflow_dag.py").read_text()
+    read = set(re.findall(r"var\.value\.(?:get\(')?(beamscore_\w+)", source))
+    documented = set(re.findall(r"\bbeamscore_\w+", ast.get_docstring(ast.parse(source))))
+    assert read == documented
+    assert {"beamscore_model", "beamscore_mlflow_tracking_uri", "beamscore_project"} <= read
 
-    py_compile.compile(str(ROOT / "examples" / "airflow_dag.py"), doraise=True)
+
+def test_airflow_requirements_are_the_versions_tested():
+    tested = (ROOT / "tests_airflow" / "constraints.txt").read_text().splitlines()
+    pins = [
+        line
+        for line in (ROOT / "examples" / "requirements-airflow.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert pins and all(re.fullmatch(r"[a-z-]+==[0-9.]+", pin) for pin in pins), pins
+    assert set(pins) <= set(tested)

@@ -2,98 +2,196 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 
 import apache_beam as beam
 import joblib
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-from apache_beam.utils import shared
 
 from models import loading
 from models.introspect import inspect
-from tests.conftest import FEATURES, float_rows, write_input
+from pipeline.graph import COUNTS_FILE, build
+from tests.conftest import FEATURES, float_rows
 from transforms.errors import MAX_RECORD_BYTES, to_json_line
-from transforms.predict import PredictBatches
-from transforms.read import ReadBatches
-from transforms.spec import ERRORS, ScoringSpec
-from transforms.validate import ValidateBatches, cast_column
+from transforms.spec import ERRORS, ScoringSpec, TextFormat
+from transforms.textread import RecordBlocks, split_records
+from transforms.units import PlanInput
+from transforms.validate import cast_column
 
 
-def make_spec(model_path, fmt="csv", allow_missing=frozenset()):
-    import dataclasses
-
+def make_spec(model_path, pattern, output, fmt="csv", batch_size=64, split_bytes=64 << 20):
     ref = loading.resolve(str(model_path))
-    facts = dataclasses.replace(inspect(loading.load(ref)), missing_ok=allow_missing)
+    model, _ = loading.load(ref)
+    facts = dataclasses.replace(inspect(model), missing_ok=frozenset())
     columns = pa.schema([("id", pa.int64())] + [(f, pa.float64()) for f in FEATURES])
     return ScoringSpec(
         run_id="test-run",
         input_format=fmt,
+        input_pattern=str(pattern),
+        output=str(output),
         features=tuple(FEATURES),
         keys=("id",),
         columns=columns,
         model=ref,
         facts=facts,
-        batch_size=64,
+        text=TextFormat(),
+        batch_size=batch_size,
+        split_bytes=split_bytes,
     )
 
 
-def test_read_validate_predict_in_a_test_pipeline(tmp_path, models_dir):
-    df = float_rows(200)
+def dirty_lines(n: int) -> list[str]:
+    """CSV lines (header first) with read and validate errors, quoted newlines and blank lines."""
+    df = float_rows(n)
     lines = df.to_csv(index=False).splitlines()
-    lines[8] = "7,1,2"  # read error
+    lines[8] = "7,1,2"  # read error: too few fields
     lines[9] = "8,oops,1,2,3"  # validate error
-    path = tmp_path / "in.csv"
-    path.write_text("\n".join(lines) + "\n")
-    spec = make_spec(models_dir / "binary.joblib")
-    model = joblib.load(models_dir / "binary.joblib")
-    good = df[~df.id.isin([7, 8])]
-    expected = list(zip(good.id.tolist(), model.predict(good[FEATURES]).tolist()))
+    lines[40] = '39,"0.5",0.1,0.2,"0.3"'  # quoted values
+    lines[77] = ""  # a blank line: skipped, not a record
+    lines[120] = "119,0.1,0.2,0.3,0.4,extra"  # read error: too many fields
+    lines[150] = '149,0.1,"0.2\n",0.3,0.4'  # a quoted newline inside a value: one record
+    return lines
 
+
+def run_graph(spec: ScoringSpec, staging) -> tuple[list, list, dict]:
+    """Runs the whole graph; returns the predictions, the error records and per-file counts."""
     with TestPipeline() as p:
-        read = (
-            p
-            | beam.Create([str(path)])
-            | "Read" >> beam.ParDo(ReadBatches(spec)).with_outputs(ERRORS, main="batches")
-        )
-        valid = read.batches | "Validate" >> beam.ParDo(ValidateBatches(spec)).with_outputs(
-            ERRORS, main="batches"
-        )
-        scored = valid.batches | "Predict" >> beam.ParDo(
-            PredictBatches(spec, shared.Shared())
-        ).with_outputs(ERRORS, main="predictions")
-        rows = scored.predictions | beam.FlatMap(
-            lambda t: zip(t.column("id").to_pylist(), t.column("prediction").to_pylist())
-        )
-        assert_that(rows, equal_to(expected), label="Predictions")
-        assert_that(
-            read[ERRORS] | "ReadStage" >> beam.Map(lambda e: (e["stage"], e["record"])),
-            equal_to([("read", "7,1,2")]),
-            label="ReadErrors",
-        )
-        assert_that(
-            valid[ERRORS] | "ValStage" >> beam.Map(lambda e: (e["stage"], e["record"]["id"])),
-            equal_to([("validate", "8")]),
-            label="ValidateErrors",
-        )
+        build(p, spec, str(staging))
+    predictions = [
+        row
+        for f in sorted((staging / "predictions").glob("*.parquet"))
+        for row in pq.read_table(f).select(["id", "prediction"]).to_pylist()
+    ]
+    errors = [
+        json.loads(line)
+        for f in sorted((staging / "errors").glob("*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
+    counts = json.loads((staging / COUNTS_FILE).read_text())
+    return predictions, errors, counts
 
 
-def test_batches_stay_within_batch_size(tmp_path, models_dir):
-    write_input(float_rows(1000), tmp_path / "in.parquet")
-    spec = make_spec(models_dir / "binary.joblib", fmt="parquet")
+def _key(e: dict) -> tuple:
+    return (e["stage"], e.get("line"), e.get("row_index"), json.dumps(e["record"]), e["error"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_split_reads_equal_whole_reads(tmp_path, models_dir, fmt):
+    """A file read as many work units gives exactly the rows, errors, line numbers, row indexes
+    and counts of the same file read whole."""
+    path = tmp_path / "in" / f"data.{fmt}"
+    path.parent.mkdir()
+    if fmt == "csv":
+        lines = dirty_lines(400)
+        path.write_bytes(("\r\n".join(lines) + "\r\n").encode())
+    elif fmt == "jsonl":
+        rows = float_rows(400).to_dict("records")
+        lines = [json.dumps(r) for r in rows]
+        lines[8] = '{"id": 7, "f0": '  # not JSON
+        lines[9] = '{"id": 8, "f0": "oops", "f1": 1, "f2": 2, "f3": 3}'
+        lines[77] = "   "  # blank
+        lines[120] = "[1, 2]"  # not an object
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        table = pa.Table.from_pandas(float_rows(400), preserve_index=False)
+        pq.write_table(table, path, row_group_size=30)
+    whole = make_spec(models_dir / "binary.joblib", tmp_path / "in" / "*", tmp_path / "o", fmt)
+    split = dataclasses.replace(whole, split_bytes=700, batch_size=16)
+    whole_out = run_graph(whole, tmp_path / "whole")
+    split_out = run_graph(split, tmp_path / "split")
+    assert sorted(map(str, whole_out[0])) == sorted(map(str, split_out[0]))
+    assert sorted(map(_key, whole_out[1])) == sorted(map(_key, split_out[1]))
+    for counts in (whole_out[2], split_out[2]):
+        c = counts[str(path)]
+        assert c["rows_read"] == c["rows_predicted"] + sum(
+            c.get(f"rows_failed_{s}", 0) for s in ("read", "validate", "predict")
+        )
+    drop = {"units"}
+    assert {k: v for k, v in whole_out[2][str(path)].items() if k not in drop} == {
+        k: v for k, v in split_out[2][str(path)].items() if k not in drop
+    }
+    if fmt == "csv":
+        by_line = {e["line"]: e for e in whole_out[1]}
+        text = lines
+        assert by_line[9]["record"] == text[8] and by_line[9]["stage"] == "read"
+        assert by_line[10]["stage"] == "validate" and by_line[10]["row_index"] == 7
+        assert by_line[121]["stage"] == "read" and by_line[121]["record"] == text[120]
+        assert len(split_out[0]) == 400 - 4  # 3 errors... and the blank line was no record
+    assert len(whole_out[1]) == {"csv": 3, "jsonl": 3, "parquet": 0}[fmt]
+
+
+def test_plan_units_cuts_files(tmp_path, models_dir):
+    pq.write_table(
+        pa.Table.from_pandas(float_rows(1000), preserve_index=False),
+        tmp_path / "a.parquet",
+        row_group_size=100,
+    )
+    spec = make_spec(models_dir / "binary.joblib", tmp_path / "*.parquet", tmp_path / "o")
+    spec = dataclasses.replace(spec, input_format="parquet", batch_size=250)
     with TestPipeline() as p:
-        read = (
-            p
-            | beam.Create([str(tmp_path / "in.parquet")])
-            | beam.ParDo(ReadBatches(spec)).with_outputs(ERRORS, main="batches")
-        )
-        sizes = read.batches | beam.Map(lambda c: c.batch.num_rows)
+        units = p | PlanInput(spec)
         assert_that(
-            sizes | beam.combiners.ToList() | beam.Map(lambda s: (max(s), sum(s))),
-            equal_to([(64, 1000)]),
+            units["units"] | beam.Map(lambda u: (u.start, u.stop)),
+            equal_to([(0, 3), (3, 6), (6, 9), (9, 10)]),  # row groups of >= 250 rows each
         )
+
+
+def test_output_directory_is_never_read(tmp_path, models_dir):
+    (tmp_path / "d" / "scores" / "predictions").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pandas(float_rows(10)), tmp_path / "d" / "in.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(float_rows(10)),
+        tmp_path / "d" / "scores" / "predictions" / "part.parquet",
+    )
+    spec = make_spec(models_dir / "binary.joblib", tmp_path / "d" / "**", tmp_path / "d" / "scores")
+    spec = dataclasses.replace(spec, input_format="parquet")
+    with TestPipeline() as p:
+        units = p | PlanInput(spec)
+        assert_that(
+            units["units"] | beam.Map(lambda u: u.path),
+            equal_to([str(tmp_path / "d" / "in.parquet")]),
+        )
+
+
+@pytest.mark.parametrize("block", [5, 64, 1 << 20])
+@pytest.mark.parametrize("cuts", [[0], [0, 50, 51, 52, 200, 333], list(range(0, 600, 37))])
+def test_record_blocks_own_each_record_once(block, cuts):
+    """However a CSV's bytes are cut into units, each record (quoted newlines and all) is read by
+    exactly one unit, and the units' line counts add up to the file's lines."""
+    lines = ["id,a,b"] + [f'{i},"x{i}\ny",{i}' if i % 7 == 0 else f"{i},x,{i}" for i in range(60)]
+    data = ("\r\n".join(lines) + "\r\n").encode()
+    cuts = [c for c in cuts if c < len(data)]
+    bounds = list(zip(cuts, cuts[1:] + [None]))
+    records, newlines = [], 0
+    for index, (start, stop) in enumerate(bounds):
+        in_quotes = data[:start].count(b'"') % 2 == 1
+        blocks = RecordBlocks(
+            io.BytesIO(data[start:]),
+            start,
+            stop,
+            quoted=True,
+            in_quotes=in_quotes,
+            header=index == 0,
+            block_bytes=block,
+        )
+        for b in blocks:
+            for r in split_records(b.data, b.first_line + newlines, (",", 3)):
+                records.append((r.line, b.data[r.start : r.end].decode()))
+        newlines += blocks.newlines
+    expected = []
+    line = 2
+    for text in lines[1:]:
+        expected.append((line, text))
+        line += 1 + text.count("\n")
+    assert records == expected
+    assert newlines == data.count(b"\n")
 
 
 def test_cast_column_isolates_bad_values():
@@ -104,6 +202,11 @@ def test_cast_column_isolates_bad_values():
     assert ints.to_pylist() == [1.0, 2.0, None] and bad is None
     flags, bad = cast_column(pa.array([True, False]), pa.float64())
     assert flags.to_pylist() == [1.0, 0.0] and bad is None
+    big = 1_700_000_000_000_000_001
+    wide, bad = cast_column(pa.array([big, 2**63 - 1]), pa.float64())  # as NumPy casts them
+    assert wide.to_pylist() == [float(big), float(2**63 - 1)] and bad is None
+    unsigned, bad = cast_column(pa.array([2**64 - 1], pa.uint64()), pa.float64())
+    assert unsigned.to_pylist() == [float(2**64 - 1)] and bad is None
 
 
 def test_error_line_never_exceeds_64_kib():
@@ -120,18 +223,22 @@ def test_model_facts(models_dir):
     binary = inspect(joblib.load(models_dir / "binary.joblib"))
     assert binary.features == tuple(FEATURES) and binary.classes == (0, 1)
     assert binary.prediction_type == pa.int64()
+    assert binary.numeric == frozenset(FEATURES)
     multi = inspect(joblib.load(models_dir / "multiclass.pkl"))
     assert multi.proba_columns == ("proba_high", "proba_low", "proba_mid")
     assert multi.prediction_type == pa.string()
     reg = inspect(joblib.load(models_dir / "regressor.joblib"))
     assert reg.classes is None and reg.prediction_type == pa.float64()
     cat = inspect(joblib.load(models_dir / "categorical.joblib"))
-    assert cat.categorical == {"plan": pa.string(), "region": pa.string()}
+    assert {k: v.type for k, v in cat.categorical.items()} == {
+        "plan": pa.string(),
+        "region": pa.string(),
+    }
+    assert set(cat.categorical["plan"].values) == {"basic", "plus", "pro"}
+    assert cat.numeric == frozenset({"tenure_months", "monthly_spend", "support_calls"})
 
 
 def test_bin_counts_match_searchsorted_and_skip_nan():
-    import numpy as np
-
     from transforms.profile import _bin_counts, psi
 
     rng = np.random.default_rng(0)
@@ -146,35 +253,14 @@ def test_bin_counts_match_searchsorted_and_skip_nan():
     assert psi([0.5, 0.5], [90, 10]) > 0.2
 
 
-@pytest.mark.parametrize("block", [3, 7, 64, 1 << 22])
-@pytest.mark.parametrize("ending", ["\n", "\r\n"])
-def test_line_locator_finds_each_rejected_row_across_block_boundaries(
-    tmp_path, monkeypatch, block, ending
-):
-    from transforms.read import _LineLocator
-
-    lines = ["id,a,b"] + [f"{i},{i}.5,x{i}" for i in range(200)]
-    lines[17] = "17,1"  # rejected rows, some with the same text as another
-    lines[18] = '18,"two\nlines",z'  # a valid record over two physical lines
-    lines[90] = "17,1"
-    lines[150] = "7,7.5,x7,extra"
-    lines[199] = "7,7"
-    path = tmp_path / "in.csv"
-    path.write_text(ending.join(lines) + ending, newline="")
-    monkeypatch.setattr(_LineLocator, "_BLOCK", block)
-    # The texts as pyarrow's streaming reader hands them to the invalid-row handler.
-    import pyarrow.csv as pacsv
-
-    texts: list[str] = []
-    options = pacsv.ParseOptions(
-        invalid_row_handler=lambda row: texts.append(row.text) or "skip", newlines_in_values=True
-    )
-    pacsv.open_csv(str(path), parse_options=options).read_all()
-    assert len(texts) == 4  # lines[18] is a valid record with a quoted newline
-    locator = _LineLocator(str(path))
-    # Physical line numbers: each earlier embedded newline adds one. A text that is not in
-    # the file gets None and does not stop the rows after it from being found.
-    wanted = [texts[0], "not in the file", texts[1], texts[2], texts[3], "nor this"]
-    expected = [18, None, 92, 152, 201, None]
-    assert [locator.locate(text) for text in wanted] == expected
-    locator.close()
+def test_errors_numbered_file_wide_in_a_test_pipeline(tmp_path, models_dir):
+    """TestPipeline of the graph: a read error in a later unit gets the file's line number."""
+    lines = dirty_lines(200)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.csv").write_text("\n".join(lines) + "\n")
+    spec = make_spec(models_dir / "binary.joblib", tmp_path / "in" / "*.csv", tmp_path / "o")
+    spec = dataclasses.replace(spec, split_bytes=512)
+    _, errors, _ = run_graph(spec, tmp_path / "staging")
+    read = sorted((e["line"], e["record"]) for e in errors if e["stage"] == "read")
+    assert read == [(9, lines[8]), (121, lines[120])]
+    assert ERRORS == "errors"

@@ -1,0 +1,106 @@
+"""Small fitted estimators that misbehave on purpose, pickled by the tests with joblib.
+
+They live in an importable module (not in a test function) so that the pipeline's own process can
+unpickle them, as it would a user's custom estimator.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+
+class _Fitted(BaseEstimator):
+    """Records the training columns like a scikit-learn estimator fitted on a DataFrame."""
+
+    def fit(self, X, y=None):
+        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        return self
+
+    def _matrix(self, X) -> np.ndarray:
+        return np.asarray(X, dtype=float)
+
+
+class AlwaysRaises(_Fitted, RegressorMixin):
+    """Raises on every prediction."""
+
+    def predict(self, X):
+        raise ValueError("this model is broken for every row")
+
+
+class Sentinel(_Fitted, RegressorMixin):
+    """Predicts the sum of the features, but raises for a batch holding a row whose f0 is 999;
+    appends each call's row count to `calls_file`."""
+
+    def __init__(self, calls_file: str = ""):
+        self.calls_file = calls_file
+
+    def predict(self, X):
+        if self.calls_file:
+            with open(self.calls_file, "a") as f:
+                f.write(f"{len(X)}\n")
+        m = self._matrix(X)
+        if (m[:, 0] == 999).any():
+            raise ValueError("f0 = 999 is a sentinel this model refuses")
+        return m.sum(axis=1)
+
+
+class NanRegressor(_Fitted, RegressorMixin):
+    """Predicts the sum of the features, NaN where f0 < 0 and inf where f0 > 2."""
+
+    def predict(self, X):
+        m = self._matrix(X)
+        out = m.sum(axis=1)
+        out[m[:, 0] < 0] = np.nan
+        out[m[:, 0] > 2] = np.inf
+        return out
+
+
+class NanProbaClassifier(_Fitted, ClassifierMixin):
+    """Two classes; probabilities NaN where f0 < 0."""
+
+    def fit(self, X, y=None):
+        super().fit(X)
+        self.classes_ = np.array(["no", "yes"])
+        return self
+
+    def predict_proba(self, X):
+        m = self._matrix(X)
+        p = 1 / (1 + np.exp(-m[:, 0]))
+        proba = np.column_stack([1 - p, p])
+        proba[m[:, 0] < 0] = np.nan
+        return proba
+
+    def predict(self, X):
+        return self.classes_[np.nan_to_num(self.predict_proba(X)).argmax(axis=1)]
+
+
+class Labeller(_Fitted):
+    """No classes_, no predict_proba: predict returns text labels."""
+
+    def predict(self, X):
+        return np.where(self._matrix(X)[:, 0] > 0, "high", "low")
+
+
+class Slow(_Fitted, RegressorMixin):
+    """Sleeps in every prediction (for interrupting a run mid-way)."""
+
+    def __init__(self, seconds: float = 0.5):
+        self.seconds = seconds
+
+    def predict(self, X):
+        if len(X) > 1:  # the launcher's one-row probes stay fast
+            time.sleep(self.seconds)
+        return self._matrix(X).sum(axis=1)
+
+
+def calls(path: str) -> list[int]:
+    """The batch sizes Sentinel was called with, in order."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [int(line) for line in f]
