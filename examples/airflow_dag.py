@@ -1,39 +1,205 @@
-"""Nightly scoring with Airflow: launch the beamscore Flex Template for the run's date ({{ ds }}).
+"""Nightly beamscore run for Airflow 3: at 03:00 UTC, score the day before on Dataflow.
 
-Set the Airflow variables beamscore_project, beamscore_region, beamscore_bucket and
-beamscore_template (the gs:// path of the built template spec). Exit codes map to task outcomes:
-the Dataflow job fails on exit 3 (retried) and 1/2 (a person must look), see the README.
+The task runs the beamscore launcher, `python -m pipeline.run ... --run_date {{ ds }}`, in a
+subprocess. With the DataflowRunner the launcher submits the job, waits for it and commits the
+output, so the task lasts as long as the job. Everything the launcher prints goes to the task log,
+and its exit code decides the task's outcome:
+
+- 0: success.
+- 3 (the run could not complete: a worker crashed, a service was unreachable; the previous output
+  is intact): an ordinary task failure, so the task's retries (2, 10 minutes apart) apply.
+- 1 (too many rows rejected), 2 (bad configuration or input), or any other code (130 or a
+  signal: interrupted): the task fails at once, without retry, since the same command would end
+  the same way. A person must look: the log says why (the launcher's `error:` line, or its
+  FAILED summary), and for exit 1 DIR/errors/ holds the rejected rows. A Variable missing fails
+  the same way.
+
+Deploy:
+
+1. On every Airflow worker, a beamscore checkout with its virtualenv (running `./run_local.sh`
+   once in it builds `.venv`), and credentials that can launch Dataflow jobs and read the model
+   (application-default credentials).
+2. In the Airflow environment, `pip install -r requirements-airflow.txt` (beside this file);
+   copy this file into the DAGs folder.
+3. Set the Airflow Variables (`airflow variables set NAME VALUE`, or AIRFLOW_VAR_<NAME>):
+
+   - beamscore_home: the beamscore checkout (the launcher's working directory; Dataflow's workers
+     install its setup.py).
+   - beamscore_input_pattern, beamscore_output_dir: the launcher's --input and --output, e.g.
+     `gs://my-bucket/in/{run_date}/*.parquet` and `gs://my-bucket/scores/{run_date}`.
+   - beamscore_model and beamscore_mlflow_tracking_uri: e.g. `models:/churn@champion` and the
+     MLflow server that resolves it (a model file needs no server).
+   - beamscore_project, beamscore_region, beamscore_bucket: the Dataflow project and region, and
+     the bucket for Dataflow's temp and staging files (no gs://).
+   - Optional: beamscore_python (default: <beamscore_home>/.venv/bin/python);
+     beamscore_extra_flags (more launcher flags, e.g. `--max_error_rate 0.001 --max_num_workers
+     8`); beamscore_runner (default DataflowRunner; DirectRunner scores on the Airflow worker
+     itself, without Google Cloud or the three Dataflow Variables: the test runs the DAG so).
+
+A manual run scores its logical date: trigger one with the date to score (again).
 """
 
 from __future__ import annotations
 
 import datetime
+import os
+import shlex
 
-from airflow import DAG
-from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+RETRYABLE = 3  # the launcher's exit code for a run that could not complete
+
+
+class BeamscoreOperator(BaseOperator):
+    """Runs `python -m pipeline.run` and maps its exit code to the task's outcome.
+
+    Every argument but BaseOperator's is templated; an empty one is unset. A required one unset
+    (home, input_pattern, output_dir, model; project, region and bucket for the DataflowRunner)
+    fails the task without retry, as the launcher's exit 2 does.
+
+    Args:
+        home: the beamscore checkout, the launcher's working directory.
+        input_pattern: the launcher's --input.
+        output_dir: the launcher's --output.
+        model: the launcher's --model.
+        run_date: the launcher's --run_date.
+        mlflow_tracking_uri: the launcher's --mlflow_tracking_uri.
+        python: the interpreter of the beamscore install; default: home's .venv.
+        runner: the Beam runner; default DataflowRunner.
+        project: the Dataflow project.
+        region: the Dataflow region.
+        bucket: the bucket for Dataflow's temp and staging files.
+        extra_flags: more launcher flags, as one shell-quoted string.
+        **kwargs: BaseOperator's arguments.
+    """
+
+    template_fields = (
+        "home",
+        "input_pattern",
+        "output_dir",
+        "model",
+        "run_date",
+        "mlflow_tracking_uri",
+        "python",
+        "runner",
+        "project",
+        "region",
+        "bucket",
+        "extra_flags",
+    )
+
+    def __init__(
+        self,
+        *,
+        home: str,
+        input_pattern: str,
+        output_dir: str,
+        model: str,
+        run_date: str,
+        mlflow_tracking_uri: str = "",
+        python: str = "",
+        runner: str = "",
+        project: str = "",
+        region: str = "",
+        bucket: str = "",
+        extra_flags: str = "",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.home = home
+        self.input_pattern = input_pattern
+        self.output_dir = output_dir
+        self.model = model
+        self.run_date = run_date
+        self.mlflow_tracking_uri = mlflow_tracking_uri
+        self.python = python
+        self.runner = runner
+        self.project = project
+        self.region = region
+        self.bucket = bucket
+        self.extra_flags = extra_flags
+        self._hook = SubprocessHook()
+
+    def execute(self, context) -> None:
+        """Runs the launcher to its end; raises unless it exits 0."""
+        runner = self.runner or "DataflowRunner"
+        required = ["home", "input_pattern", "output_dir", "model"]
+        if runner == "DataflowRunner":
+            required += ["project", "region", "bucket"]
+        missing = [name for name in required if not getattr(self, name)]
+        if missing:
+            raise AirflowFailException(f"not set (Variables beamscore_*): {', '.join(missing)}")
+        python = self.python or os.path.join(self.home, ".venv", "bin", "python")
+        argv = [python, "-m", "pipeline.run", "--input", self.input_pattern]
+        argv += ["--output", self.output_dir, "--model", self.model]
+        argv += ["--run_date", self.run_date, "--runner", runner]
+        if self.mlflow_tracking_uri:
+            argv += ["--mlflow_tracking_uri", self.mlflow_tracking_uri]
+        if runner == "DataflowRunner":
+            argv += self._dataflow_flags()
+        argv += shlex.split(self.extra_flags)
+        try:
+            result = self._hook.run_command(argv, cwd=self.home)
+        except OSError as e:  # no such interpreter or directory: configuration, not retried
+            raise AirflowFailException(f"cannot start the beamscore launcher: {e}") from e
+        if result.exit_code == RETRYABLE:
+            raise AirflowException(f"beamscore exited 3 (retried): {result.output}")
+        if result.exit_code != 0:
+            raise AirflowFailException(
+                f"beamscore exited {result.exit_code} (not retried): {result.output}"
+            )
+
+    def _dataflow_flags(self) -> list[str]:
+        launched = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+        return [
+            "--project",
+            self.project,
+            "--region",
+            self.region,
+            "--temp_location",
+            f"gs://{self.bucket}/dataflow/tmp",
+            "--staging_location",
+            f"gs://{self.bucket}/dataflow/staging",
+            "--setup_file",
+            "./setup.py",
+            # Unique per try: a retry must not collide with a job of the same name.
+            "--job_name",
+            f"beamscore-{self.run_date}-{launched}",
+        ]
+
+    def on_kill(self) -> None:
+        """Stops the launcher and its local processes when Airflow stops the task.
+
+        A Dataflow job it already submitted runs on: cancel it with `gcloud dataflow jobs cancel`.
+        """
+        self._hook.send_sigterm()
+
 
 with DAG(
     dag_id="beamscore_nightly",
-    schedule="0 3 * * *",
-    start_date=datetime.datetime(2026, 11, 1),
+    # Data intervals, so that {{ ds }}, the start of the night's interval, is yesterday's date.
+    schedule=CronDataIntervalTimetable("0 3 * * *", timezone="UTC"),
+    start_date=datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC),
     catchup=False,
     default_args={"retries": 2, "retry_delay": datetime.timedelta(minutes=10)},
+    tags=["beamscore"],
+    doc_md=__doc__,
 ) as dag:
-    DataflowStartFlexTemplateOperator(
+    # .get(name, ''): a Variable not set fails the task at once, where a template error is retried.
+    BeamscoreOperator(
         task_id="score",
-        project_id="{{ var.value.beamscore_project }}",
-        location="{{ var.value.beamscore_region }}",
-        body={
-            "launchParameter": {
-                "jobName": "beamscore-{{ ds_nodash }}",
-                "containerSpecGcsPath": "{{ var.value.beamscore_template }}",
-                "parameters": {
-                    "input": "gs://{{ var.value.beamscore_bucket }}/in/{run_date}/*.parquet",
-                    "model": "models:/churn@champion",
-                    "output": "gs://{{ var.value.beamscore_bucket }}/scores/{run_date}",
-                    "run_date": "{{ ds }}",
-                    "max_error_rate": "0.001",
-                },
-            }
-        },
+        home="{{ var.value.get('beamscore_home', '') }}",
+        input_pattern="{{ var.value.get('beamscore_input_pattern', '') }}",
+        output_dir="{{ var.value.get('beamscore_output_dir', '') }}",
+        model="{{ var.value.get('beamscore_model', '') }}",
+        run_date="{{ ds }}",
+        mlflow_tracking_uri="{{ var.value.get('beamscore_mlflow_tracking_uri', '') }}",
+        python="{{ var.value.get('beamscore_python', '') }}",
+        runner="{{ var.value.get('beamscore_runner', '') }}",
+        project="{{ var.value.get('beamscore_project', '') }}",
+        region="{{ var.value.get('beamscore_region', '') }}",
+        bucket="{{ var.value.get('beamscore_bucket', '') }}",
+        extra_flags="{{ var.value.get('beamscore_extra_flags', '') }}",
     )
