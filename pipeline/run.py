@@ -94,14 +94,22 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         result = score(job, test_pipeline)
         res = finalize(job, result)
     except BaseException as e:
+        stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
         job.out.discard_staging()
         if job.tracker is not None:
-            job.tracker.abort(
-                "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
-            )
+            job.tracker.abort("KILLED" if stopped else "FAILED")
+        if job.lineage is not None:
+            inputs = lineage_inputs(job.launch)
+            if stopped:
+                job.lineage.abort(inputs)
+            else:
+                job.lineage.fail(one_line(e, with_type=not isinstance(e, RunFailed)), inputs)
         raise
     finally:
         job.out.release_lock()
+    if job.lineage is not None:
+        job.lineage.complete(*lineage_done(job.launch, res.manifest), res.manifest["status"])
+        res.lineage_sent = list(job.lineage.not_sent)
     if job.tracker is not None:
         report = job.out.join(outdir.REPORT) if res.manifest.get("report") else None
         res.mlflow_logged = job.tracker.finish(

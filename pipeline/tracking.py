@@ -161,6 +161,8 @@ class RunLog:
             files = {"manifest.json": manifest}
             if manifest.get("drift"):
                 files["drift.json"] = manifest["drift"]
+            if profile:
+                files["profile.json"] = profile
             for name, data in files.items():
                 with open(os.path.join(tmp, name), "w") as f:
                     json.dump(data, f, indent=2)

@@ -121,11 +121,26 @@ def test_failed_run_leaves_the_table_as_it_was(tmp_path, models_dir, bigquery_em
     dirty = float_rows(50).astype({"f1": object})
     dirty.loc[3, "f1"] = "oops"  # one bad row: above the default --max_error_rate 0
     bad = write_input(dirty, tmp_path / "bad" / "a.csv")
-    cli = run_cli("--input", bad, "--output", tmp_path / "out2", *args, env=env)
+    errors_table = table.replace(".preds", ".errors")
+    cli = run_cli(
+        "--input",
+        bad,
+        "--output",
+        tmp_path / "out2",
+        *args,
+        "--bigquery_errors_table",
+        errors_table,
+        env=env,
+    )
     assert cli.code == 1, cli.stderr
     assert cli.manifest["status"] == "failed" and "bigquery" not in cli.manifest
     rows = _rows(client, table, "2026-11-24")
     assert len(rows) == 80 and set(rows.run_id) == {_first_run_id(tmp_path / "out1")}
+    # The nights that need it most: a failed run's errors are in the errors table.
+    assert cli.manifest["bigquery_errors"]["rows_loaded"] == 1
+    (error,) = _rows(client, errors_table, "2026-11-24", order="stage").itertuples()
+    assert error.stage == "validate" and json.loads(error.record)["id"] == "3"
+    assert error.run_id == cli.manifest["run_id"]
 
 
 def _first_run_id(out) -> str:

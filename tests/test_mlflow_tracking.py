@@ -32,6 +32,16 @@ def model_with_baseline(tmp_path_factory, models_dir):
     return path
 
 
+def sqlite_store(tmp_path, experiment: str = "nightly") -> str:
+    """A sqlite tracking store whose experiment keeps its artifacts under tmp_path (MLflow's
+    default would be ./mlruns in the working directory: the checkout)."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).create_experiment(experiment, artifact_location=str(tmp_path / "artifacts"))
+    return uri
+
+
 def read_run(uri: str, run_id: str):
     from mlflow import MlflowClient
 
@@ -40,7 +50,7 @@ def read_run(uri: str, run_id: str):
 
 
 def test_run_is_logged_with_metrics_artifacts_and_no_drift(tmp_path, model_with_baseline):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path)
     write_input(float_rows(3000, seed=11), tmp_path / "in.parquet")
     cli = run_cli(
         "--input",
@@ -71,18 +81,24 @@ def test_run_is_logged_with_metrics_artifacts_and_no_drift(tmp_path, model_with_
     assert set(m["drift"]) == set(FEATURES)
     assert all(v < 0.05 for v in m["drift"].values()), m["drift"]
     assert all(metrics[f"psi_{f}"] == pytest.approx(m["drift"][f]) for f in FEATURES)
+    assert {metrics[f"rows_failed_{s}"] for s in ("read", "validate", "predict")} == {0}
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"manifest.json", "prediction_distribution.png", "drift.json"} <= names
+    assert {"manifest.json", "prediction_distribution.png", "drift.json", "report.html"} <= names
+    assert "errors_sample.jsonl" not in names  # no rejected record
     png = client.download_artifacts(run.info.run_id, "prediction_distribution.png", str(tmp_path))
     from PIL import Image
 
     with Image.open(png) as image:
         assert image.format == "PNG" and image.size[0] > 100
-    assert run.inputs.dataset_inputs  # the input logged as an MLflow dataset
+    report = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path / "r"))
+    assert open(report).read() == (tmp_path / "out" / "report.html").read_text()
+    (dataset,) = run.inputs.dataset_inputs  # the input logged as an MLflow dataset
+    assert dataset.dataset.source_type == "local"
+    assert json.loads(dataset.dataset.source)["uri"] == str(tmp_path / "in.parquet")
 
 
 def test_shifted_data_warns_and_a_failed_run_is_failed(tmp_path, model_with_baseline):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    uri = sqlite_store(tmp_path)
     df = float_rows(3000, seed=12)
     df["f0"] = df["f0"] + 2.0  # drifted
     lines = df.to_csv(index=False).splitlines()
@@ -104,9 +120,94 @@ def test_shifted_data_warns_and_a_failed_run_is_failed(tmp_path, model_with_base
     m = cli.manifest
     assert m["drift"]["f0"] > 0.2 and m["drift"]["f1"] < 0.05
     assert "WARNING drift: f0" in cli.result.stdout
-    _, run = read_run(uri, m["mlflow_run_id"])
+    client, run = read_run(uri, m["mlflow_run_id"])
     assert run.info.status == "FAILED"
     assert run.data.metrics["rows_failed"] == 1
+    assert run.data.metrics["rows_failed_read"] == 1
+    assert run.data.metrics["rows_failed_validate"] == run.data.metrics["rows_failed_predict"] == 0
+    sample = client.download_artifacts(run.info.run_id, "errors_sample.jsonl", str(tmp_path))
+    (record,) = [json.loads(line) for line in open(sample)]
+    assert record["record"] == "4,1,2" and record["line"] == 6
+
+
+def test_regressor_distribution_and_a_sample_of_at_most_1000_errors(tmp_path, models_dir):
+    uri = sqlite_store(tmp_path)
+    df = float_rows(3000, seed=4)
+    lines = df.to_csv(index=False).splitlines()
+    for i in range(1, 3001, 2):
+        lines[i] = f"{i - 1},x,0,0,0"  # 1,500 rejected records, every other one
+    (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.csv",
+        "--model",
+        models_dir / "regressor.joblib",
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        uri,
+        "--mlflow_experiment",
+        "nightly",
+        "--max_error_rate",
+        "0.6",
+    )
+    assert cli.code == 0, cli.stderr
+    client, run = read_run(uri, cli.manifest["mlflow_run_id"])
+    assert run.data.metrics["rows_failed_validate"] == 1500
+    sample = client.download_artifacts(run.info.run_id, "errors_sample.jsonl", str(tmp_path))
+    records = [json.loads(line) for line in open(sample)]
+    assert len(records) == 1000 and all(r["stage"] == "validate" for r in records)
+    profile = json.loads(
+        open(client.download_artifacts(run.info.run_id, "profile.json", str(tmp_path))).read()
+    )
+    histogram = profile["prediction_histogram"]
+    assert sum(histogram["counts"]) == 1500 and len(histogram["edges"]) == 31
+    predictions = cli.predictions().prediction
+    assert histogram["min"] == predictions.min() and histogram["max"] == predictions.max()
+
+
+def test_a_killed_run_is_closed_as_killed_by_the_next_run(tmp_path, mlflow_server):
+    import joblib
+
+    from tests import custom_models
+
+    joblib.dump(custom_models.Slow(0.3).fit(float_rows(50)[FEATURES]), tmp_path / "slow.joblib")
+    write_input(float_rows(2000), tmp_path / "in.parquet")
+    run_args = [
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        tmp_path / "slow.joblib",
+        "--output",
+        tmp_path / "out",
+        "--mlflow_tracking_uri",
+        mlflow_server,
+        "--mlflow_experiment",
+        "killed",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.run", *map(str, run_args), "--batch_size", "20"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    lock = tmp_path / "out" / "_lock"
+    deadline = time.monotonic() + 120
+    while "mlflow_run_id" not in (lock.read_text() if lock.exists() else ""):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.1)
+    dead_run = json.loads(lock.read_text())["mlflow_run_id"]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    client, run = read_run(mlflow_server, dead_run)
+    assert run.info.status == "RUNNING"  # nobody closed it: the process is gone
+    cli = run_cli(*run_args, "--batch_size", "1000")
+    assert cli.code == 0, cli.stderr
+    _, run = read_run(mlflow_server, dead_run)
+    assert run.info.status == "KILLED"
+    assert "took over its lock" in run.data.tags["beamscore.ended_by"]
+    _, new = read_run(mlflow_server, cli.manifest["mlflow_run_id"])
+    assert new.info.status == "FINISHED"
 
 
 def test_no_baseline_no_drift_section(tmp_path, models_dir):

@@ -131,7 +131,9 @@ def reason_of(record: dict[str, Any]) -> str:
 
     text = str(record.get("error", ""))
     text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "'…'", text)
-    text = re.sub(r"(?<![\w.])-?\d[\d,.]*(?:e[-+]?\d+)?", "N", text)
+    text = re.sub(r"\[[^\[\]]*\]", "[…]", text)
+    # A number right after "column:" is a value; elsewhere ("expected 5 fields") it is not.
+    text = re.sub(r"(: )-?\d[\d.]*(?:e[-+]?\d+)?", r"\1N", text)
     return text[:300]
 
 
