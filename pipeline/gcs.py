@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from models.errors import is_unreachable, one_line
+from pipeline.errors import ConfigError, RunFailed
 
 # A launch check must answer in seconds: the client's default retries last two minutes.
 CHECK_DEADLINE_S = 15.0
@@ -58,6 +59,17 @@ def check_bucket(url: str) -> None:
         raise BucketMissing(f"cannot list gs://{bucket}: {one_line(e)}") from e
 
 
+def check_flag(url: str, flag: str) -> None:
+    """The bucket of a flag's gs:// location answers: exit 2 when it does not exist or may not
+    be listed, exit 3 when Cloud Storage cannot be reached."""
+    try:
+        check_bucket(url)
+    except BucketMissing as e:
+        raise ConfigError(f"{flag} {url}: {e}") from e
+    except StorageUnreachable as e:
+        raise RunFailed(f"{flag} {url}: {e}") from e
+
+
 def create_exclusive(url: str, data: bytes) -> int | None:
     """Creates gs://bucket/name only if no such object exists (generation precondition 0).
 
@@ -73,19 +85,6 @@ def create_exclusive(url: str, data: bytes) -> int | None:
     except PreconditionFailed:
         return None
     return blob.generation
-
-
-def read_with_generation(url: str) -> tuple[bytes, int] | None:
-    """An object's bytes and generation, or None when it does not exist."""
-    from google.api_core.exceptions import NotFound
-
-    bucket, name = split(url)
-    blob = client().bucket(bucket).blob(name)
-    try:
-        data = blob.download_as_bytes()
-    except NotFound:
-        return None
-    return data, blob.generation
 
 
 def replace_if_generation(url: str, data: bytes, generation: int) -> int | None:

@@ -3,9 +3,8 @@
     pattern -> match -> plan units -> (spread) -> read -> validate -> predict -> write
                                                    \\--------\\----------\\--> errors -> write
 
-Besides the output files, the graph writes small JSON files next to them in the staging
-directory for the launcher: the per-file counts, the profile (drift, prediction distribution)
-and a summary of the errors.
+Besides the output files, the graph writes one JSON file next to them in the staging directory
+for the launcher: the run summary (files written, per-file counts, profile, errors in brief).
 """
 
 from __future__ import annotations
@@ -16,23 +15,19 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
-from transforms.errors import MergeCounts, SummarizeErrors
 from transforms.numbering import NumberedErrors
 from transforms.predict import PredictBatches
-from transforms.profile import MergedProfiles, ProfileFn
+from transforms.profile import ProfileFn
 from transforms.read import ReadUnits
 from transforms.spec import ERRORS, PROFILE, STATS, UNITS, ScoringSpec
+from transforms.summary import SUMMARY_FILE, RunSummary
 from transforms.units import PlanInput
 from transforms.validate import ValidateBatches
 from transforms.write import ERRORS_DIR, PREDICTIONS, WriteOutputs
 
-COUNTS_FILE = "COUNTS.json"
-PROFILE_FILE = "PROFILE.json"
-ERRORS_SUMMARY_FILE = "ERRORS_SUMMARY.json"
 
-
-def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str) -> dict:
-    """Adds plan -> read -> validate -> predict -> write to a pipeline.
+def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str):
+    """Adds plan -> read -> validate -> predict -> write -> summary to a pipeline.
 
     Args:
         p: the pipeline to add to.
@@ -40,7 +35,7 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str) -> dict:
         staging_dir: where this run's files go until the launcher commits them.
 
     Returns:
-        The written file list's PCollection.
+        The PCollection of the run summary's path.
     """
     read_label = (
         f"Read{ {'parquet': 'Parquet', 'csv': 'Csv', 'jsonl': 'JsonLines'}[spec.input_format] }"
@@ -57,29 +52,19 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str) -> dict:
     scored = valid.batches | "Predict" >> beam.ParDo(
         PredictBatches(spec, shared.Shared(), profiler)
     ).with_outputs(ERRORS, PROFILE, STATS, main="predictions")
-    _ = (
-        scored[PROFILE]
-        | "Profile" >> beam.CombineGlobally(MergedProfiles(profiler))
-        | "WriteProfile" >> beam.Map(write_json, staging_dir, PROFILE_FILE)
+    errors = (planned[ERRORS], read[ERRORS], valid[ERRORS], scored[ERRORS]) | "AllErrors" >> (
+        beam.Flatten()
     )
-    _ = (
-        (planned[STATS], read[STATS], valid[STATS], scored[STATS])
-        | "AllCounts" >> beam.Flatten()
-        | "CountsPerFile" >> beam.CombineGlobally(MergeCounts())
-        | "WriteCounts" >> beam.Map(write_json, staging_dir, COUNTS_FILE)
-    )
-    errors = (
-        (planned[ERRORS], read[ERRORS], valid[ERRORS], scored[ERRORS])
-        | "AllErrors" >> beam.Flatten()
-        | "NumberErrors" >> NumberedErrors(read[UNITS])
-    )
-    _ = (
-        errors
-        | "SummarizeErrors" >> beam.CombineGlobally(SummarizeErrors())
-        | "WriteErrorsSummary" >> beam.Map(write_json, staging_dir, ERRORS_SUMMARY_FILE)
-    )
-    return {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
+    if spec.input_format != "parquet":  # a Parquet reader numbers its rows file-wide itself
+        errors = errors | "NumberErrors" >> NumberedErrors(read[UNITS])
+    written = {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
         staging_dir, spec.output_schema
+    )
+    return (
+        (planned[STATS], read[STATS], valid[STATS], scored[STATS], scored[PROFILE], written)
+        | "SummaryParts" >> beam.Flatten()
+        | "Summary" >> beam.CombineGlobally(RunSummary(profiler))
+        | "WriteSummary" >> beam.Map(write_json, staging_dir, SUMMARY_FILE)
     )
 
 

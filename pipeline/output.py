@@ -28,7 +28,6 @@ from apache_beam.io.filesystems import FileSystems
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.manifest import PRODUCER
-from transforms.write import FILE_LIST
 
 _LOG = logging.getLogger(__name__)
 
@@ -104,12 +103,7 @@ def check_usable(path: str) -> None:
         if path.startswith("gs://"):
             from pipeline import gcs
 
-            try:
-                gcs.check_bucket(path)
-            except gcs.BucketMissing as e:
-                raise ConfigError(f"--output {path}: {e}") from e
-            except gcs.StorageUnreachable as e:
-                raise RunFailed(f"--output {path}: {e}") from e
+            gcs.check_flag(path, "--output")
     else:
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"--output {path} is a file, not a directory")
@@ -324,16 +318,12 @@ class OutputDir:
     def discard_staging(self) -> None:
         self._delete_tree(self.staging)
 
-    def staged_files(self) -> list[str]:
-        """The files the run's successful bundles wrote, relative to DIR (predictions/...).
-
-        Only files listed by the pipeline's last step count: a retried bundle's leftovers in
-        the staging directory are never committed.
-        """
-        with FileSystems.open(FileSystems.join(self.staging, FILE_LIST)) as f:
-            listed = json.loads(f.read())
+    def staged_files(self, summary: dict) -> list[str]:
+        """The files the run's successful bundles wrote (as its summary names them), relative to
+        DIR (predictions/...): a retried bundle's leftovers in the staging directory are never
+        committed."""
         prefix = self.staging + "/"
-        return sorted(p.removeprefix(prefix) for p in listed)
+        return sorted(p.removeprefix(prefix) for p in summary["files"])
 
     def read_staged(self, name: str) -> dict | None:
         """A JSON file the pipeline wrote into the staging directory, or None."""

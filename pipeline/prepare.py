@@ -354,7 +354,7 @@ def match_inputs(flags: _Flags) -> _Inputs:
     """Matches --input (without the output directory's files) and samples the first file."""
     pattern = flags.input_pattern
     if pattern.startswith("gs://"):
-        _check_bucket(pattern, "--input")
+        gcs.check_flag(pattern, "--input")
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - a bad pattern or unreachable bucket
@@ -399,16 +399,6 @@ def is_under(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def _check_bucket(url: str, flag: str) -> None:
-    """A gs:// location's bucket answers, in seconds rather than after minutes of retries."""
-    try:
-        gcs.check_bucket(url)
-    except gcs.BucketMissing as e:
-        raise ConfigError(f"{flag} {url}: {e}") from e
-    except gcs.StorageUnreachable as e:
-        raise RunFailed(f"{flag} {url}: {e}") from e
-
-
 def _check_unique_names(names: list[str], path: str) -> None:
     seen = set()
     for name in names:
@@ -424,13 +414,13 @@ def _check_unique_names(names: list[str], path: str) -> None:
 def load_model(flags: _Flags, staging_root: str | None) -> _Model:
     """Resolves, loads and inspects the model; checks the library versions it was saved with."""
     if flags.model_uri.startswith("gs://"):
-        _check_bucket(flags.model_uri, "--model")
+        gcs.check_flag(flags.model_uri, "--model")
     if (
         staging_root
         and staging_root.startswith("gs://")
         and flags.model_uri.startswith(("runs:/", "models:/"))
     ):  # the launcher stages an MLflow model there for the workers
-        _check_bucket(staging_root, "--temp_location")
+        gcs.check_flag(staging_root, "--temp_location")
     try:
         ref = loading.resolve(flags.model_uri, flags.model_sha256, flags.tracking_uri, staging_root)
         start = time.monotonic()

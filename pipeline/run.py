@@ -31,7 +31,7 @@ from apache_beam.runners.runner import PipelineState
 from models.errors import one_line
 from pipeline import output as outdir
 from pipeline.errors import ConfigError, Interrupted, RunFailed
-from pipeline.graph import COUNTS_FILE, ERRORS_SUMMARY_FILE, PROFILE_FILE, build
+from pipeline.graph import build
 from pipeline.lineage import Dataset, Lineage, job_name_for
 from pipeline.manifest import Counts, CountsDisagree, build_manifest, counts_from
 from pipeline.options import ScoringOptions, help_text
@@ -42,6 +42,7 @@ from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
 from transforms.predict import share_with_workers
 from transforms.profile import PSI_WARNING
+from transforms.summary import SUMMARY_FILE
 
 _LOG = logging.getLogger("pipeline")
 
@@ -379,7 +380,10 @@ def _cause(e: BaseException) -> str:
 def finalize(job: _Run, result) -> ScoringResult:
     """Reconciles the counts, loads BigQuery, and commits the output with its manifest."""
     launch_, out = job.launch, job.out
-    counts = counts_from(result, out.read_staged(COUNTS_FILE))
+    run_summary = out.read_staged(SUMMARY_FILE)
+    if run_summary is None:
+        raise RunFailed(f"the run ended without its summary ({SUMMARY_FILE}); nothing committed")
+    counts = counts_from(result, run_summary["counts"])
     try:
         counts.check()
     except CountsDisagree as e:
@@ -387,10 +391,9 @@ def finalize(job: _Run, result) -> ScoringResult:
     status = "succeeded"
     if counts.files_failed or counts.error_rate > launch_.max_error_rate:
         status = "failed"
-    files = out.staged_files()
+    files = out.staged_files(run_summary)
     outputs = {d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")}
-    profile = out.read_staged(PROFILE_FILE) or {}
-    errors_summary = out.read_staged(ERRORS_SUMMARY_FILE) or {}
+    profile, errors_summary = run_summary["profile"], run_summary["errors"]
     extra: dict = {}
     if launch_.spec.baseline and profile.get("drift"):
         extra["drift"] = profile["drift"]

@@ -148,6 +148,7 @@ class RunLog:
             "duration_s": seconds,
             "rows_per_s": c["rows_read"] / seconds if seconds else 0.0,
             "model_loads": manifest["model_loads"],
+            "model_load_s": manifest.get("model_load_s_launcher", 0.0),
         }
         for feature, value in (manifest.get("drift") or {}).items():
             metrics[f"psi_{feature}"] = value

@@ -119,6 +119,11 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> Cli:
     return Cli(result, output)
 
 
+def score(inp, model, out, *more, env: dict | None = None) -> Cli:
+    """The CLI on one input pattern, model and output directory, with more flags."""
+    return run_cli("--input", inp, "--model", model, "--output", out, *more, env=env)
+
+
 def _environment(changes: dict | None) -> dict:
     """os.environ with `changes` applied; a value of None removes the variable."""
     env = {**os.environ, **(changes or {})}

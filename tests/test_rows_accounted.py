@@ -18,13 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests import custom_models
-from tests.conftest import FEATURES, assert_one_line_error, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, assert_one_line_error, float_rows, score, write_input
 
 pytestmark = pytest.mark.slow
-
-
-def score(inp, model, out, *more):
-    return run_cli("--input", inp, "--model", model, "--output", out, *more)
 
 
 def assert_reconciled(m: dict) -> None:

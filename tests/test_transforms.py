@@ -17,10 +17,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from models import loading
 from models.introspect import inspect
-from pipeline.graph import COUNTS_FILE, build
+from pipeline.graph import build
 from tests.conftest import FEATURES, float_rows
 from transforms.errors import MAX_RECORD_BYTES, to_json_line
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
+from transforms.summary import SUMMARY_FILE
 from transforms.textread import RecordBlocks, split_records
 from transforms.units import PlanInput
 from transforms.validate import cast_column
@@ -74,7 +75,7 @@ def run_graph(spec: ScoringSpec, staging) -> tuple[list, list, dict]:
         for f in sorted((staging / "errors").glob("*.jsonl"))
         for line in f.read_text().splitlines()
     ]
-    counts = json.loads((staging / COUNTS_FILE).read_text())
+    counts = json.loads((staging / SUMMARY_FILE).read_text())["counts"]
     return predictions, errors, counts
 
 

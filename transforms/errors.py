@@ -36,7 +36,7 @@ class CountingDoFn(beam.DoFn):
     def finish_bundle(self) -> Iterator[Any]:
         if self._tally:
             tally, self._tally = self._tally, {}
-            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(tally))
+            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(("counts", tally)))
 
     def count(self, name: str, n: int, source: str | None = None) -> None:
         """Adds n to a run-wide counter and, given a source file, to that file's own count."""

@@ -133,7 +133,9 @@ class PredictBatches(CountingDoFn):
         yield from super().finish_bundle()
         if self._profile is not None:
             profile, self._profile = self._profile, None
-            yield beam.pvalue.TaggedOutput(PROFILE, GlobalWindows.windowed_value(profile))
+            yield beam.pvalue.TaggedOutput(
+                PROFILE, GlobalWindows.windowed_value(("profile", profile))
+            )
 
     def process(self, chunk: Chunk) -> Iterator[Any]:
         loaded = self._loaded

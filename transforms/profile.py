@@ -159,29 +159,6 @@ class ProfileFn(beam.CombineFn):
         }
 
 
-class MergedProfiles(beam.CombineFn):
-    """Merges the partial profiles (ProfileFn accumulators) the scoring bundles emit.
-
-    The scoring DoFn fills one ProfileFn accumulator per bundle with its batches, so only small
-    count arrays travel to this combine, never the feature batches themselves.
-    """
-
-    def __init__(self, profiler: ProfileFn):
-        self._profiler = profiler
-
-    def create_accumulator(self) -> dict[str, Any]:
-        return self._profiler.create_accumulator()
-
-    def add_input(self, acc: dict[str, Any], partial: dict[str, Any]) -> dict[str, Any]:
-        return self._profiler.merge_accumulators([acc, partial])
-
-    def merge_accumulators(self, accumulators):
-        return self._profiler.merge_accumulators(accumulators)
-
-    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
-        return self._profiler.extract_output(acc)
-
-
 def _bounded(values: np.ndarray) -> np.ndarray:
     """A sample of at most _SAMPLE_MAX values (every k-th, so it stays spread over the batches)."""
     if len(values) <= _SAMPLE_MAX:

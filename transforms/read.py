@@ -26,6 +26,7 @@ _LOG = logging.getLogger(__name__)
 _PARQUET_BUFFER_BYTES = 1 << 20
 
 
+@beam.typehints.with_output_types(Chunk)
 class ReadUnits(CountingDoFn):
     """Reads one work unit into Chunks of at most spec.batch_size rows.
 
@@ -99,6 +100,8 @@ class ReadUnits(CountingDoFn):
                 raise FileUnreadable(f"cannot open {unit.path} as Parquet: {one_line(e)}") from e
             names = pf.schema_arrow.names
             groups = list(range(unit.start, unit.stop))
+            # Rows are numbered file-wide: the rows of the row groups before this unit's.
+            self._rows = sum(pf.metadata.row_group(g).num_rows for g in range(unit.start))
             rows = sum(pf.metadata.row_group(g).num_rows for g in groups)
             if problem := self._lacks_columns(unit, names, rows):
                 yield problem

@@ -121,22 +121,12 @@ class RecordBlocks:
         while True:
             while len(self._buf) < self._block_bytes and not self._eof:
                 self._more()
-            buf = self._buf
-            ends = self._record_ends(buf)
-            cut, done = None, False
-            if self._stop is not None:
-                after = ends[ends >= self._stop - self._pos]
-                if len(after):
-                    cut, done = int(after[0]) + 1, True
-            if cut is None:
-                if self._eof:
-                    cut, done = len(buf), True
-                elif len(ends):
-                    cut = int(ends[-1]) + 1
+            cut, done = self._cut(self._buf)
             if cut is None:  # one record longer than the buffer: read on
                 self._more()
                 continue
-            data, self._buf, self._pos = buf[:cut], buf[cut:], self._pos + cut
+            data = self._buf[:cut]
+            self._buf, self._pos = self._buf[cut:], self._pos + cut
             if data:
                 newlines = data.count(b"\n")
                 yield Block(data, line)
@@ -144,6 +134,45 @@ class RecordBlocks:
                 self.newlines += newlines
             if done:
                 return
+
+    def _cut(self, buf: bytes) -> tuple[int | None, bool]:
+        """Where to cut the buffer (after a record end; None: no whole record yet) and whether
+        that ends the unit. The buffer starts at a record start."""
+        quoted = self._quoted and buf.find(b'"') >= 0
+        if self._stop is not None and self._stop - self._pos < len(buf):
+            end = self._end_from(buf, max(self._stop - self._pos, 0), quoted)
+            if end is not None:
+                return end + 1, True
+        if self._eof:
+            return len(buf), True
+        end = self._last_end(buf, quoted)
+        return (end + 1 if end is not None else None), False
+
+    @staticmethod
+    def _end_from(buf: bytes, start: int, quoted: bool) -> int | None:
+        """The first record end at or after `start`."""
+        end = buf.find(b"\n", start)
+        if not quoted:
+            return end if end >= 0 else None
+        parity = buf.count(b'"', 0, end) & 1 if end >= 0 else 0
+        while end >= 0 and parity:
+            following = buf.find(b"\n", end + 1)
+            parity ^= buf.count(b'"', end, following if following >= 0 else len(buf)) & 1
+            end = following
+        return end if end >= 0 else None
+
+    @staticmethod
+    def _last_end(buf: bytes, quoted: bool) -> int | None:
+        """The last record end in the buffer."""
+        end = buf.rfind(b"\n")
+        if not quoted:
+            return end if end >= 0 else None
+        parity = buf.count(b'"', 0, end) & 1 if end >= 0 else 0
+        while end >= 0 and parity:
+            previous = buf.rfind(b"\n", 0, end)
+            parity ^= buf.count(b'"', max(previous, 0), end) & 1
+            end = previous
+        return end if end >= 0 else None
 
     def _first_end(self, buf: bytes, parity: int) -> int | None:
         """The index of the first record end in buf, given the quote parity at its start."""
@@ -157,15 +186,6 @@ class RecordBlocks:
             if parity == 0:
                 return nl
             i = nl + 1
-
-    def _record_ends(self, buf: bytes) -> np.ndarray:
-        """Indexes of the line ends in buf that end a record (buf starts at a record start)."""
-        arr = np.frombuffer(buf, dtype=np.uint8)
-        newlines = np.flatnonzero(arr == _NL)
-        if not self._quoted or not len(newlines) or buf.find(b'"') < 0:
-            return newlines
-        quotes = np.flatnonzero(arr == _QUOTE)
-        return newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
 
 
 def count_quotes(stream: Any, length: int, chunk: int = BLOCK_BYTES) -> int:

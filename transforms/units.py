@@ -194,13 +194,15 @@ class PlanInput(beam.PTransform):
             | "PlanUnits"
             >> beam.ParDo(PlanUnits(self._spec)).with_outputs(SCAN, ERRORS, STATS, main="units")
         )
-        csv_split = (
-            planned[SCAN]
-            | "CountQuotes" >> beam.ParDo(CountQuotes())
-            | "QuotesPerFile" >> beam.GroupByKey()
-            | "CutCsv" >> beam.FlatMap(csv_units)
-        )
-        units = (planned.units, csv_split) | "AllUnits" >> beam.Flatten()
+        units = planned.units
+        if self._spec.input_format == "csv":
+            csv_split = (
+                planned[SCAN]
+                | "CountQuotes" >> beam.ParDo(CountQuotes())
+                | "QuotesPerFile" >> beam.GroupByKey()
+                | "CutCsv" >> beam.FlatMap(csv_units)
+            )
+            units = (units, csv_split) | "AllUnits" >> beam.Flatten()
         return {
             "units": units | "SpreadUnits" >> beam.Reshuffle(),
             ERRORS: planned[ERRORS],

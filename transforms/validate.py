@@ -90,6 +90,7 @@ def _not_numbers(values: pa.Array) -> np.ndarray:
     return _mask(pc.invert(numbers))
 
 
+@beam.typehints.with_output_types(Chunk)
 class ValidateBatches(CountingDoFn):
     """Casts Chunks to the launch-time schema and rejects rows the model cannot take.
 

@@ -1,14 +1,13 @@
 """Writing predictions (Parquet, explicit schema) and error records (JSON Lines) to staging.
 
 Each bundle streams its rows into one file of its own under the staging directory, named
-uniquely, so a retried bundle never collides with another. Only files whose bundle succeeded
-are listed in `FILES.json`, and only those are committed by the launcher: a failed attempt's
-leftovers are never published.
+uniquely, so a retried bundle never collides with another. A bundle that succeeded names its file
+in its `("files", [path])` part of the run summary (transforms.summary); only files named there
+are committed by the launcher: a failed attempt's leftovers are never published.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,11 +20,10 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.emulators import anonymous_if_emulated
-from transforms.errors import to_json_line
+from transforms.errors import SummarizeErrors, to_json_line
 
 PREDICTIONS = "predictions"
 ERRORS_DIR = "errors"
-FILE_LIST = "FILES.json"
 
 
 class _BundleFileWriter(beam.DoFn):
@@ -51,7 +49,7 @@ class _BundleFileWriter(beam.DoFn):
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if self._path is not None:
             self._close()
-            yield WindowedValue(self._path, MIN_TIMESTAMP, [GlobalWindow()])
+            yield WindowedValue(("files", [self._path]), MIN_TIMESTAMP, [GlobalWindow()])
             self._path = None
 
     def _close(self) -> None:
@@ -90,34 +88,40 @@ class WriteParquetFiles(_BundleFileWriter):
 
 
 class WriteJsonLinesFiles(_BundleFileWriter):
-    """Writes error records as JSON Lines, one file per bundle that has any."""
+    """Writes error records as JSON Lines, one file per bundle that has any, and sums them up
+    (reasons, counts, examples) for the run summary as it goes."""
 
     def __init__(self, directory: str):
         super().__init__(directory, ".jsonl")
         self._file = None
+        self._summary = SummarizeErrors()
+        self._brief: Any = None
 
     def process(self, record: dict[str, Any]) -> None:
         if self._file is None:
             self._file = FileSystems.create(self._new_path(), mime_type="application/x-ndjson")
+            self._brief = self._summary.create_accumulator()
+        record.pop("_unit", None)  # the unit a record came from, of use only for numbering
         self._file.write(to_json_line(record).encode() + b"\n")
+        self._brief = self._summary.add_input(self._brief, record)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        brief, self._brief = self._brief, None
+        yield from super().finish_bundle()
+        if brief is not None:
+            yield WindowedValue(("errors", brief), MIN_TIMESTAMP, [GlobalWindow()])
 
     def _close(self) -> None:
         self._file.close()
         self._file = None
 
 
-def _write_file_list(paths: list[str], staging_dir: str) -> str:
-    target = FileSystems.join(staging_dir, FILE_LIST)
-    with FileSystems.create(target, mime_type="application/json") as f:
-        f.write(json.dumps(sorted(paths)).encode())
-    return target
-
-
 class WriteOutputs(beam.PTransform):
-    """Writes a run's predictions and errors under a staging directory, and lists them.
+    """Writes a run's predictions and errors under a staging directory.
 
     Takes a dict of PCollections: `predictions` (Arrow tables in `schema`) and `errors`
-    (error-record dicts). Returns the PCollection of the file list's path.
+    (error-record dicts). Returns the writers' parts of the run summary: the files they wrote,
+    and the errors in brief.
     """
 
     def __init__(self, staging_dir: str, schema: pa.Schema):
@@ -133,9 +137,4 @@ class WriteOutputs(beam.PTransform):
         errors = pcolls[ERRORS_DIR] | "WriteErrors" >> beam.ParDo(
             WriteJsonLinesFiles(join(self._staging, ERRORS_DIR))
         )
-        return (
-            (predictions, errors)
-            | "AllFiles" >> beam.Flatten()
-            | "CollectFiles" >> beam.combiners.ToList()
-            | "ListFiles" >> beam.Map(_write_file_list, self._staging)
-        )
+        return (predictions, errors) | "WrittenParts" >> beam.Flatten()
