@@ -91,6 +91,20 @@ def write_csv_set(source: Path, directory: Path) -> None:
         pacsv.write_csv(pq.read_table(src), dst, _CSV_OPTIONS)
 
 
+def write_jsonl_set(source: Path, directory: Path) -> None:
+    """The Parquet files of `source` as JSON Lines files (one object per line)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(_part_paths(source, "parquet"), _part_paths(directory, "jsonl")):
+        pq.read_table(src).to_pandas().to_json(dst, orient="records", lines=True)
+
+
+def write_one_file(source: Path, path: Path, row_group: int) -> None:
+    """Every row of `source`'s Parquet files in one file of row groups of `row_group` rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tables = [pq.read_table(p) for p in _part_paths(source, "parquet")]
+    pq.write_table(pa.concat_tables(tables), path, row_group_size=row_group)
+
+
 def write_one_row(path: Path) -> None:
     """A single-row Parquet file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,6 +206,8 @@ def write_registry(out: Path) -> None:
     frame = pd.DataFrame(draw_features(np.random.default_rng(9), 1000), columns=FEATURES)
     signature = infer_signature(frame, model.predict(frame))
     mlflow.set_tracking_uri(f"sqlite:///{out / 'mlflow.db'}")
+    # Artifacts beside the registry, not in ./mlruns of whatever directory this runs in.
+    mlflow.create_experiment("bench", artifact_location=str(out / "mlartifacts"))
     mlflow.set_experiment("bench")
     with mlflow.start_run():
         mlflow.sklearn.log_model(
@@ -227,12 +243,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     rows1m, rows4m = out / "rows1m", out / "rows4m"
-    csv1m, dirty = out / "csv1m", out / "csv1m_dirty"
+    csv1m, dirty, jsonl1m = out / "csv1m", out / "csv1m_dirty", out / "jsonl1m"
     one_row = out / "one_row" / "part-00000.parquet"
+    one_file = out / "rows4m_one" / "rows.parquet"
     _step(_part_paths(rows1m, "parquet"), lambda: write_parquet_set(rows1m, 1, 1_000_000))
     _step(_part_paths(rows4m, "parquet"), lambda: write_parquet_set(rows4m, 4, 4_000_000))
     _step(_part_paths(csv1m, "csv"), lambda: write_csv_set(rows1m, csv1m))
     _step(_part_paths(dirty, "csv"), lambda: write_dirty_csv_set(csv1m, dirty, 7))
+    _step(_part_paths(jsonl1m, "jsonl"), lambda: write_jsonl_set(rows1m, jsonl1m))
+    # rows4m's rows in one file of 32 row groups: a night that arrives as one big export.
+    _step([one_file], lambda: write_one_file(rows4m, one_file, 125_000))
     _step([one_row], lambda: write_one_row(one_row))
     for name, poison in (("rows1m_color", False), ("rows1m_poison", True)):
         target = out / name

@@ -1,7 +1,7 @@
 """Baseline with no framework: score the files of a pattern one after another with pyarrow.
 
 Usage: python bench/plain_loop.py --input 'DIR/*.parquet' --model MODEL --output DIR
-(.csv inputs are read with pyarrow.csv.read_csv).
+(.csv inputs are read with pyarrow.csv.read_csv, .jsonl inputs with pyarrow.json.read_json).
 """
 
 from __future__ import annotations
@@ -14,12 +14,17 @@ from pathlib import Path
 import joblib
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 
 def read(path: str) -> pa.Table:
-    """The file as an Arrow table: CSV for .csv, Parquet otherwise."""
-    return pacsv.read_csv(path) if path.endswith(".csv") else pq.read_table(path)
+    """The file as an Arrow table: CSV for .csv, JSON Lines for .jsonl, Parquet otherwise."""
+    if path.endswith(".csv"):
+        return pacsv.read_csv(path)
+    if path.endswith(".jsonl"):
+        return pajson.read_json(path)
+    return pq.read_table(path)
 
 
 def score(table: pa.Table, model, features: list[str]) -> pa.Table:

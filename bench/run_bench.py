@@ -83,12 +83,20 @@ class Ratio:
     metric: str = "wall"  # or "rss"
 
     def value(self, results: dict[str, Result]) -> float | None:
-        """The ratio, None when either case is missing or failed."""
-        num, den = results.get(self.numerator), results.get(self.denominator)
-        if num is None or den is None:
-            return None
-        a, b = getattr(num, self.metric), getattr(den, self.metric)
+        """The ratio, None when a case is missing or failed.
+
+        A name "a-b" stands for the difference of two cases' values (the cost of the rows one
+        case has more than the other).
+        """
+        a, b = self._get(results, self.numerator), self._get(results, self.denominator)
         return a / b if a is not None and b else None
+
+    def _get(self, results: dict[str, Result], name: str) -> float | None:
+        names = name.split("-")
+        values = [getattr(results[n], self.metric) if n in results else None for n in names]
+        if any(v is None for v in values):
+            return None
+        return values[0] - sum(values[1:])
 
     def verdict(self, value: float | None) -> str:
         """met / not met / n/a."""
@@ -149,6 +157,8 @@ def build_cases(data: Path) -> list[Case]:
             ]
     rows1m = _rel(data / "rows1m" / "*.parquet")
     csv1m = _rel(data / "csv1m" / "*.csv")
+    jsonl1m = _rel(data / "jsonl1m" / "*.jsonl")
+    one_file = _rel(data / "rows4m_one" / "rows.parquet")
     dirty = _rel(data / "csv1m_dirty" / "*.csv")
     one_row = _rel(data / "one_row" / "*.parquet")
     color = _rel(data / "rows1m_color" / "*.parquet")
@@ -184,7 +194,7 @@ def build_cases(data: Path) -> list[Case]:
         ),
         Case(
             "project_strict_poison_1m",
-            "the same with one row of an unseen category: the model raises on it (exit 1)",
+            "the same with one row of an unseen category: a validate error (exit 1)",
             project(poison, "strict"),
             1_000_000,
             poison,
@@ -210,6 +220,50 @@ def build_cases(data: Path) -> list[Case]:
             script("plain_loop.py", csv1m, "light"),
             1_000_000,
             csv1m,
+        ),
+        Case(
+            "project_jsonl_light_1m",
+            "pipeline.run on 1M rows in 8 JSON Lines files, light",
+            project(jsonl1m, "light"),
+            1_000_000,
+            jsonl1m,
+        ),
+        Case(
+            "plain_jsonl_light_1m",
+            "plain_loop.py with pyarrow.json.read_json, light",
+            script("plain_loop.py", jsonl1m, "light"),
+            1_000_000,
+            jsonl1m,
+        ),
+        Case(
+            "project_onefile_2workers_light_4m",
+            "pipeline.run on rows4m as ONE Parquet file of 32 row groups, 2 worker threads",
+            project(
+                one_file,
+                "light",
+                "--direct_num_workers",
+                "2",
+                "--direct_running_mode",
+                "multi_threading",
+            ),
+            4_000_000,
+            one_file,
+            True,
+        ),
+        Case(
+            "project_2processes_light_4m",
+            "pipeline.run on rows4m (8 files), 2 worker processes (multi_processing)",
+            project(
+                _rel(data / "rows4m" / "*.parquet"),
+                "light",
+                "--direct_num_workers",
+                "2",
+                "--direct_running_mode",
+                "multi_processing",
+            ),
+            4_000_000,
+            _rel(data / "rows4m" / "*.parquet"),
+            True,
         ),
         Case(
             "project_dirty_csv_light_1m",
@@ -246,8 +300,39 @@ RATIOS = [
             ("heavy", "1m", 1.2),
         )
     ),
-    Ratio("runinference/project light 1M", "runinference_light_1m", "project_light_1m", ">=", 6),
+    *(
+        Ratio(
+            f"per extra row (4M - 1M), project/plain {m}",
+            f"project_{m}_4m-project_{m}_1m",
+            f"plain_{m}_4m-plain_{m}_1m",
+            "<=",
+            1.0,
+        )
+        for m in ("light", "heavy")
+    ),
+    Ratio("runinference/project light 1M", "runinference_light_1m", "project_light_1m", ">=", 8),
     Ratio("CSV project/plain pyarrow.csv", "project_csv_light_1m", "plain_csv_light_1m", "<=", 1.5),
+    Ratio(
+        "JSON Lines project/plain pyarrow.json",
+        "project_jsonl_light_1m",
+        "plain_jsonl_light_1m",
+        "<=",
+        1.5,
+    ),
+    Ratio(
+        "one 4M file (32 row groups) on 2 workers / 8 files on 1 worker",
+        "project_onefile_2workers_light_4m",
+        "project_light_4m",
+        "<=",
+        1.0,
+    ),
+    Ratio(
+        "2 worker processes / 1 worker, light 4M",
+        "project_2processes_light_4m",
+        "project_light_4m",
+        "",
+        0,
+    ),
     Ratio(
         "dirty/clean CSV (project)", "project_dirty_csv_light_1m", "project_csv_light_1m", "<=", 1.3
     ),
@@ -258,7 +343,7 @@ RATIOS = [
     ),
     Ratio("MLflow pyfunc-only/joblib file", "project_mlflow_pyfunc_1m", "project_light_1m", "", 0),
     Ratio(
-        "one poison row/clean (predict stage)",
+        "one unseen category/clean (a validate error)",
         "project_strict_poison_1m",
         "project_strict_clean_1m",
         "<=",

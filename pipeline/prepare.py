@@ -29,7 +29,7 @@ from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import ScoringOptions
 from transforms.read import hinted
-from transforms.sources import FORMATS, FileUnreadable, format_of, sample
+from transforms.sources import FORMATS, FileUnreadable, Outputs, format_of, sample
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
 from transforms.validate import cast_column
 
@@ -362,17 +362,22 @@ def match_inputs(flags: _Flags) -> _Inputs:
             raise RunFailed(f"cannot list --input {pattern}: {one_line(e)}") from e
         raise ConfigError(f"cannot list --input {pattern}: {one_line(e)}") from e
     every = sorted(m.path for m in matched if not m.path.endswith("/"))
-    own = [f for f in every if is_under(f, flags.output)]
-    files = tuple(f for f in every if f not in own)
+    outputs = Outputs(flags.output)
+    skipped = [f for f in every if outputs.holds(f)]
+    files = tuple(f for f in every if f not in set(skipped))
     if not every:
         raise ConfigError(f"no input file matches {pattern}")
     if not files:
         raise ConfigError(
-            f"every file matching {pattern} lies under --output {flags.output}; a run never "
-            "reads its own output"
+            f"every file matching {pattern} lies under --output {flags.output} or another "
+            "output directory of this tool; a run never reads its own output"
         )
-    if own:
-        _LOG.info("not reading %d file(s) under the output directory %s", len(own), flags.output)
+    if skipped:
+        _LOG.info(
+            "not reading %d file(s) of output directories (this run's %s, or earlier runs')",
+            len(skipped),
+            flags.output,
+        )
     fmt = flags.input_format or format_of(pattern) or format_of(files[0])
     if fmt not in FORMATS:
         raise ConfigError(
@@ -392,11 +397,6 @@ def match_inputs(flags: _Flags) -> _Inputs:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
     return _Inputs(files, fmt, None, None)
-
-
-def is_under(path: str, directory: str) -> bool:
-    """Whether a path lies in a directory (or is it)."""
-    return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
 def _check_unique_names(names: list[str], path: str) -> None:

@@ -206,9 +206,11 @@ def launch(options: PipelineOptions) -> _Run:
         job.lineage = _lineage(decided)
         if job.lineage is not None:
             job.lineage.start(lineage_inputs(decided), lineage_outputs(decided))
-    except BaseException:
+    except BaseException as e:
         if job.tracker is not None:
-            job.tracker.abort("FAILED")
+            job.tracker.abort(
+                "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
+            )
         out.release_lock()
         raise
     return job

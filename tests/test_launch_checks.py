@@ -98,6 +98,21 @@ def test_output_inside_the_input_pattern_is_never_read(tmp_path, models_dir):
         )
     )
     assert_one_line_error(only_output, "lies under --output", "never reads its own output")
+    # Nightly outputs beside the input: one night's predictions are not the next night's input.
+    nightly = args(
+        tmp_path / "d" / "**" / "*.parquet",
+        models_dir / "binary.joblib",
+        tmp_path / "d" / "nightly" / "{run_date}",
+    )
+    for day in ("2026-11-24", "2026-11-25"):
+        cli = run_cli(*nightly, "--run_date", day)
+        assert cli.code == 0, cli.stderr
+        manifest = json.loads((tmp_path / "d" / "nightly" / day / "manifest.json").read_text())
+        assert manifest["counts"]["rows_read"] == 2000
+        assert {Path(i["path"]).name for i in manifest["inputs"]} == {
+            "p0.parquet",
+            "p1.parquet",
+        }
 
 
 def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys(

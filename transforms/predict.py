@@ -77,6 +77,7 @@ class _Failed(Exception):
         self.message = message
 
 
+@beam.typehints.with_output_types(pa.Table)
 class PredictBatches(CountingDoFn):
     """Predicts each Chunk in one call; adds proba_<class> columns, keys and lineage.
 

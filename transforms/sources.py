@@ -108,6 +108,46 @@ class _Reader:
         self.closed = True
 
 
+class Outputs:
+    """Recognises the files of beamscore output directories: this run's own (never read), and
+    an earlier run's under the input pattern (a night's predictions are not the next night's
+    input). A directory is one when it holds a manifest.json this tool wrote; answers are
+    cached per directory, so many files cost a few lookups."""
+
+    _DEPTH = 4  # DIR/_staging/<run>/predictions/part-x.parquet
+
+    def __init__(self, own: str):
+        self._own = own.rstrip("/")
+        self._known: dict[str, bool] = {}
+
+    def holds(self, path: str) -> bool:
+        """Whether a file lies in this run's output directory or in another beamscore output."""
+        if path == self._own or path.startswith(self._own + "/"):
+            return True
+        directory = path
+        for _ in range(self._DEPTH):
+            directory = directory.rpartition("/")[0]
+            if not directory or directory.endswith(":/") or directory.endswith(":"):
+                return False
+            if self._is_output(directory):
+                return True
+        return False
+
+    def _is_output(self, directory: str) -> bool:
+        if directory not in self._known:
+            manifest = FileSystems.join(directory, "manifest.json")
+            found = False
+            try:
+                if FileSystems.exists(manifest):
+                    with FileSystems.open(manifest) as f:
+                        head = f.read(4096)
+                    found = b'"producer": "beamscore"' in head
+            except Exception:  # noqa: BLE001 - an unreadable manifest: not ours to skip
+                found = False
+            self._known[directory] = found
+        return self._known[directory]
+
+
 def is_splittable(path: str) -> bool:
     """Whether byte ranges of a file can be read on their own (not compressed)."""
     return compression_of(path) == CompressionTypes.UNCOMPRESSED

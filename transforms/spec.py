@@ -122,7 +122,31 @@ class ChunkCoder(beam.coders.Coder):
         return Chunk
 
 
+class TableCoder(beam.coders.Coder):
+    """How a table of predictions crosses a stage boundary (Arrow IPC), and its size for Beam's
+    element sampling (the table's own, without encoding it)."""
+
+    def encode(self, value: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, value.schema) as writer:
+            writer.write_table(value)
+        return sink.getvalue().to_pybytes()
+
+    def decode(self, encoded: bytes) -> pa.Table:
+        return pa.ipc.open_stream(encoded).read_all()
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def estimate_size(self, value: pa.Table) -> int:
+        return value.nbytes
+
+    def to_type_hint(self):
+        return pa.Table
+
+
 beam.coders.registry.register_coder(Chunk, ChunkCoder)
+beam.coders.registry.register_coder(pa.Table, TableCoder)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
 from transforms.sources import (
     FileUnreadable,
+    Outputs,
     is_splittable,
     open_input,
     open_raw,
@@ -52,14 +53,27 @@ class MatchInput(beam.PTransform):
         self._spec = spec
 
     def expand(self, pbegin):
-        output = self._spec.output.rstrip("/") + "/"
         return (
             pbegin
             | "Pattern" >> beam.Create([self._spec.input_pattern])
             | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-            | "NotOwnOutput"
-            >> beam.Filter(lambda m: not m.path.startswith(output) and not m.path.endswith("/"))
+            | "NotAnOutput" >> beam.ParDo(_NotAnOutput(self._spec.output))
         )
+
+
+class _NotAnOutput(beam.DoFn):
+    """Drops directory entries and the files of beamscore output directories."""
+
+    def __init__(self, output: str):
+        self._output = output
+
+    def setup(self) -> None:
+        anonymous_if_emulated()
+        self._outputs = Outputs(self._output)
+
+    def process(self, meta: FileMetadata) -> Iterator[FileMetadata]:
+        if not meta.path.endswith("/") and not self._outputs.holds(meta.path):
+            yield meta
 
 
 class PlanUnits(CountingDoFn):
