@@ -52,6 +52,21 @@ def library_of(model: Any) -> str | None:
     return None
 
 
+def required_extras(model: Any) -> tuple[str, ...]:
+    """The beamscore extras a loaded model needs, in order: its own library's, and those of the
+    boosters nested in a scikit-learn Pipeline or ColumnTransformer (an XGBClassifier step)."""
+    found = set()
+    stack = [model]
+    while stack:
+        obj = stack.pop()
+        library = obj.library if isinstance(obj, BoosterModel) else library_of(obj)
+        if library:
+            found.add(EXTRAS[library])
+        stack.extend(step for _, step in getattr(obj, "steps", ()))
+        stack.extend(t for _, t, _ in getattr(obj, "transformers_", ()) if not isinstance(t, str))
+    return tuple(sorted(found))
+
+
 def wrap(model: Any) -> Any:
     """The model as the pipeline scores it: a BoosterModel for an XGBoost or LightGBM booster or
     scikit-learn wrapper; any other model unchanged."""
