@@ -67,6 +67,16 @@ def required_extras(model: Any) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def worker_requirements(model: Any) -> list[str]:
+    """Requirement lines, pinned to the running versions, for the libraries a loaded model needs
+    beyond beamscore's own requirements: what workers that install beamscore from its sdist
+    (Dataflow's --setup_file, which installs no extras) must also install, e.g. through Beam's
+    --requirements_file."""
+    from importlib.metadata import version
+
+    return [f"{extra}=={version(extra)}" for extra in required_extras(model)]
+
+
 def wrap(model: Any) -> Any:
     """The model as the pipeline scores it: a BoosterModel for an XGBoost or LightGBM booster or
     scikit-learn wrapper; any other model unchanged."""

@@ -213,6 +213,25 @@ def test_xgboost_model_saved_by_another_version_is_refused(tmp_path, booster_fil
     )
 
 
+def test_workers_are_told_the_library_a_model_needs(booster_files):
+    import lightgbm as lgb
+    import xgboost as xgb
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from models import loading
+    from models.boosters import worker_requirements
+
+    def loaded(name):
+        return loading.load(loading.resolve(str(booster_files / name)))[0]
+
+    assert worker_requirements(loaded("cat.json")) == [f"xgboost=={xgb.__version__}"]
+    assert worker_requirements(loaded("lgb_classifier.joblib")) == [f"lightgbm=={lgb.__version__}"]
+    nested = make_pipeline(StandardScaler(), joblib.load(booster_files / "xgb_classifier.joblib"))
+    assert worker_requirements(nested) == [f"xgboost=={xgb.__version__}"]
+    assert worker_requirements(StandardScaler()) == []
+
+
 def test_saved_xgboost_version_is_read_from_every_format(booster_files):
     import xgboost as xgb
 
