@@ -197,15 +197,16 @@ class BoosterModel:
         return f"BoosterModel({type(self.estimator).__module__}.{type(self.estimator).__name__})"
 
     def matrix(self, X) -> np.ndarray:
-        """The batch as one C-ordered float64 matrix in the booster's feature order.
+        """The batch as one float64 matrix in the booster's feature order.
 
         A DataFrame's columns are taken by the booster's feature names (by position when it has
         none); a categorical feature's values become the booster's training codes (an unknown
         value or a missing one: NaN). A float matrix (the pipeline's fast path, taken only for
-        all-numeric models) is used as it is, made row-major once for the whole batch.
+        all-numeric models) is used as it is: its column-major layout scores as fast as a
+        row-major copy (measured, XGBoost and LightGBM).
         """
         if isinstance(X, np.ndarray):
-            return np.ascontiguousarray(X, dtype=np.float64)
+            return np.asarray(X, dtype=np.float64)
         if self._names is not None and all(n in X.columns for n in self._names):
             X = X[self._names]
         out = np.empty((len(X), X.shape[1]), dtype=np.float64)
