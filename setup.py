@@ -85,6 +85,11 @@ setup(
                 "jsonschema>=4.18,<5",
             ]
         ),
+        # Models of these libraries (README: Model kinds): native model files, their
+        # scikit-learn wrappers and MLflow flavours. The launcher refuses such a model, naming
+        # the extra, when its library cannot be imported.
+        "xgboost": locked(["xgboost>=2.1,<4"]),
+        "lightgbm": locked(["lightgbm>=4,<5"]),
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},
 )

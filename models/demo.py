@@ -110,28 +110,16 @@ def write_demo(out: str, rows: int = 100_000, files: int = 4) -> tuple[str, str]
 
 
 def register(name: str, alias: str = "champion") -> str:
-    """Logs the demo model to MLflow (MLFLOW_TRACKING_URI), registers it and points an alias at it.
+    """Logs the demo model to MLflow (MLFLOW_TRACKING_URI) with models.register, as a user
+    registers their own: signature and drift baseline from the training rows.
 
     Returns:
         The registry URI to score with: models:/<name>@<alias>.
     """
-    import mlflow
-    from mlflow.models import infer_signature
+    from models.register import register as register_model
 
-    model = train()
-    sample = make_rows(200, seed=1)[NUMERIC + CATEGORICAL]
-    with mlflow.start_run(run_name="demo-train"):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(sample, model.predict(sample)),
-            input_example=sample.head(3),
-            registered_model_name=name,
-            metadata={"drift_baseline": baseline()},
-        )
-    version = info.registered_model_version
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, str(version))
-    return f"models:/{name}@{alias}"
+    uri, _ = register_model(train(), make_rows(5000, seed=0), name, alias)
+    return uri
 
 
 def main() -> None:

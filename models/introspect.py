@@ -2,7 +2,9 @@
 
 Everything here comes from the fitted object itself (scikit-learn's fitted attributes); what only
 a prediction can tell (which features may be missing, what predict returns) is asked of the model
-by the launcher (pipeline.prepare).
+by the launcher (pipeline.prepare). A model that knows its inputs better than its structure tells
+(models.boosters.BoosterModel) declares them: `feature_categories_` ({feature: Categories}),
+`numeric_features_` and `allow_nan_`.
 """
 
 from __future__ import annotations
@@ -124,7 +126,10 @@ def inspect(model: Any) -> ModelFacts:
         prediction_type = (
             arrow_type_of(np.asarray(classes)) if classes is not None else pa.float64()
         )
-    categorical = _categorical_features(model)
+    categorical = {**_categorical_features(model), **getattr(model, "feature_categories_", {})}
+    numeric = getattr(model, "numeric_features_", None)
+    if numeric is None:
+        numeric = _numeric_features(model, features, categorical)
     return ModelFacts(
         features=features,
         n_features=int(n_features) if n_features is not None else None,
@@ -133,7 +138,7 @@ def inspect(model: Any) -> ModelFacts:
         allow_nan=_allow_nan(model),
         proba_argmax=type(final).__name__ not in _PREDICT_NOT_ARGMAX,
         categorical=categorical,
-        numeric=_numeric_features(model, features, categorical),
+        numeric=numeric,
         encoders=_encoder_columns(model),
     )
 
@@ -144,6 +149,9 @@ def _final_estimator(model: Any) -> Any:
 
 
 def _allow_nan(model: Any) -> bool:
+    declared = getattr(model, "allow_nan_", None)
+    if declared is not None:
+        return bool(declared)
     try:
         from sklearn.utils import get_tags
 

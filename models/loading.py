@@ -16,12 +16,14 @@ from typing import Any
 
 from apache_beam.io.filesystems import FileSystems
 
-from models import mlflow_models
+from models import boosters, mlflow_models
 from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, one_line
 
 _LOG = logging.getLogger(__name__)
 
-MODEL_FILE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+# Pickles, then XGBoost's .json/.ubj and LightGBM's .txt model files.
+MODEL_FILE_SUFFIXES = PICKLE_SUFFIXES + tuple(boosters.NATIVE_SUFFIXES)
 _CHUNK = 8 << 20
 
 
@@ -34,7 +36,7 @@ class ModelRef:
         version: registry version, run id, or the first 12 hex digits of the file's SHA-256.
         sha256: SHA-256 of the model file (or of the MLflow model directory's files) loaded.
         path: what the workers load (a file, or a staged MLflow model directory; local or gs://).
-        kind: "file" (joblib/pickle) or "mlflow".
+        kind: "file" (joblib/pickle, XGBoost .json/.ubj, LightGBM .txt) or "mlflow".
         run_id: the MLflow run that produced the model, if any.
         model_id: the MLflow 3 logged model behind a registry version, if any.
     """
@@ -83,8 +85,8 @@ def resolve(
     """Resolves a model URI on the launcher: checks it exists and pins its checksum.
 
     Args:
-        uri: a .joblib/.pkl file, local or gs://; or runs:/..., models:/name/version,
-            models:/name@alias.
+        uri: a .joblib/.pkl file, an XGBoost .json/.ubj or a LightGBM .txt model file, local or
+            gs://; or runs:/..., models:/name/version, models:/name@alias.
         expected_sha256: optional pinned checksum (--model_sha256).
         tracking_uri: the MLflow tracking/registry server for runs:/ and models:/ URIs.
         staging_root: where to stage MLflow artifacts for remote workers (None: not needed).
@@ -108,8 +110,8 @@ def resolve(
         )
     if not uri.lower().endswith(MODEL_FILE_SUFFIXES):
         raise ModelError(
-            f"unsupported model {uri}: expected a {', '.join(MODEL_FILE_SUFFIXES)} file, "
-            "or an MLflow URI (runs:/, models:/)"
+            f"unsupported model {uri}: expected a {', '.join(PICKLE_SUFFIXES)} file, an XGBoost "
+            ".json/.ubj or LightGBM .txt model file, or an MLflow URI (runs:/, models:/)"
         )
     try:
         exists = FileSystems.exists(uri)
@@ -137,11 +139,10 @@ def load(ref: ModelRef) -> tuple[Any, dict[str, str]]:
         ref: the launcher's resolved reference.
 
     Returns:
-        The model, and the versions of the libraries it was saved with where the artifact
-        records them ({"scikit-learn": "1.5.2"}).
+        The model (an XGBoost or LightGBM model as a models.boosters.BoosterModel), and the
+        versions of the libraries it was saved with where the artifact records them
+        ({"scikit-learn": "1.5.2"}, {"xgboost": "3.2.0"}).
     """
-    import joblib  # heavy; imported where a model is really loaded
-
     start = time.monotonic()
     try:
         if ref.kind == "mlflow":
@@ -151,18 +152,62 @@ def load(ref: ModelRef) -> tuple[Any, dict[str, str]]:
             saved = mlflow_models.saved_versions(local)
         else:
             data, _ = read_verified(ref.path, ref.sha256)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                model = joblib.load(io.BytesIO(data))
-            saved = _pickled_versions(model, caught)
+            suffix = "." + ref.path.rsplit(".", 1)[-1].lower()
+            if suffix in boosters.NATIVE_SUFFIXES:
+                model = boosters.load_native(data, suffix)
+                saved = _native_versions(data, suffix)
+            else:
+                model, saved = _unpickle(data)
     except (ModelError, ModelServiceUnreachable):
         raise
+    except ImportError as e:
+        raise ModelError(_missing_library(ref.uri, e)) from e
     except Exception as e:  # noqa: BLE001 - unpickling can raise anything
         raise ModelError(f"cannot load model {ref.uri}: {one_line(e, with_type=True)}") from e
     _LOG.info(
         "loaded model %s (version %s) in %.2fs", ref.uri, ref.version, time.monotonic() - start
     )
     return model, saved
+
+
+def _unpickle(data: bytes) -> tuple[Any, dict[str, str]]:
+    """A joblib/pickle file's model (a booster wrapper as a BoosterModel), and the versions it
+    was saved with."""
+    import joblib  # heavy; imported where a model is really loaded
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = joblib.load(io.BytesIO(data))
+    saved = _pickled_versions(model, caught)
+    if boosters.library_of(model) == "xgboost":
+        # A pickled XGBoost wrapper holds its booster as XGBoost serialized it, version included
+        # (not found in a compressed joblib file).
+        version = boosters.xgboost_version(data)
+        if version:
+            saved["xgboost"] = version
+    return boosters.wrap(model), saved
+
+
+def _native_versions(data: bytes, suffix: str) -> dict[str, str]:
+    """An XGBoost model file records the XGBoost version that saved it; a LightGBM text model
+    only its format version ("v4"), which is no library version."""
+    if boosters.NATIVE_SUFFIXES[suffix] != "xgboost":
+        return {}
+    version = boosters.xgboost_version(data)
+    return {"xgboost": version} if version else {}
+
+
+def _missing_library(uri: str, e: ImportError) -> str:
+    """The message for a model whose library cannot be imported, naming the extra to install."""
+    missing = (e.name or "").split(".", 1)[0]
+    extra = boosters.EXTRAS.get(missing)
+    if extra is None:
+        return f"cannot load model {uri}: {one_line(e, with_type=True)}"
+    return (
+        f"model {uri} needs {missing}, which cannot be imported here ({one_line(e)}): install "
+        f"the extra beamscore[{extra}] (pip install 'beamscore[{extra}]'; ./run_local.sh "
+        "installs it into .venv)"
+    )
 
 
 def _pickled_versions(model: Any, caught: list[warnings.WarningMessage]) -> dict[str, str]:

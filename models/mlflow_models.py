@@ -179,10 +179,24 @@ def fetch(staged: str) -> str:
     return local
 
 
+# MLflow flavours loaded as the library's own object, and the MLmodel key of its saved version.
+_LIBRARY_FLAVORS = {
+    "sklearn": ("scikit-learn", "sklearn_version"),
+    "xgboost": ("xgboost", "xgb_version"),
+    "lightgbm": ("lightgbm", "lgb_version"),
+}
+
+
 def load_local(directory: str) -> Any:
-    """Loads an MLflow model directory: the scikit-learn object itself when it has that flavor
-    (the fast Arrow path with predict_proba), else a pyfunc wrapper."""
+    """Loads an MLflow model directory: the scikit-learn object itself when it has that flavor,
+    the booster or its scikit-learn wrapper (as a models.boosters.BoosterModel) for the xgboost
+    and lightgbm flavors (the fast Arrow path with predict_proba), else a pyfunc wrapper.
+
+    Raises ModuleNotFoundError when the flavor's library is not installed.
+    """
     from mlflow.models import Model
+
+    from models import boosters
 
     # The user vouched for this model by naming it, exactly as for a joblib file (README: Trust).
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
@@ -191,6 +205,13 @@ def load_local(directory: str) -> Any:
         import mlflow.sklearn
 
         return mlflow.sklearn.load_model(directory)
+    for flavor in ("xgboost", "lightgbm"):
+        if flavor in flavors:
+            import importlib
+
+            importlib.import_module(flavor)  # a missing library is named as such, not by MLflow
+            module = importlib.import_module(f"mlflow.{flavor}")
+            return boosters.wrap(module.load_model(directory))
     import mlflow.pyfunc
 
     return PyfuncModel(mlflow.pyfunc.load_model(directory))
@@ -209,8 +230,9 @@ def saved_versions(directory: str) -> dict[str, str]:
 
     flavors = Model.load(os.path.join(directory, "MLmodel")).flavors
     saved = {}
-    if flavors.get("sklearn", {}).get("sklearn_version"):
-        saved["scikit-learn"] = str(flavors["sklearn"]["sklearn_version"])
+    for flavor, (library, key) in _LIBRARY_FLAVORS.items():
+        if flavors.get(flavor, {}).get(key):
+            saved[library] = str(flavors[flavor][key])
     return saved
 
 

@@ -59,16 +59,17 @@ FLAGS = (
     Flag(
         "model",
         "URI",
-        "a .joblib/.pkl/.pickle file, local or gs://; or an MLflow URI: runs:/<run>/<path>, "
-        "models:/<name>/<version>, models:/<name>@<alias>",
+        "a .joblib/.pkl/.pickle file, an XGBoost .json/.ubj or LightGBM .txt model file, local "
+        "or gs://; or an MLflow URI: runs:/<run>/<path>, models:/<name>/<version>, "
+        "models:/<name>@<alias>",
         required=True,
     ),
     Flag("model_sha256", "HEX", "refuse a model whose SHA-256 differs"),
     Flag(
         "allow_version_mismatch",
         "",
-        "load a model saved with another major.minor version of its library (scikit-learn) "
-        "instead of refusing it",
+        "load a model saved with another major.minor version of its library (scikit-learn, "
+        "xgboost, lightgbm) instead of refusing it",
     ),
     Flag(
         "output",
