@@ -88,7 +88,9 @@ setup(
         # Models of these libraries (README: Model kinds): native model files, their
         # scikit-learn wrappers and MLflow flavours. The launcher refuses such a model, naming
         # the extra, when its library cannot be imported.
-        "xgboost": locked(["xgboost>=2.1,<4"]),
+        # xgboost-cpu: XGBoost without its CUDA libraries (about 5 MB against 700 MB); the same
+        # `xgboost` module. A GPU install of xgboost serves as well.
+        "xgboost": locked(["xgboost-cpu>=3.1,<4"]),
         "lightgbm": locked(["lightgbm>=4,<5"]),
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},

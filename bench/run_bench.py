@@ -163,6 +163,66 @@ def build_cases(data: Path) -> list[Case]:
     one_row = _rel(data / "one_row" / "*.parquet")
     color = _rel(data / "rows1m_color" / "*.parquet")
     poison = _rel(data / "rows1m_poison" / "*.parquet")
+
+    def project_model(inputs: str, model_file: str) -> list[str]:
+        argv = project(inputs, "light")
+        argv[argv.index("--model") + 1] = _rel(data / model_file)  # a native file, not .joblib
+        return argv
+
+    def plain_booster(inputs: str, model_file: str) -> list[str]:
+        model = _rel(data / model_file)
+        return [
+            _rel(BENCH / "plain_booster.py"),
+            "--input",
+            inputs,
+            "--model",
+            model,
+            "--output",
+            OUT,
+        ]
+
+    boosters = [
+        Case(
+            f"project_{kind}_1m",
+            f"pipeline.run, {what} (200 trees), 1M rows in 8 Parquet files",
+            project_model(rows1m, model_file),
+            1_000_000,
+            rows1m,
+        )
+        for kind, model_file, what in (
+            ("xgb", "xgb.json", "a native XGBoost .json file"),
+            ("xgb_sklearn", "xgb_sklearn.joblib", "an XGBClassifier in a joblib file"),
+            ("lgb", "lgb.txt", "a native LightGBM .txt file"),
+            ("lgb_sklearn", "lgb_sklearn.joblib", "an LGBMClassifier in a joblib file"),
+        )
+    ]
+    mlflow_xgb = project_model(rows1m, "xgb.json")
+    mlflow_xgb[mlflow_xgb.index("--model") + 1] = "models:/xgb@champion"
+    mlflow_xgb += ["--mlflow_tracking_uri", f"sqlite:///{data / 'mlflow_boosters.db'}"]
+    boosters += [
+        Case(
+            "project_mlflow_xgb_1m",
+            "pipeline.run, the XGBClassifier from a sqlite MLflow registry (xgboost flavour)",
+            mlflow_xgb,
+            1_000_000,
+            rows1m,
+        ),
+        Case(
+            "plain_xgb_1m",
+            "plain_booster.py (pyarrow, one matrix per file, Booster.inplace_predict), xgb.json",
+            plain_booster(rows1m, "xgb.json"),
+            1_000_000,
+            rows1m,
+        ),
+        Case(
+            "plain_lgb_1m",
+            "plain_booster.py (pyarrow, one matrix per file, Booster.predict), lgb.txt",
+            plain_booster(rows1m, "lgb.txt"),
+            1_000_000,
+            rows1m,
+        ),
+    ]
+    cases += boosters
     return cases + [
         Case(
             "project_light_drift_1m",
@@ -349,6 +409,10 @@ RATIOS = [
         "<=",
         2,
     ),
+    Ratio("project/plain XGBoost .json 1M", "project_xgb_1m", "plain_xgb_1m", "<=", 1.5),
+    Ratio("project/plain LightGBM .txt 1M", "project_lgb_1m", "plain_lgb_1m", "<=", 1.2),
+    Ratio("XGBClassifier joblib/native .json", "project_xgb_sklearn_1m", "project_xgb_1m", "", 0),
+    Ratio("MLflow xgboost flavour/native .json", "project_mlflow_xgb_1m", "project_xgb_1m", "", 0),
     *(
         Ratio(f"project peak RSS 4M/1M {m}", f"project_{m}_4m", f"project_{m}_1m", "<=", 1.1, "rss")
         for m in ("light", "heavy")

@@ -72,9 +72,21 @@ def worker_requirements(model: Any) -> list[str]:
     beyond beamscore's own requirements: what workers that install beamscore from its sdist
     (Dataflow's --setup_file, which installs no extras) must also install, e.g. through Beam's
     --requirements_file."""
-    from importlib.metadata import version
+    return pins(required_extras(model))
 
-    return [f"{extra}=={version(extra)}" for extra in required_extras(model)]
+
+def pins(libraries) -> list[str]:
+    """`distribution==version` for each installed library (a module or distribution name), by
+    the distribution that installed it: xgboost-cpu (what beamscore[xgboost] takes, without
+    CUDA) or xgboost provide the same `xgboost` module."""
+    from importlib.metadata import packages_distributions, version
+
+    providers = packages_distributions()
+    lines = []
+    for library in sorted(libraries):
+        distribution = (providers.get(library) or [library])[0]
+        lines.append(f"{distribution}=={version(distribution)}")
+    return lines
 
 
 def wrap(model: Any) -> Any:

@@ -131,14 +131,12 @@ def requirements(model: Any, serialization_format: str = "skops") -> list[str]:
     """The packages the logged model needs to load, pinned to the running versions: its library,
     scikit-learn for an estimator or a booster's scikit-learn wrapper, and the serializer of a
     scikit-learn model."""
-    from importlib.metadata import version
-
     needed = set(boosters.required_extras(model))
     if hasattr(model, "get_params"):  # a scikit-learn estimator, or a booster's wrapper
         needed.add("scikit-learn")
         if boosters.library_of(model) != "xgboost":  # MLflow stores XGBoost's wrapper as UBJSON
             needed.add(serialization_format if serialization_format == "cloudpickle" else "skops")
-    return [f"{name}=={version(name)}" for name in sorted(needed)]
+    return boosters.pins(needed)
 
 
 def trusted_types(model: Any) -> list[str]:

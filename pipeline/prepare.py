@@ -440,13 +440,15 @@ def _check_versions(
     saved: dict[str, str], allow_mismatch: bool, uri: str
 ) -> dict[str, dict[str, str]]:
     """Saved against running library versions; a different major.minor is refused (exit 2)."""
-    from importlib.metadata import PackageNotFoundError, version
+    import importlib
 
+    modules = {"scikit-learn": "sklearn"}  # library name -> module name, where they differ
     versions = {}
     for library, was in saved.items():
         try:
-            running = version(library)
-        except PackageNotFoundError:
+            # The module's own version: xgboost-cpu and xgboost install the same module.
+            running = importlib.import_module(modules.get(library, library)).__version__
+        except ImportError:
             running = "not installed"
         versions[library] = {"saved": was, "running": running}
         if _major_minor(was) != _major_minor(running):

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -190,6 +191,7 @@ def launch(options: PipelineOptions) -> _Run:
     clock = time.monotonic()
     runner = _runner(options)
     decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
+    _worker_installs(options, decided, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
     out.acquire_lock()
     job = _Run(decided, options, runner, out, started, clock)
@@ -308,10 +310,33 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     decided = prepare(
         options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
     )
+    _worker_installs(options, decided, runner)
     p = test_pipeline or beam.Pipeline(options=options)
     build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging)
     result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
+
+
+def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> None:
+    """Remote workers install beamscore from its sdist (--setup_file), without extras: a model
+    that needs XGBoost or LightGBM has them installed through a requirements file of the exact
+    running versions, unless the user gave one, or a worker image of their own."""
+    if "Direct" in runner:
+        return
+    from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
+
+    from models.boosters import worker_requirements
+
+    needed = worker_requirements(decided.model)
+    setup = options.view_as(SetupOptions)
+    image = options.view_as(WorkerOptions).sdk_container_image
+    if not needed or setup.requirements_file or image:
+        return
+    path = os.path.join(tempfile.mkdtemp(prefix="beamscore-"), "requirements.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(needed) + "\n")
+    setup.requirements_file = path
+    _LOG.info("the workers will also install %s (the model's library)", ", ".join(needed))
 
 
 def _workers(options: PipelineOptions) -> str:
@@ -445,8 +470,6 @@ def _load_bigquery(
     Returns:
         The manifest entries (`bigquery`, `bigquery_errors`).
     """
-    import os
-
     from pipeline.bigquery import errors_to_parquet, replace_partitions
 
     def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path

@@ -225,10 +225,10 @@ def test_workers_are_told_the_library_a_model_needs(booster_files):
     def loaded(name):
         return loading.load(loading.resolve(str(booster_files / name)))[0]
 
-    assert worker_requirements(loaded("cat.json")) == [f"xgboost=={xgb.__version__}"]
+    assert worker_requirements(loaded("cat.json")) == [f"xgboost-cpu=={xgb.__version__}"]
     assert worker_requirements(loaded("lgb_classifier.joblib")) == [f"lightgbm=={lgb.__version__}"]
     nested = make_pipeline(StandardScaler(), joblib.load(booster_files / "xgb_classifier.joblib"))
-    assert worker_requirements(nested) == [f"xgboost=={xgb.__version__}"]
+    assert worker_requirements(nested) == [f"xgboost-cpu=={xgb.__version__}"]
     assert worker_requirements(StandardScaler()) == []
 
 

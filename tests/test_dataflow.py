@@ -8,6 +8,8 @@ that keeps the files in memory, as Beam's own apiclient tests do.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import io
 import json
 import os
@@ -57,6 +59,19 @@ def job_inputs(tmp_path, models_dir):
     ]
 
 
+@contextlib.contextmanager
+def sdist_lock():
+    """Building the staged sdist writes beamscore.egg-info into the checkout: one build at a time
+    across pytest's worker processes (a lock file in the temporary directory, per checkout)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    with open(os.path.join(tempfile.gettempdir(), f"beamscore-sdist-{key}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def _leaf_names(proto_pipeline) -> set[str]:
     transforms = proto_pipeline.components.transforms
     return {t.unique_name for t in transforms.values() if not t.subtransforms}
@@ -77,7 +92,7 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
         for t in job.proto_pipeline.components.transforms.values()
         if t.unique_name and "/" not in t.unique_name
     }
-    expected = {"PlanInput", "ReadParquet", "Validate", "Predict", "AllErrors", "NumberErrors"}
+    expected = {"PlanInput", "ReadParquet", "Validate", "Predict", "AllErrors", "Summary"}
     assert expected | {"Write"} <= top, top
     leaves = _leaf_names(job.proto_pipeline)
     assert any(name.startswith("Predict") for name in leaves), leaves
@@ -87,7 +102,7 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
     def keep(self, path, file_name, stream, *args, **kwargs):
         staged[file_name] = stream.read()
 
-    with mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
+    with sdist_lock(), mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
         client = apiclient.DataflowApplicationClient(job.options)
         client.create_job_description(job)
     options = job.options.get_all_options()
@@ -223,3 +238,43 @@ def test_dry_run_needs_dataflow(job_inputs):
 
     cli = run_cli(*job_inputs, "--dry_run=True")
     assert_one_line_error(cli, "--dry_run", "DataflowRunner")
+
+
+def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch):
+    """Workers install beamscore from its sdist without extras: an XGBoost model's library goes
+    to them in a requirements file pinned to the running version."""
+    import xgboost as xgb
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    from pipeline.run import run
+
+    df = float_rows(200)
+    booster = xgb.train(
+        {"objective": "binary:logistic"},
+        xgb.DMatrix(df[["f0", "f1"]], label=(df.f0 > 0).astype(int)),
+        num_boost_round=3,
+    )
+    booster.save_model(tmp_path / "m.json")
+    write_input(df, tmp_path / "in" / "a.parquet")
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    res = run(
+        [
+            "--input",
+            str(tmp_path / "in" / "*.parquet"),
+            "--model",
+            str(tmp_path / "m.json"),
+            "--output",
+            str(tmp_path / "out"),
+            *DATAFLOW,
+            "--requirements_cache=skip",  # the workers fetch it; nothing downloaded here
+        ]
+    )
+    staged: dict[str, bytes] = {}
+
+    def keep(self, path, file_name, stream, *args, **kwargs):
+        staged[file_name] = stream.read()
+
+    with sdist_lock(), mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
+        job = res.pipeline_result.job
+        apiclient.DataflowApplicationClient(job.options).create_job_description(job)
+    assert staged["requirements.txt"].decode().split() == [f"xgboost-cpu=={xgb.__version__}"]
