@@ -92,8 +92,11 @@ def to_json_line(rec: dict[str, Any]) -> str:
     A longer record is cut: its `record` becomes a prefix of its JSON text and
     `"truncated": true` is set.
     """
-    line = json.dumps(_jsonable(rec), ensure_ascii=True, allow_nan=False)
-    if len(line.encode()) <= MAX_RECORD_BYTES:
+    try:  # most records hold only JSON types: no walk over them first
+        line = json.dumps(rec, ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError):  # NaN/inf, bytes, a timestamp...
+        line = json.dumps(_jsonable(rec), ensure_ascii=True, allow_nan=False)
+    if len(line) <= MAX_RECORD_BYTES:  # ASCII only: characters are bytes
         return line
     rec = dict(rec)
     raw = rec["record"] if isinstance(rec["record"], str) else json.dumps(_jsonable(rec["record"]))
