@@ -35,7 +35,7 @@ _JSON_PARSE_BLOCK = 1 << 20
 class Block(NamedTuple):
     """Whole records of a unit: their bytes and the unit-local line on which they start."""
 
-    data: bytes
+    data: bytearray
     first_line: int
 
 
@@ -80,12 +80,15 @@ class RecordBlocks:
         self.newlines = 0
 
     def __iter__(self) -> Iterator[Block]:
-        self._buf = b""
+        # A bytearray, so that dropping its head (a header, an alignment) or cutting off a
+        # block's tail copies nothing: CPython trims a bytearray in place at either end.
+        self._buf = bytearray()
         self._pos = self._start  # file offset of _buf[0]
         self._eof = False
         self._more()
         if self._start == 0 and self._buf.startswith(_BOM):
-            self._buf, self._pos = self._buf[3:], 3
+            del self._buf[:3]
+            self._pos = 3
         if self._start > 0 and self._skip_record(int(self._in_quotes)) is None:
             return  # no record starts in this unit
         while self._header:  # the first record that is not an empty line
@@ -112,7 +115,8 @@ class RecordBlocks:
         while True:
             end = self._first_end(self._buf, parity)
             if end is not None:
-                record, self._buf = self._buf[: end + 1], self._buf[end + 1 :]
+                record = bytes(self._buf[: end + 1])
+                del self._buf[: end + 1]
                 self._pos += end + 1
                 return record
             if not self._more():
@@ -127,8 +131,10 @@ class RecordBlocks:
             if cut is None:  # one record longer than the buffer: read on
                 self._more()
                 continue
-            data = self._buf[:cut]
-            self._buf, self._pos = self._buf[cut:], self._pos + cut
+            data = self._buf
+            self._buf = data[cut:]  # the start of the next record: a short copy
+            del data[cut:]
+            self._pos += cut
             if data:
                 newlines = data.count(b"\n")
                 yield Block(data, line)
@@ -137,7 +143,7 @@ class RecordBlocks:
             if done:
                 return
 
-    def _cut(self, buf: bytes) -> tuple[int | None, bool]:
+    def _cut(self, buf: bytearray) -> tuple[int | None, bool]:
         """Where to cut the buffer (after a record end; None: no whole record yet) and whether
         that ends the unit. The buffer starts at a record start."""
         quoted = self._quoted and buf.find(b'"') >= 0
