@@ -19,7 +19,9 @@ class ModelServiceUnreachable(Exception):
     """A registry or storage service holding the model cannot be reached (exit 3: retryable)."""
 
 
-def one_line(e: BaseException, limit: int = 300, with_type: bool = False) -> str:
+def one_line(
+    e: BaseException, limit: int = 300, with_type: bool = False, innermost: bool = False
+) -> str:
     """An exception's message as one line, for stderr, logs and error records.
 
     Uses a Google API error's own `message` when it has one (its str() adds the HTTP verb and
@@ -30,12 +32,18 @@ def one_line(e: BaseException, limit: int = 300, with_type: bool = False) -> str
         e: the exception.
         limit: the most characters kept.
         with_type: prefix the message with the exception's type name.
+        innermost: of a multi-line message wrapping other errors (a Beam worker's), keep the
+            last line that names an error: the cause, not the wrapper.
 
     Returns:
         The line.
     """
     text = str(getattr(e, "message", None) or e)
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
+    if innermost and causes:
+        return causes[-1][:limit]
+    line = lines[0] if lines else ""
     if not line:
         return type(e).__name__
     if with_type:

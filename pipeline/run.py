@@ -378,7 +378,9 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     except Exception as e:  # noqa: BLE001 - whatever stopped the run, the old output stays
         if _SIGNALS:  # Beam wraps the interrupt raised inside a bundle
             raise Interrupted(_SIGNALS[0]) from None
-        raise RunFailed(f"the run could not complete: {_cause(e)}") from e
+        raise RunFailed(
+            f"the run could not complete: {one_line(e, 500, with_type=True, innermost=True)}"
+        ) from e
     if state not in (PipelineState.DONE, None):
         raise RunFailed(f"the run ended in state {state}")
     return result
@@ -391,13 +393,6 @@ def _cancel(result) -> None:
         _LOG.warning("cancelled the job")
     except Exception as e:  # noqa: BLE001 - say so: the user must cancel it by hand
         _LOG.error("could not cancel the job, cancel it by hand: %s", one_line(e))
-
-
-def _cause(e: BaseException) -> str:
-    """The most specific one-line cause in a (possibly wrapped, multi-line) worker error."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    causes = [ln for ln in lines if ("Error" in ln or "Exception" in ln) and ":" in ln]
-    return (causes[-1] if causes else one_line(e, with_type=True))[:500]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -214,3 +214,33 @@ def test_unreachable_tracking_server_is_exit_3(tmp_path):
     )
     assert cli.code == 3, cli.stderr
     assert "Traceback" not in cli.stderr and "unreachable" in cli.stderr
+
+
+def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(tmp_path, registry):
+    """On Dataflow the launcher stages an MLflow model under --temp_location: a Cloud Storage
+    that cannot be reached there is a retryable failure (exit 3), not a traceback."""
+    write_input(float_rows(10), tmp_path / "in.parquet")
+    cli = run_cli(
+        "--input",
+        tmp_path / "in.parquet",
+        "--model",
+        "models:/churn@champion",
+        "--mlflow_tracking_uri",
+        registry["uri"],
+        "--output",
+        tmp_path / "out",
+        "--runner",
+        "DataflowRunner",
+        "--project",
+        "p",
+        "--region",
+        "europe-west1",
+        "--temp_location",
+        "gs://staging-bucket/tmp",
+        "--dry_run=True",
+        "--no_auth",
+        env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"},
+    )
+    assert cli.code == 3, cli.stderr
+    assert "--temp_location gs://staging-bucket/tmp" in cli.stderr and "unreachable" in cli.stderr
+    assert "Traceback" not in cli.stderr

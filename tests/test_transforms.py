@@ -265,3 +265,19 @@ def test_errors_numbered_file_wide_in_a_test_pipeline(tmp_path, models_dir):
     read = sorted((e["line"], e["record"]) for e in errors if e["stage"] == "read")
     assert read == [(9, lines[8]), (121, lines[120])]
     assert ERRORS == "errors"
+
+
+def test_a_predict_error_names_the_feature_behind_a_column_index(tmp_path, models_dir):
+    from apache_beam.utils import shared
+
+    from transforms.predict import PredictBatches
+
+    spec = make_spec(models_dir / "categorical.joblib", tmp_path / "*.csv", tmp_path / "o")
+    assert spec.facts.encoders == (("plan", "region"),)
+    message = PredictBatches(spec, shared.Shared())._message(
+        ValueError("Found unknown categories ['gold'] in column 0 during transform")
+    )
+    assert message == (
+        "ValueError: Found unknown categories ['gold'] in column 0 during transform "
+        "(column 0 is feature plan)"
+    )
