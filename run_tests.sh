@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh
 scripts/install_browser.sh
-"$VENV/bin/ruff" check .
-"$VENV/bin/ruff" format --check .
+"$VENV/bin/ruff" check --no-cache .
+"$VENV/bin/ruff" format --no-cache --check .
 set +e
 # Two workers: the suite is mostly whole pipeline runs in subprocesses, on a 2-core machine.
 "$VENV/bin/python" -m pytest -q -n 2 "$@"

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -18,8 +19,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import configuration, settings
 
 from models import demo
+
+# Hypothesis keeps its example database and caches in .hypothesis/ of the working directory (the
+# checkout): tests write only under temporary directories, so it gets one of its own.
+configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="beamscore-hypothesis-"))
+settings.register_profile("beamscore", database=None)
+settings.load_profile("beamscore")
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = [f"f{i}" for i in range(4)]
