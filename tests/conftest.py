@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +27,9 @@ from models import demo
 
 # Hypothesis keeps its example database and caches in .hypothesis/ of the working directory (the
 # checkout): tests write only under temporary directories, so it gets one of its own.
-configuration.set_hypothesis_home_dir(tempfile.mkdtemp(prefix="beamscore-hypothesis-"))
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="beamscore-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 settings.register_profile("beamscore", database=None)
 settings.load_profile("beamscore")
 
