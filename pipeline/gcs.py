@@ -104,6 +104,19 @@ def replace_if_generation(url: str, data: bytes, generation: int) -> int | None:
     return blob.generation
 
 
+def read_with_generation(url: str) -> tuple[bytes, int] | None:
+    """An object's bytes and the generation they belong to, or None if there is no object."""
+    from google.api_core.exceptions import NotFound
+
+    bucket, name = split(url)
+    blob = client().bucket(bucket).blob(name)
+    try:
+        data = blob.download_as_bytes()
+    except NotFound:
+        return None
+    return data, blob.generation
+
+
 def delete_if_generation(url: str, generation: int) -> bool:
     """Deletes an object only if it is still at `generation`; whether it did."""
     from google.api_core.exceptions import NotFound, PreconditionFailed

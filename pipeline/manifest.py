@@ -73,6 +73,39 @@ class Counts:
                 )
 
 
+def input_changes(
+    launched: dict[str, tuple[int, int]], read: dict[str, dict[str, int]], most: int = 3
+) -> str | None:
+    """How the files the workers read differ from those the launcher matched, or None.
+
+    Args:
+        launched: per file the launcher matched, its (size, mtime in ms).
+        read: the run's per-file counts; the workers note each file they planned with its
+            `files` (1), `bytes` and `mtime_ms`.
+        most: how many files to name.
+
+    Returns:
+        One line (a file gone, one that appeared, one planned twice, one of another size or
+        time), None when the workers read exactly the launcher's files as they were.
+    """
+    problems = [f"{p} is gone" for p in sorted(launched.keys() - read.keys())]
+    problems += [f"{p} appeared" for p in sorted(read.keys() - launched.keys())]
+    for path in sorted(launched.keys() & read.keys()):
+        c = read[path]
+        if c.get("files", 0) != 1:
+            problems.append(f"{path} was read {c.get('files', 0)} times")
+        elif (c.get("bytes", 0), c.get("mtime_ms", 0)) != tuple(launched[path]):
+            size, mtime_ms = launched[path]
+            problems.append(
+                f"{path} changed (size {size:,} -> {c.get('bytes', 0):,} bytes, "
+                f"mtime {mtime_ms} -> {c.get('mtime_ms', 0)} ms)"
+            )
+    if not problems:
+        return None
+    more = f" and {len(problems) - most} more" if len(problems) > most else ""
+    return "; ".join(problems[:most]) + more
+
+
 def counts_from(result, per_file: dict[str, dict[str, int]] | None) -> Counts:
     """The run's counts from a finished PipelineResult and the per-file counts it wrote."""
     totals: dict[str, int] = {}

@@ -10,7 +10,8 @@ Layout under DIR:
 A run writes only into its staging directory. The commit first writes the `COMMIT` journal
 (the list of final files), then replaces the old files, then `manifest.json`. A run killed before
 the journal leaves the previous output untouched; a run killed during the commit is rolled forward
-by the next run before it starts.
+by the next run before it starts. SIGINT and SIGTERM wait for the commit to end
+(pipeline.run); only a kill (SIGKILL, a lost machine) can leave a commit half done.
 """
 
 from __future__ import annotations
@@ -69,6 +70,14 @@ def read_json(path: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _json_object(data: bytes) -> dict | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def write_json(path: str, data: dict) -> None:
     """Writes a JSON file; locally through a rename so readers never see half a file."""
     text = json.dumps(data, indent=2, sort_keys=False).encode()
@@ -77,7 +86,7 @@ def write_json(path: str, data: dict) -> None:
             f.write(text)
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"  # the heartbeat is a thread
     with open(tmp, "wb") as f:
         f.write(text)
         f.flush()
@@ -152,23 +161,21 @@ class OutputDir:
         self._generation: int | None = None  # the lock object's, on gs://
         self._lost: str | None = None
         self.taken_over: dict | None = None  # the lock record of a dead run this run replaced
+        self._record_lock = threading.Lock()  # the heartbeat thread and the main thread write it
+        self.journaled = False  # the commit's journal is written: DIR is this run's to finish
+        self.committed = False  # the commit is done
 
     def join(self, *parts: str) -> str:
         return FileSystems.join(self.path, *parts)
 
-    def acquire_lock(self, extra: dict | None = None) -> None:
-        """Takes DIR's lock, or refuses (exit 2) while another live run holds it.
-
-        Args:
-            extra: more fields for the lock record (e.g. the MLflow run id).
-        """
+    def acquire_lock(self) -> None:
+        """Takes DIR's lock, or refuses (exit 2) while another live run holds it."""
         self._record = {
             "run_id": self.run_id,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started_at": _now().isoformat(),
             "heartbeat_at": _now().isoformat(),
-            **(extra or {}),
         }
         if not self._create_exclusive(self._record):
             held = read_json(self._lock_path) or {}
@@ -180,8 +187,7 @@ class OutputDir:
                     f"{self._lock_path} and start again"
                 )
             _LOG.warning("taking over the lock of run %s, which is gone", held.get("run_id"))
-            FileSystems.delete([self._lock_path])
-            if not self._create_exclusive(self._record):
+            if not self._delete_if_still(held) or not self._create_exclusive(self._record):
                 raise ConfigError(
                     f"output directory {self.path} was locked by another run just now"
                 )
@@ -189,10 +195,38 @@ class OutputDir:
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
 
+    def _delete_if_still(self, held: dict) -> bool:
+        """Deletes the lock only if it still holds the dead run's record `held`: of two runs
+        taking over the same dead lock at once, one deletes it, the other finds it changed."""
+        if is_remote(self._lock_path):
+            from pipeline import gcs
+
+            current = gcs.read_with_generation(self._lock_path)
+            if current is None or (_json_object(current[0]) or {}) != held:
+                return False
+            return gcs.delete_if_generation(self._lock_path, current[1])
+        import fcntl
+
+        try:
+            fd = os.open(self._lock_path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        with os.fdopen(fd, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)  # the other run taking over waits here
+            try:
+                same_file = os.stat(self._lock_path).st_ino == os.fstat(f.fileno()).st_ino
+            except FileNotFoundError:
+                return False
+            if not same_file or (_json_object(f.read()) or {}) != held:
+                return False
+            os.remove(self._lock_path)
+            return True
+
     def update_lock(self, **fields) -> None:
-        """Adds fields to the lock record (written at the next heartbeat, and now)."""
-        self._record.update(fields)
-        self._refresh()
+        """Adds fields to the lock record (written now, and at every heartbeat)."""
+        with self._record_lock:
+            self._record.update(fields)
+            self._refresh_locked()
 
     def check_lock(self) -> None:
         """Raises LockLost when another run took the lock (or it could not be kept)."""
@@ -237,6 +271,10 @@ class OutputDir:
 
     def _refresh(self) -> bool:
         """Rewrites the lock's heartbeat if the lock is still this run's; whether it did."""
+        with self._record_lock:
+            return self._refresh_locked()
+
+    def _refresh_locked(self) -> bool:
         self._record["heartbeat_at"] = _now().isoformat()
         data = json.dumps(self._record).encode()
         try:
@@ -274,6 +312,8 @@ class OutputDir:
             beat = datetime.datetime.fromisoformat(held["heartbeat_at"])
         except (KeyError, TypeError, ValueError):
             return True
+        if beat.tzinfo is None:
+            beat = beat.replace(tzinfo=datetime.UTC)
         return (_now() - beat).total_seconds() > STALE_AFTER_S
 
     def _create_exclusive(self, record: dict) -> bool:
@@ -316,7 +356,10 @@ class OutputDir:
                 self._delete_tree(run_dir)
 
     def discard_staging(self) -> None:
-        self._delete_tree(self.staging)
+        """Drops this run's staging, unless its commit journal is written: then the commit
+        stopped half-way, and the staging is what the next run needs to finish it."""
+        if not self.journaled:
+            self._delete_tree(self.staging)
 
     def staged_files(self, summary: dict) -> list[str]:
         """The files the run's successful bundles wrote (as its summary names them), relative to
@@ -343,7 +386,9 @@ class OutputDir:
             manifest["report"] = REPORT
         journal = {"run_id": self.run_id, "files": files, "manifest": manifest}
         write_json(FileSystems.join(self.staging, COMMIT), journal)
+        self.journaled = True
         self._roll_forward(self.staging, journal)
+        self.committed = True
 
     def _write_report(self, manifest: dict, profile, errors_summary) -> bool:
         """Renders report.html into the staging directory; a report that cannot be made is a
@@ -364,6 +409,8 @@ class OutputDir:
     def _roll_forward(self, run_dir: str, journal: dict) -> None:
         keep = {self.join(f) for f in journal["files"]}
         old = [f for d in OUTPUT_DIRS for f in list_files(self.join(d)) if f not in keep]
+        if self.join(REPORT) not in keep and FileSystems.exists(self.join(REPORT)):
+            old.append(self.join(REPORT))  # the previous run's page must not outlive it
         if old:
             FileSystems.delete(old)
         pending = [f for f in journal["files"] if FileSystems.exists(FileSystems.join(run_dir, f))]

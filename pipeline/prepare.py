@@ -29,7 +29,7 @@ from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import ScoringOptions
 from transforms.read import hinted
-from transforms.sources import FORMATS, FileUnreadable, Outputs, format_of, sample
+from transforms.sources import FORMATS, FileUnreadable, Outputs, fingerprint, format_of, sample
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
 from transforms.validate import cast_column
 
@@ -65,6 +65,8 @@ class Launch:
     Attributes:
         spec: what every worker needs.
         files: the input files the launcher matched (the workers match again).
+        fingerprints: per input file, its (size, mtime in ms) as the launcher matched it; the
+            workers' must be the same (pipeline.manifest.input_changes).
         input_pattern: the pattern, {run_date} filled and made absolute.
         output: the output directory, {run_date} filled and made absolute.
         run_date: the run date (YYYY-MM-DD).
@@ -86,6 +88,7 @@ class Launch:
     run_date: str
     max_error_rate: float
     model_load_s: float
+    fingerprints: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     model: Any = dataclasses.field(default=None, repr=False, compare=False)
     library_versions: dict = dataclasses.field(default_factory=dict)
     tracking_uri: str | None = None
@@ -127,6 +130,7 @@ class _Inputs:
     fmt: str
     first: pa.Table | None  # None: every input file is empty
     first_path: str | None
+    fingerprints: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +190,7 @@ def prepare(
     return Launch(
         spec=spec,
         files=inputs.files,
+        fingerprints=inputs.fingerprints,
         input_pattern=flags.input_pattern,
         output=flags.output,
         run_date=flags.run_date,
@@ -362,6 +367,7 @@ def match_inputs(flags: _Flags) -> _Inputs:
             raise RunFailed(f"cannot list --input {pattern}: {one_line(e)}") from e
         raise ConfigError(f"cannot list --input {pattern}: {one_line(e)}") from e
     every = sorted(m.path for m in matched if not m.path.endswith("/"))
+    fingerprints = {m.path: fingerprint(m) for m in matched}
     outputs = Outputs(flags.output)
     skipped = [f for f in every if outputs.holds(f)]
     files = tuple(f for f in every if f not in set(skipped))
@@ -392,11 +398,15 @@ def match_inputs(flags: _Flags) -> _Inputs:
             continue
         if table.num_columns:
             _check_unique_names(table.column_names, path)
-            return _Inputs(files, fmt, table, path)
+            return _Inputs(files, fmt, table, path, _only(fingerprints, files))
     if problem is not None:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
-    return _Inputs(files, fmt, None, None)
+    return _Inputs(files, fmt, None, None, _only(fingerprints, files))
+
+
+def _only(fingerprints: dict, files: tuple[str, ...]) -> dict:
+    return {f: fingerprints[f] for f in files}
 
 
 def _check_unique_names(names: list[str], path: str) -> None:

@@ -34,7 +34,13 @@ from pipeline import output as outdir
 from pipeline.errors import ConfigError, Interrupted, RunFailed
 from pipeline.graph import build
 from pipeline.lineage import Dataset, Lineage, job_name_for
-from pipeline.manifest import Counts, CountsDisagree, build_manifest, counts_from
+from pipeline.manifest import (
+    Counts,
+    CountsDisagree,
+    build_manifest,
+    counts_from,
+    input_changes,
+)
 from pipeline.options import ScoringOptions, help_text
 from pipeline.output import MANIFEST, LockLost, OutputDir
 from pipeline.prepare import Launch, prepare
@@ -97,6 +103,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         res = finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
+        with contextlib.suppress(AttributeError):  # main() says what DIR holds now
+            e.commit_state = (_commit_state(job.out), job.out.path)
         job.out.discard_staging()
         if job.tracker is not None:
             job.tracker.abort("KILLED" if stopped else "FAILED")
@@ -109,15 +117,26 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         raise
     finally:
         job.out.release_lock()
-    if job.lineage is not None:
-        job.lineage.complete(*lineage_done(job.launch, res.manifest), res.manifest["status"])
-        res.lineage_sent = list(job.lineage.not_sent)
-    if job.tracker is not None:
-        report = job.out.join(outdir.REPORT) if res.manifest.get("report") else None
-        res.mlflow_logged = job.tracker.finish(
-            res.manifest, res.profile, res.errors_summary, res.seconds, report
-        )
+    try:
+        if job.lineage is not None:
+            job.lineage.complete(*lineage_done(job.launch, res.manifest), res.manifest["status"])
+            res.lineage_sent = list(job.lineage.not_sent)
+        if job.tracker is not None:
+            report = job.out.join(outdir.REPORT) if res.manifest.get("report") else None
+            res.mlflow_logged = job.tracker.finish(
+                res.manifest, res.profile, res.errors_summary, res.seconds, report
+            )
+    except BaseException as e:
+        with contextlib.suppress(AttributeError):
+            e.commit_state = ("committed", job.out.path)
+        raise
     return res
+
+
+def _commit_state(out: OutputDir) -> str:
+    if out.committed:
+        return "committed"
+    return "half" if out.journaled else "none"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +429,12 @@ def finalize(job: _Run, result) -> ScoringResult:
         counts.check()
     except CountsDisagree as e:
         raise RunFailed(f"the run's counts do not reconcile, nothing was committed: {e}") from e
+    changed = input_changes(launch_.fingerprints, counts.files)
+    if changed:
+        raise RunFailed(
+            f"the input changed while the run read it ({changed}); nothing was committed: "
+            "rerun once the input is complete"
+        )
     status = "succeeded"
     if counts.files_failed or counts.error_rate > launch_.max_error_rate:
         status = "failed"
@@ -436,7 +461,17 @@ def finalize(job: _Run, result) -> ScoringResult:
         extra=extra,
     )
     _check_lock(out)
-    out.commit(manifest, files, profile=profile, errors_summary=errors_summary)
+    try:
+        with _signals_held():
+            out.commit(manifest, files, profile=profile, errors_summary=errors_summary)
+    except Exception as e:
+        if out.journaled:  # the journal is written: the next run of this command finishes it
+            raise RunFailed(
+                f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
+                f"{out.path} is incomplete until this command runs again, which finishes the "
+                "commit first"
+            ) from e
+        raise
     code = 0 if status == "succeeded" else 1
     return ScoringResult(
         result,
@@ -504,7 +539,7 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         f"error rate {m['error_rate']:.4%} (max {m['max_error_rate']:.4%}); "
         f"model loaded {m['model_loads']} time(s)",
     ]
-    if not m["inputs"] or not c["rows_read"] and not m["files_failed"]:
+    if not c["rows_read"] and not m["files_failed"]:
         lines.append(f"  WARNING: no rows: every input file is empty ({len(m['inputs'])} files)")
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
@@ -530,7 +565,10 @@ def summary(res: ScoringResult, launch_output: str) -> str:
                 f"partition {bq['partition']} (replaced)"
             )
     lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
-    lines.append(f"  report:      {launch_output}/{outdir.REPORT}")
+    if m.get("report"):
+        lines.append(f"  report:      {launch_output}/{outdir.REPORT}")
+    else:
+        lines.append("  report:      NOT written (see the warning above)")
     if m.get("mlflow_run_id"):
         state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"
         lines.append(f"  mlflow run:  {m['mlflow_run_id']} ({state})")
@@ -540,7 +578,8 @@ def summary(res: ScoringResult, launch_output: str) -> str:
     return "\n".join(lines)
 
 
-_SIGNALS: list[int] = []  # the stop signals this process received
+_SIGNALS: list[int] = []  # the stop signal this process received (one at most)
+_HELD: list[bool] = []  # not empty while a stop signal must wait (the commit)
 
 
 class _QuietAfterSignal(logging.Filter):
@@ -558,10 +597,12 @@ def _signals_stop_the_run():
     def stop(signum, _frame):
         if not _SIGNALS:
             _SIGNALS.append(signum)
-            raise Interrupted(signum)
+            if not _HELD:
+                raise Interrupted(signum)
 
     quiet = _QuietAfterSignal()
-    for handler in logging.getLogger().handlers:
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
         handler.addFilter(quiet)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -569,6 +610,35 @@ def _signals_stop_the_run():
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        for handler in handlers:
+            handler.removeFilter(quiet)
+        _SIGNALS.clear()
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """A stop signal that arrives inside waits for the block to end, then stops the run: the
+    commit is never left half done by SIGINT or SIGTERM."""
+    _HELD.append(True)
+    try:
+        yield
+    finally:
+        _HELD.pop()
+    if _SIGNALS:
+        raise Interrupted(_SIGNALS[0])
+
+
+def _what_dir_holds(e: BaseException) -> str:
+    """What a run that ended in `e` left in its output directory, as run() noted it."""
+    state, path = getattr(e, "commit_state", ("none", None))
+    if state == "committed":
+        return f"this run's output had been committed before the stop: {path} holds it complete"
+    if state == "half":
+        return (
+            f"the commit stopped half-way: {path} is incomplete until this command runs again, "
+            "which finishes the commit first"
+        )
+    return "nothing was committed, the previous output is intact"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,10 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as e:
         code = getattr(e, "exit_code", 128 + signal.SIGINT)
         reason = str(e) or "interrupted by SIGINT"
-        print(
-            f"error: {reason}; nothing was committed, the previous output is intact",
-            file=sys.stderr,
-        )
+        print(f"error: {reason}; {_what_dir_holds(e)}", file=sys.stderr)
         return code
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
         with tempfile.NamedTemporaryFile(
@@ -605,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=f)
         print(
             f"error: internal error (a bug in beamscore, please report it): "
-            f"{one_line(e, with_type=True)}; traceback in {f.name}; nothing was committed",
+            f"{one_line(e, with_type=True)}; traceback in {f.name}; {_what_dir_holds(e)}",
             file=sys.stderr,
         )
         return 4

@@ -47,6 +47,13 @@ class CountingDoFn(beam.DoFn):
             per_file = self._tally.setdefault(source, {})
             per_file[name] = per_file.get(name, 0) + n
 
+    def note(self, source: str, **facts: int) -> None:
+        """Adds per-file facts that are no run-wide counters (a file's size, its mtime): summed
+        like the counts, so a file planned twice shows twice its size."""
+        per_file = self._tally.setdefault(source, {})
+        for name, value in facts.items():
+            per_file[name] = per_file.get(name, 0) + value
+
     def count_failed(self, stage: str, n: int, source: str) -> None:
         """Counts n rows rejected at a stage, run-wide and for their file."""
         self.count(f"rows_failed_{stage}", n, source)

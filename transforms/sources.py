@@ -42,6 +42,13 @@ class FileUnreadable(Exception):
     """A whole input file cannot be read; the message says why."""
 
 
+def fingerprint(meta: Any) -> tuple[int, int]:
+    """A matched file's (size in bytes, last update in ms), from its FileMetadata. The launcher
+    and the workers each match the input: a file whose fingerprint differs between the two
+    changed while the run read it."""
+    return int(meta.size_in_bytes or 0), round((meta.last_updated_in_seconds or 0.0) * 1000)
+
+
 def compression_of(path: str) -> str:
     """Beam's compression type for a file name (CompressionTypes.UNCOMPRESSED when none)."""
     return CompressionTypes.detect_compression_type(path)

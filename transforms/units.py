@@ -24,6 +24,7 @@ from transforms.errors import CountingDoFn, error_record
 from transforms.sources import (
     FileUnreadable,
     Outputs,
+    fingerprint,
     is_splittable,
     open_input,
     open_raw,
@@ -92,6 +93,8 @@ class PlanUnits(CountingDoFn):
     def process(self, meta: FileMetadata) -> Iterator[Any]:
         path = meta.path
         self.count("files", 1, path)
+        size, mtime_ms = fingerprint(meta)
+        self.note(path, bytes=size, mtime_ms=mtime_ms)
         planner = {"parquet": self._parquet, "csv": self._csv, "jsonl": self._jsonl}
         try:
             yield from planner[self._spec.input_format](path, meta.size_in_bytes)
