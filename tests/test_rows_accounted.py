@@ -261,3 +261,69 @@ def test_semicolons_and_tabs(tmp_path, models_dir):
     cli = score(tmp_path / "in.tsv", models_dir / "binary.joblib", tmp_path / "o2")
     assert cli.code == 0, cli.stderr
     assert cli.manifest["counts"]["rows_predicted"] == 50
+
+
+def test_keys_spelled_like_nulls_are_keys_and_json_floats_never_alter_one(tmp_path, models_dir):
+    df = float_rows(7)
+    spellings = ["US", "NA", "null", "N/A", "nan", "", "NULL"]
+    df.insert(1, "country", spellings)
+    df["account"] = ["10", "", "12", "13", "14", "15", "16"]  # an integer key
+    (tmp_path / "in.csv").write_text(df.to_csv(index=False))
+    cli = score(tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "o")
+    assert cli.code == 0, cli.stderr
+    preds = cli.predictions().set_index("id").loc[df.id]
+    assert preds.country.tolist() == spellings  # as spelled, not null
+    assert [None if a != a else int(a) for a in preds.account] == [10, None, 12, 13, 14, 15, 16]
+
+    # JSON Lines: one record's decimal point makes Arrow read its block's ids as floats; an id
+    # a float cannot hold exactly is rejected, never written as a neighbouring number.
+    rows = float_rows(3).to_dict("records")
+    lines = [json.dumps({**rows[0], "id": 9007199254740993}), json.dumps({**rows[1], "id": 2.0})]
+    lines.append(json.dumps({**rows[2], "id": 5}))
+    (tmp_path / "a.jsonl").write_text(json.dumps({**rows[0], "id": 1}) + "\n")
+    (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
+    cli = score(
+        tmp_path / "*.jsonl", models_dir / "binary.joblib", tmp_path / "o2", "--key_columns", "id"
+    )
+    assert cli.code == 1, cli.stderr
+    (error,) = cli.errors()
+    assert error["line"] == 1 and error["source"].endswith("b.jsonl")
+    assert "too large to be the exact whole number" in error["error"]
+    assert sorted(cli.predictions().id) == [1, 2, 5]
+
+
+def test_a_block_of_only_undecodable_records_rejects_them_not_the_file(tmp_path, models_dir):
+    df = float_rows(2)
+    lines = df.to_csv(index=False).encode().splitlines()
+    lines[1] = lines[1].replace(b",", b"\xfc,", 1)
+    lines[2] = lines[2].replace(b",", b"\xfc,", 1)
+    (tmp_path / "in.csv").write_bytes(b"\n".join(lines) + b"\n")
+    cli = score(tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "o")
+    assert cli.code == 1, cli.stderr
+    assert cli.manifest["files_failed"] == []
+    assert [(e["stage"], e["line"]) for e in cli.errors()] == [("read", 2), ("read", 3)]
+    assert all("not valid utf-8" in e["error"] for e in cli.errors())
+
+
+def test_an_unknown_number_category_is_rejected_in_a_clean_batch(tmp_path):
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    train = pd.DataFrame({"plan": [1.0, 2.0] * 20, "x": np.linspace(0, 1, 40)})
+    model = make_pipeline(
+        ColumnTransformer(
+            [("plan", OneHotEncoder(handle_unknown="error"), ["plan"])], remainder="passthrough"
+        ),
+        LogisticRegression(),
+    ).fit(train, [0, 1] * 20)
+    joblib.dump(model, tmp_path / "m.joblib")
+    data = pd.DataFrame({"id": [1, 2, 3], "plan": [1.0, 2.0, 3.0], "x": [0.1, 0.2, 0.3]})
+    pq.write_table(pa.Table.from_pandas(data, preserve_index=False), tmp_path / "in.parquet")
+    cli = score(tmp_path / "in.parquet", tmp_path / "m.joblib", tmp_path / "o")
+    assert cli.code == 1, cli.stderr
+    (error,) = cli.errors()
+    assert error["stage"] == "validate" and "unknown category 3.0" in error["error"]
+    assert sorted(cli.predictions().id) == [1, 2]

@@ -156,9 +156,10 @@ class ReadUnits(CountingDoFn):
         present = [c for c in spec.wanted if c in names]
         lacking = any(c not in names for c in spec.wanted)
         types = {c: _csv_type(spec.columns.field(c).type, c in spec.features) for c in present}
+        keys = {c: spec.columns.field(c).type for c in present if c not in spec.features}
         lacking_rows = 0
         for block in self._text_blocks(unit, quoted=True):
-            parsed = parse_csv(block.data, block.first_line, names, present, types, spec.text)
+            parsed = parse_csv(block.data, block.first_line, names, present, types, spec.text, keys)
             for rejection in parsed.rejected:
                 yield self._rejected(unit, rejection.text, rejection.reason, rejection.line)
             if lacking:

@@ -14,6 +14,7 @@ import codecs
 import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -402,20 +403,23 @@ def decode(data: bytes, text: TextFormat) -> bytes:
     return data.decode(text.encoding).encode("utf-8")
 
 
+_MARK_INVALID = "beamscore-mark-invalid"
+_INVALID = threading.local()  # the offsets found by the decode running on this thread
+
+
+def _note_invalid(error: UnicodeDecodeError) -> tuple[str, int]:
+    _INVALID.found.append(error.start)
+    return "", error.end
+
+
+codecs.register_error(_MARK_INVALID, _note_invalid)  # once: error handlers are process-wide
+
+
 def _invalid_bytes(data: bytes, encoding: str) -> list[int]:
     """The offsets of the bytes that do not decode, found in one decoding pass."""
-    found: list[int] = []
-
-    def note(error: UnicodeDecodeError):
-        found.append(error.start)
-        return "", error.end
-
-    codecs.register_error(_MARK_INVALID, note)  # per call: the handler closes over `found`
+    _INVALID.found = found = []
     data.decode(encoding, errors=_MARK_INVALID)
     return found
-
-
-_MARK_INVALID = "beamscore-mark-invalid"
 
 
 def _bad_text(data: bytes, records: Records, text: TextFormat) -> dict[int, str]:
@@ -441,12 +445,15 @@ def parse_csv(
     present: list[str],
     types: dict[str, pa.DataType],
     text: TextFormat,
+    keys: dict[str, pa.DataType] | None = None,
 ) -> Parsed:
     """Parses a block of whole CSV records (no header) into a table of the `present` columns.
 
     Typed as `types` says; a block Arrow cannot convert is read again as text (the validate
     step then rejects the values that do not convert, one by one); records with bytes that are
-    not valid text, or with the wrong number of fields, are rejected with their line.
+    not valid text, or with the wrong number of fields, are rejected with their line. The key
+    columns (`keys`, with the type each is written as) keep their exact spelling: `NA` or
+    `null` is a key, not a missing value.
     """
     csv = (text.delimiter, len(names))
     excluded: frozenset[int] = frozenset()
@@ -458,11 +465,18 @@ def parse_csv(
     except UnicodeDecodeError:
         utf8, excluded, rejected = _without_bad_text(data, first_line, csv, text)
     invalid: list[str] = []
-    try:
-        table = _read_csv(utf8, names, present, types, text, invalid)
-    except pa.ArrowInvalid:
-        invalid.clear()
-        table = _read_csv(utf8, names, present, {c: pa.string() for c in present}, text, invalid)
+    if not utf8.strip():  # nothing left (every record had bytes that are not text)
+        table = pa.Table.from_arrays(
+            [pa.nulls(0, types.get(c, pa.string())) for c in present], names=present
+        )
+    else:
+        try:
+            table = _read_csv(utf8, names, present, types, text, invalid)
+        except pa.ArrowInvalid:
+            invalid.clear()
+            as_text = {c: pa.string() for c in present}
+            table = _read_csv(utf8, names, present, as_text, text, invalid)
+        table = _nulls_as_spelled(table, keys or {})
     lines = BlockLines(utf8 if not excluded else data, first_line, csv, table.num_rows, excluded)
     if invalid:
         rejected += _wrong_field_counts(lines, invalid, len(names), excluded)
@@ -505,9 +519,43 @@ def _read_csv(
             invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
-            include_columns=present, column_types=types, strings_can_be_null=True
+            include_columns=present, column_types=types, strings_can_be_null=False
         ),
     )
+
+
+def _null_spellings() -> pa.Array:
+    import pyarrow.csv as pacsv
+
+    return pa.array(pacsv.ConvertOptions().null_values, pa.string())
+
+
+_NULL_SPELLINGS = _null_spellings()  # Arrow's: "", "NA", "N/A", "NULL", "null", "nan", ...
+_EMPTY = pa.array([""], pa.string())
+
+
+def _nulls_as_spelled(table: pa.Table, keys: dict[str, pa.DataType]) -> pa.Table:
+    """Arrow reads text with no nulls (strings_can_be_null=False); here a text column's null
+    spellings become nulls, as Arrow would make them, but a key keeps every spelling: a text
+    key is written as read, a key written as a number has only its empty field null."""
+    import pyarrow.compute as pc
+
+    for i, name in enumerate(table.column_names):
+        column = table.column(i)
+        if not pa.types.is_string(column.type):
+            continue
+        if name in keys:
+            if pa.types.is_string(keys[name]) or pa.types.is_large_string(keys[name]):
+                continue
+            spellings = _EMPTY
+        else:
+            spellings = _NULL_SPELLINGS
+        null = pc.is_in(column, value_set=spellings)
+        if pc.any(null).as_py():
+            table = table.set_column(
+                i, name, pc.if_else(null, pa.scalar(None, column.type), column)
+            )
+    return table
 
 
 def _wrong_field_counts(

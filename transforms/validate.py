@@ -159,6 +159,7 @@ class ValidateBatches(CountingDoFn):
         facts = self._spec.facts
         if (
             pa.types.is_float64(values.type)
+            and name not in self._known  # a number can be an unknown category too
             and values.null_count == 0
             and np.isfinite(values.to_numpy(zero_copy_only=False)).all()
         ):
@@ -199,9 +200,23 @@ class ValidateBatches(CountingDoFn):
     def _check_spelling(
         self, name: str, raw: pa.Array, values: pa.Array, reasons: dict, bad: np.ndarray
     ) -> None:
-        """A key converted from text must write back exactly as it was spelled."""
+        """A key converted from text must write back exactly as it was spelled; a whole-number
+        key read as a float (JSON: another record of its block has 2.5 or 2.0) must be one a
+        float holds exactly."""
         if pa.types.is_dictionary(raw.type):
             raw = raw.cast(raw.type.value_type)
+        if pa.types.is_floating(raw.type) and pa.types.is_integer(values.type):
+            inexact = pc.greater_equal(pc.abs(raw.cast(pa.float64())), 2.0**53).fill_null(False)
+            if pc.any(inexact).as_py():
+                self._note(
+                    reasons,
+                    bad,
+                    _mask(inexact),
+                    raw,
+                    f"key {name}: {{!r}} was read as a float (another record near it has a "
+                    "decimal point) and is too large to be the exact whole number in the file",
+                )
+            return
         if not (pa.types.is_string(raw.type) or pa.types.is_large_string(raw.type)):
             return
         if pa.types.is_string(values.type):
