@@ -6,9 +6,14 @@
 #     --output 'gs://my-bucket/scores/{run_date}'
 set -euo pipefail
 cd "$(dirname "$0")"
-: "${PROJECT:?set PROJECT to the Google Cloud project id}"
-: "${REGION:?set REGION, e.g. europe-west1}"
-: "${BUCKET:?set BUCKET to a bucket for Dataflow temp and staging files (no gs://)}"
+# A missing setting is bad configuration: exit 2, as for the tool's own flags.
+missing() {
+  echo "error: set $1 to $2 (see the README: Running on Dataflow)" >&2
+  exit 2
+}
+[ -n "${PROJECT:-}" ] || missing PROJECT "the Google Cloud project id"
+[ -n "${REGION:-}" ] || missing REGION "the Dataflow region, e.g. europe-west1"
+[ -n "${BUCKET:-}" ] || missing BUCKET "a bucket for Dataflow temp and staging files (no gs://)"
 source scripts/bootstrap.sh
 # A unique job name: name, run date, launch time (UTC). JOB_NAME in the environment overrides it.
 RUN_DATE="$(date -u +%Y-%m-%d)"

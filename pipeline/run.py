@@ -217,7 +217,7 @@ def launch(options: PipelineOptions) -> _Run:
     try:
         if out.taken_over:
             close_abandoned(out.taken_over, decided.tracking_uri)
-        if decided.mlflow_experiment:  # an unusable server is exit 3 here, before any work
+        if decided.mlflow_experiment:  # exit 3 (unreachable) or 2 (refused), before any work
             job.tracker = RunLog(decided.tracking_uri, decided.mlflow_experiment)
             job.tracker.start(decided, runner, _workers(options))
             out.update_lock(
@@ -305,8 +305,33 @@ def lineage_done(decided: Launch, manifest: dict) -> tuple[list[Dataset], list[D
 
 
 def _runner(options: PipelineOptions) -> str:
+    """The runner's name, once Beam knows it and the options it cannot run without are there
+    (exit 2 before any work, not a failure once DIR is locked)."""
+    from apache_beam.runners.runner import create_runner
+
     standard = options.view_as(StandardOptions)
     standard.runner = standard.runner or "DirectRunner"
+    try:
+        create_runner(standard.runner)
+    except (ValueError, ImportError) as e:
+        raise ConfigError(f"--runner {standard.runner}: {one_line(e)}") from e
+    if "Dataflow" in standard.runner:
+        cloud = options.view_as(GoogleCloudOptions)
+        missing = [
+            flag
+            for flag, value in (
+                ("--project", cloud.project),
+                ("--region", cloud.region),
+                ("--temp_location", cloud.temp_location),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{standard.runner} needs {', '.join(missing)} (run_dataflow.sh passes them)"
+            )
+        if not cloud.temp_location.startswith("gs://"):
+            raise ConfigError(f"--temp_location must be a gs:// path, not {cloud.temp_location}")
     return standard.runner
 
 

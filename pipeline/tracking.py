@@ -11,8 +11,8 @@ import tempfile
 import time
 from typing import Any
 
-from models.errors import one_line
-from pipeline.errors import RunFailed
+from models.errors import is_unreachable, one_line
+from pipeline.errors import ConfigError, RunFailed
 
 _LOG = logging.getLogger(__name__)
 
@@ -39,13 +39,18 @@ def code_version() -> str:
 
 
 class RunLog:
-    """An MLflow run for one pipeline run. `start` fails fast (exit 3) when the server cannot be
-    reached; everything after it only warns, so scoring results are never lost to MLflow."""
+    """An MLflow run for one pipeline run. Making it fails fast: exit 3 when the server cannot
+    be reached (a retry may find it), exit 2 when it refuses (a URI it does not know, a deleted
+    experiment); everything after `start` only warns, so scoring results are never lost to
+    MLflow."""
 
     def __init__(self, tracking_uri: str, experiment: str):
         from models.mlflow_models import client
 
-        self._client = client(tracking_uri)
+        try:
+            self._client = client(tracking_uri)
+        except Exception as e:  # noqa: BLE001 - an unusable tracking URI is configuration
+            raise ConfigError(f"--mlflow_tracking_uri {tracking_uri}: {one_line(e)}") from e
         self._experiment = experiment
         self.run_id: str | None = None
 
@@ -64,7 +69,11 @@ class RunLog:
                 },
             )
         except Exception as e:  # noqa: BLE001 - any failure here means MLflow is not usable
-            raise RunFailed(f"MLflow tracking server unusable: {one_line(e)}") from e
+            if is_unreachable(e):
+                raise RunFailed(f"MLflow tracking server unreachable: {one_line(e)}") from e
+            raise ConfigError(
+                f"MLflow refused a run in experiment {self._experiment!r}: {one_line(e)}"
+            ) from e
         self.run_id = run.info.run_id
         from mlflow.entities import Param
 
@@ -189,6 +198,8 @@ class RunLog:
 
     def abort(self, status: str = "FAILED") -> None:
         """Ends the run when the pipeline could not complete (FAILED) or was stopped (KILLED)."""
+        if self.run_id is None:  # it never started
+            return
         self._safely("end the run", self._client.set_terminated, self.run_id, status)
 
     def _safely(self, what: str, fn, *args, **kwargs) -> bool:

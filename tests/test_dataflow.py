@@ -278,3 +278,35 @@ def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch):
         job = res.pipeline_result.job
         apiclient.DataflowApplicationClient(job.options).create_job_description(job)
     assert staged["requirements.txt"].decode().split() == [f"xgboost-cpu=={xgb.__version__}"]
+
+
+def test_runner_settings_are_checked_before_the_output_is_touched(job_inputs, tmp_path):
+    from tests.conftest import assert_one_line_error, run_cli
+
+    args = [a if not str(a).endswith("out") else tmp_path / "fresh" for a in job_inputs]
+    for flags, says in (
+        (["--runner", "Bogus"], "--runner Bogus"),
+        (["--runner", "DataflowRunner"], "needs --project, --region, --temp_location"),
+        (
+            ["--runner", "DataflowRunner", "--project", "p", "--region", "r"]
+            + ["--temp_location", str(tmp_path / "tmp")],
+            "--temp_location must be a gs:// path",
+        ),
+    ):
+        cli = run_cli(*args, *flags)
+        assert_one_line_error(cli, says)
+        assert not (tmp_path / "fresh").exists()
+    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT", "REGION", "BUCKET")}
+    result = subprocess.run(
+        [str(ROOT / "run_dataflow.sh"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**env, "PROJECT": "p"},
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: set REGION to the Dataflow region, e.g. europe-west1 "
+        "(see the README: Running on Dataflow)"
+    )

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import FEATURES, ROOT, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, ROOT, assert_one_line_error, float_rows, run_cli, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -241,6 +241,29 @@ def test_unreachable_tracking_server_at_launch_is_exit_3(tmp_path, models_dir):
     assert cli.code == 3, cli.stderr
     assert "Traceback" not in cli.stderr
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_a_tracking_store_that_refuses_the_run_is_exit_2(tmp_path, models_dir):
+    write_input(float_rows(10), tmp_path / "in.parquet")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    import mlflow
+
+    client = mlflow.MlflowClient(store)
+    client.delete_experiment(client.create_experiment("nightly"))
+    base = ["--model", models_dir / "binary.joblib", "--input", tmp_path / "in.parquet"]
+    for uri, says in ((store, "deleted"), ("bogus://nowhere", "bogus://nowhere")):
+        cli = run_cli(
+            *base,
+            "--output",
+            tmp_path / "out",
+            "--mlflow_tracking_uri",
+            uri,
+            "--mlflow_experiment",
+            "nightly",
+        )
+        assert_one_line_error(cli, says)
+        assert "could not end the run" not in cli.stderr
+        assert not (tmp_path / "out" / "manifest.json").exists()
 
 
 def start_mlflow_server(root) -> tuple[subprocess.Popen, str]:
