@@ -46,7 +46,7 @@ FLAGS = (
         "input_format",
         "FORMAT",
         "parquet, csv or jsonl (default: from the file extension: .parquet/.pq, .csv/.tsv, "
-        ".jsonl/.json/.ndjson; compressed with .gz, .bz2, .zst, .deflate or .xz)",
+        ".jsonl/.json/.ndjson; compressed with .gz, .bz2, .zst, .deflate, .xz or .lzma)",
     ),
     Flag(
         "input_encoding",
@@ -55,7 +55,12 @@ FLAGS = (
         "skipped",
         default="utf-8",
     ),
-    Flag("csv_delimiter", "CHAR", "field separator of CSV input (e.g. ';' or 'tab')", default=","),
+    Flag(
+        "csv_delimiter",
+        "CHAR",
+        "field separator of CSV input (e.g. ';' or 'tab'); when not given, a tab for .tsv "
+        "files (compressed or not) and a comma for the others",
+    ),
     Flag(
         "model",
         "URI",
@@ -144,8 +149,9 @@ Words that belong to no flag (an unquoted glob the shell expanded) are refused.
 
 exit codes: 0 succeeded; 1 completed, but too many rows were rejected or a file could not be
 read (look at DIR/errors); 2 bad configuration or input, found before scoring (nothing written);
-3 could not complete, the previous output is intact (a retry may help); 130/143 interrupted
-(SIGINT/SIGTERM), the previous output is intact.
+3 could not complete, the previous output is intact (a retry may help); 4 internal error (a bug:
+the traceback is in a file named on stderr); 130/143 interrupted (SIGINT/SIGTERM), the previous
+output is intact.
 See README.md for the output layout, reruns, BigQuery, MLflow and Dataflow."""
 
 

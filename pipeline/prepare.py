@@ -29,7 +29,15 @@ from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import ScoringOptions
 from transforms.read import hinted
-from transforms.sources import FORMATS, FileUnreadable, Outputs, fingerprint, format_of, sample
+from transforms.sources import (
+    FORMATS,
+    FileUnreadable,
+    Outputs,
+    fingerprint,
+    format_of,
+    is_tsv,
+    sample,
+)
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
 from transforms.validate import cast_column
 
@@ -340,8 +348,8 @@ def _text_format(opts: ScoringOptions, pattern: str) -> TextFormat:
             "the input to UTF-8 (iconv -f ... -t utf-8)"
         )
     delimiter = opts.csv_delimiter
-    if delimiter is None or delimiter == ",":
-        delimiter = "\t" if pattern.lower().split(".tsv")[-1] in ("", ".gz", ".bz2") else ","
+    if delimiter is None:  # what the name says: .tsv, .tsv.gz, .tsv.zst, ... hold tabs
+        delimiter = "\t" if is_tsv(pattern) else ","
     delimiter = {"tab": "\t", "\\t": "\t"}.get(delimiter.lower(), delimiter)
     if len(delimiter) != 1 or delimiter in '\r\n"' or ord(delimiter) > 127:
         raise ConfigError(

@@ -175,9 +175,16 @@ def parse_options(argv: list[str]) -> PipelineOptions:
     return options
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad value is one `error:` line (exit 2), not a usage dump of every flag."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see --help and the README)")
+
+
 def _parser() -> argparse.ArgumentParser:
     """A parser of every flag some PipelineOptions subclass defines (ours and Beam's)."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser = _OneLineParser(add_help=False, allow_abbrev=False)
     seen: set[type] = set()
     stack = list(PipelineOptions.__subclasses__())
     while stack:
@@ -399,6 +406,7 @@ def _workers(options: PipelineOptions) -> str:
 def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     """Runs the Beam pipeline to the end; any failure is a RunFailed (the old output stays)."""
     spec = job.launch.spec
+    _launch_decided()
     _LOG.info(
         "run %s: scoring %s files matching %s with %s (version %s)",
         spec.run_id,
@@ -607,6 +615,45 @@ _SIGNALS: list[int] = []  # the stop signal this process received (one at most)
 _HELD: list[bool] = []  # not empty while a stop signal must wait (the commit)
 
 
+class _LaunchLogHeld(logging.Filter):
+    """Holds the launcher's INFO lines ("loaded model ...") until the launch has decided
+    everything, so a configuration error stays the one line on stderr; warnings pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
+        self.handlers: list[logging.Handler] = []
+
+    def hold(self) -> None:
+        self.handlers = list(logging.getLogger().handlers)
+        for handler in self.handlers:
+            handler.addFilter(self)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        self.held.extend((h, record) for h in self.handlers if self in h.filters)
+        return False
+
+    def release(self, show: bool) -> None:
+        for handler in self.handlers:
+            handler.removeFilter(self)
+        held, self.held = self.held, []
+        if show:
+            for handler, record in held:
+                if record.levelno >= handler.level:
+                    handler.handle(record)
+
+
+_LAUNCH_LOG: list[_LaunchLogHeld] = []  # set by main() while the launch decides
+
+
+def _launch_decided() -> None:
+    """The launch went through: the INFO lines it held are written now, in order."""
+    while _LAUNCH_LOG:
+        _LAUNCH_LOG.pop().release(show=True)
+
+
 class _QuietAfterSignal(logging.Filter):
     """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted."""
 
@@ -679,18 +726,29 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # With no errors the errors sink has nothing to finalize, which it warns about.
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)
+    held = _LaunchLogHeld()
+    held.hold()
+    _LAUNCH_LOG.append(held)
     try:
         with _signals_stop_the_run():
             res = run(argv)
-    except (ConfigError, RunFailed) as e:
+    except ConfigError as e:  # one line: what the launcher logged on the way is not shown
+        _LAUNCH_LOG.clear()
+        held.release(show=False)
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except RunFailed as e:
+        _launch_decided()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except (KeyboardInterrupt, Interrupted) as e:
+        _launch_decided()
         code = getattr(e, "exit_code", 128 + signal.SIGINT)
         reason = str(e) or "interrupted by SIGINT"
         print(f"error: {reason}; {_what_dir_holds(e)}", file=sys.stderr)
         return code
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
+        _launch_decided()
         with tempfile.NamedTemporaryFile(
             "w", prefix="beamscore-traceback-", suffix=".txt", delete=False
         ) as f:

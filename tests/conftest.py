@@ -148,6 +148,7 @@ def assert_one_line_error(cli: Cli, *words: str) -> None:
     lines = [ln for ln in cli.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, cli.stderr
     assert "Traceback" not in cli.stderr
+    assert " INFO " not in cli.stderr, cli.stderr  # the launcher's progress lines are held back
     for word in words:
         assert word in lines[0], lines[0]
 

@@ -56,6 +56,16 @@ def test_unquoted_glob_and_repeated_flags_are_refused(tmp_path, models_dir):
     assert_one_line_error(cli, "--runner is given more than once")
     cli = run_cli(*args(files[0], model, tmp_path / "o"), "-input", "x")
     assert_one_line_error(cli, "unknown flag -input")
+    # A flag's bad value is one line too, not argparse's usage of every flag Beam has.
+    for more, says in (
+        (["--input"], "--input: expected one argument"),
+        (["--direct_num_workers", "abc"], "invalid int value: 'abc'"),
+        (["--direct_running_mode", "bogus"], "invalid choice: 'bogus'"),
+    ):
+        cli = run_cli(*args(files[0], model, tmp_path / "o")[2:], *more)
+        assert_one_line_error(cli, says)
+        assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_help_lists_every_flag_with_its_default():

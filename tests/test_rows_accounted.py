@@ -261,6 +261,19 @@ def test_semicolons_and_tabs(tmp_path, models_dir):
     cli = score(tmp_path / "in.tsv", models_dir / "binary.joblib", tmp_path / "o2")
     assert cli.code == 0, cli.stderr
     assert cli.manifest["counts"]["rows_predicted"] == 50
+    # Compressed, still tabs; a delimiter given on the command line wins over the name.
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(df.to_csv(index=False, sep="\t").encode())
+    (tmp_path / "in.tsv.zst").write_bytes(data)
+    cli = score(tmp_path / "in.tsv.zst", models_dir / "binary.joblib", tmp_path / "o3")
+    assert cli.code == 0, cli.stderr
+    assert cli.manifest["counts"]["rows_predicted"] == 50
+    (tmp_path / "commas.tsv").write_text(df.to_csv(index=False))
+    args = ("--csv_delimiter", ",")
+    cli = score(tmp_path / "commas.tsv", models_dir / "binary.joblib", tmp_path / "o4", *args)
+    assert cli.code == 0, cli.stderr
+    assert cli.manifest["counts"]["rows_predicted"] == 50
 
 
 def test_keys_spelled_like_nulls_are_keys_and_json_floats_never_alter_one(tmp_path, models_dir):

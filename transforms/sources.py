@@ -62,6 +62,14 @@ def format_of(path: str) -> str | None:
     return next((fmt for ext, fmt in _EXTENSIONS.items() if name.endswith(ext)), None)
 
 
+def is_tsv(path: str) -> bool:
+    """Whether a name (or pattern) says tab-separated: .tsv, compressed or not."""
+    name = path.lower()
+    if compression_of(name) != CompressionTypes.UNCOMPRESSED:
+        name = name.rsplit(".", 1)[0]
+    return name.endswith(".tsv")
+
+
 def open_raw(path: str):
     """A seekable file over the stored bytes: Arrow's own for a local path (its reads need no
     GIL), Beam's FileSystems for gs:// and other remote paths."""
