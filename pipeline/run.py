@@ -497,14 +497,24 @@ def finalize(job: _Run, result) -> ScoringResult:
     try:
         with _signals_held():
             out.commit(manifest, files, profile=profile, errors_summary=errors_summary)
-    except Exception as e:
+    except Exception as e:  # a storage error: retryable, and the message says what DIR holds
+        loaded = [extra[k]["table"] for k in ("bigquery", "bigquery_errors") if extra.get(k)]
+        bigquery = (
+            f"; BigQuery already holds this run's rows in {', '.join(loaded)} (the rerun "
+            "replaces them)"
+            if loaded
+            else ""
+        )
         if out.journaled:  # the journal is written: the next run of this command finishes it
             raise RunFailed(
                 f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
                 f"{out.path} is incomplete until this command runs again, which finishes the "
-                "commit first"
+                f"commit first{bigquery}"
             ) from e
-        raise
+        raise RunFailed(
+            f"committing the output failed before it began ({one_line(e, with_type=True)}): "
+            f"nothing was committed, {out.path} holds the previous output{bigquery}"
+        ) from e
     code = 0 if status == "succeeded" else 1
     return ScoringResult(
         result,

@@ -53,6 +53,15 @@ elif hook in ("sigterm_in_commit", "fail_in_commit"):
         raise OSError("disk gone")  # after the old files were deleted
 
     po._move = move
+elif hook == "journal_fails":
+    real_write_json = po.write_json
+
+    def write_json(path, data):
+        if path.endswith(po.COMMIT):
+            raise OSError("quota exceeded")
+        return real_write_json(path, data)
+
+    po.write_json = write_json
 elif hook == "no_report":
     def render_report(*args, **kwargs):
         raise RuntimeError("cannot render")
@@ -164,6 +173,24 @@ def test_commit_that_fails_half_way_is_exit_3_and_the_rerun_finishes_it(tmp_path
     assert "finishing the commit of run" in again.stderr
     assert committed_rows(out) == 1000
     assert not (out / "_staging").exists()
+
+
+def test_commit_that_fails_before_it_begins_is_exit_3_with_the_old_output(tmp_path, models_dir):
+    inp, out = four_files(tmp_path), tmp_path / "out"
+    args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
+    first = score(*args[1::2])
+    assert first.code == 0
+    write_input(float_rows(100, seed=9, start_id=5000), inp / "p4.parquet")
+
+    run = drive(tmp_path, "journal_fails", "-", *args)
+    assert run.returncode == 3, run.stderr  # a storage error: a retry may help
+    (line,) = error_lines(run.stderr)
+    assert "failed before it began" in line and "quota exceeded" in line, line
+    assert "holds the previous output" in line
+    assert json.loads((out / "manifest.json").read_text())["run_id"] == first.manifest["run_id"]
+    assert committed_rows(out) == 1000
+    assert not (out / "_staging").exists()
+    assert not (out / "_lock").exists()
 
 
 def test_a_report_that_cannot_be_rendered_does_not_leave_the_old_one(tmp_path, models_dir):
