@@ -7,6 +7,7 @@ Workers load the staged copy and never talk to the server.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import os
@@ -93,7 +94,7 @@ def resolve(uri: str, tracking_uri: str | None) -> tuple[str, str, str, str, str
         with _pointed_at(tracking_uri):
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=download_uri,
-                dst_path=tempfile.mkdtemp(prefix="beamscore-model-"),
+                dst_path=scratch_dir(),
                 tracking_uri=tracking_uri,
                 registry_uri=tracking_uri,
             )
@@ -165,11 +166,19 @@ def stage(local_dir: str, staging_root: str | None, sha256: str) -> str:
     return target
 
 
+def scratch_dir() -> str:
+    """A temporary directory for a downloaded model, removed when the process exits (the model
+    is loaded once per process, so it is needed no longer)."""
+    path = tempfile.mkdtemp(prefix="beamscore-model-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
 def fetch(staged: str) -> str:
     """A local directory holding the staged artifacts (downloaded when they are remote)."""
     if "://" not in staged:
         return staged
-    local = tempfile.mkdtemp(prefix="beamscore-model-")
+    local = scratch_dir()
     prefix = staged.rstrip("/") + "/"
     for meta in FileSystems.match([prefix + "**"])[0].metadata_list:
         dst = os.path.join(local, meta.path.removeprefix(prefix))

@@ -8,11 +8,13 @@ sinks loaded, the output committed with its manifest and report).
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import dataclasses
 import datetime
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -383,7 +385,9 @@ def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> 
     image = options.view_as(WorkerOptions).sdk_container_image
     if not needed or setup.requirements_file or image:
         return
-    path = os.path.join(tempfile.mkdtemp(prefix="beamscore-"), "requirements.txt")
+    scratch = tempfile.mkdtemp(prefix="beamscore-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # staged by then
+    path = os.path.join(scratch, "requirements.txt")
     with open(path, "w") as f:
         f.write("\n".join(needed) + "\n")
     setup.requirements_file = path

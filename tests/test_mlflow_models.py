@@ -64,6 +64,7 @@ def no_tracking_env() -> dict:
 
 
 def test_registry_alias_scores_like_the_model(tmp_path, registry):
+    (tmp_path / "tmp").mkdir()
     df = float_rows(300, seed=2)
     write_input(df, tmp_path / "in.parquet")
     cli = run_cli(
@@ -75,8 +76,11 @@ def test_registry_alias_scores_like_the_model(tmp_path, registry):
         registry["uri"],
         "--output",
         tmp_path / "out",
+        env={"TMPDIR": str(tmp_path / "tmp")},
     )
     assert cli.code == 0, cli.stderr
+    # The downloaded model is not left behind (Beam and MLflow leave a few empty directories).
+    assert not [p for p in (tmp_path / "tmp").rglob("*") if p.is_file()]
     got = cli.predictions().set_index("id").loc[df.id]
     model = registry["model"]
     np.testing.assert_allclose(got.proba_1, model.predict_proba(df[FEATURES])[:, 1])
