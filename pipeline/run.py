@@ -221,9 +221,10 @@ def launch(options: PipelineOptions) -> _Run:
     decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
     _worker_installs(options, decided, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
-    out.acquire_lock()
     job = _Run(decided, options, runner, out, started, clock)
     try:
+        with _signals_held():  # a stop signal waits until the lock can be released again
+            out.acquire_lock()
         if out.taken_over:
             close_abandoned(out.taken_over, decided.tracking_uri)
         if decided.mlflow_experiment:  # exit 3 (unreachable) or 2 (refused), before any work

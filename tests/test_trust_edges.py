@@ -53,6 +53,15 @@ elif hook in ("sigterm_in_commit", "fail_in_commit"):
         raise OSError("disk gone")  # after the old files were deleted
 
     po._move = move
+elif hook == "sigterm_in_lock":
+    real_create = po.OutputDir._create_exclusive
+
+    def create_exclusive(self, record):
+        made = real_create(self, record)
+        os.kill(os.getpid(), signal.SIGTERM)  # the lock exists, its heartbeat not yet
+        return made
+
+    po.OutputDir._create_exclusive = create_exclusive
 elif hook == "journal_fails":
     real_write_json = po.write_json
 
@@ -191,6 +200,16 @@ def test_commit_that_fails_before_it_begins_is_exit_3_with_the_old_output(tmp_pa
     assert committed_rows(out) == 1000
     assert not (out / "_staging").exists()
     assert not (out / "_lock").exists()
+
+
+def test_a_signal_while_the_lock_is_taken_does_not_leave_it_behind(tmp_path, models_dir):
+    inp, out = four_files(tmp_path), tmp_path / "out"
+    args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
+    run = drive(tmp_path, "sigterm_in_lock", "-", *args)
+    assert run.returncode == 143, run.stderr
+    assert "nothing was committed" in error_lines(run.stderr)[0]
+    assert not (out / "_lock").exists()  # the next run is not refused as "locked"
+    assert score(*args[1::2]).code == 0
 
 
 def test_a_report_that_cannot_be_rendered_does_not_leave_the_old_one(tmp_path, models_dir):
