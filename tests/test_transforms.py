@@ -128,6 +128,25 @@ def test_split_reads_equal_whole_reads(tmp_path, models_dir, fmt):
     assert len(whole_out[1]) == {"csv": 3, "jsonl": 3, "parquet": 0}[fmt]
 
 
+def test_a_stray_quote_loses_no_row_in_split_reads(tmp_path, models_dir):
+    """An odd quote inside an unquoted field (`29" `) breaks quote counting for the rest of the
+    file; split and whole reads still give every row once (the known cost: memory, README)."""
+    lines = float_rows(400).to_csv(index=False).splitlines()
+    lines[30] = lines[30].replace(",", '" ,', 1)  # the key 29 spelled 29"
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "data.csv").write_text("\n".join(lines) + "\n")
+    whole = make_spec(models_dir / "binary.joblib", tmp_path / "in" / "*", tmp_path / "o")
+    split = dataclasses.replace(whole, split_bytes=700, batch_size=16)
+    whole_out = run_graph(whole, tmp_path / "whole")
+    split_out = run_graph(split, tmp_path / "split")
+    ids = sorted(r["id"] for r in split_out[0])
+    assert ids == sorted(r["id"] for r in whole_out[0]) == [i for i in range(400) if i != 29]
+    assert [e["record"] for e in split_out[1]] == [e["record"] for e in whole_out[1]]
+    assert [e["stage"] for e in split_out[1]] == ["validate"]
+    (counts,) = split_out[2].values()
+    assert counts["rows_read"] == 400 and counts["rows_predicted"] == 399
+
+
 def test_plan_units_cuts_files(tmp_path, models_dir):
     pq.write_table(
         pa.Table.from_pandas(float_rows(1000), preserve_index=False),
