@@ -300,3 +300,14 @@ def test_a_predict_error_names_the_feature_behind_a_column_index(tmp_path, model
         "ValueError: Found unknown categories ['gold'] in column 0 during transform "
         "(column 0 is feature plan)"
     )
+
+
+def test_error_reasons_group_whatever_the_value_or_the_bad_byte():
+    from transforms.errors import reason_of
+
+    def reason(text: str) -> str:
+        return reason_of({"error": text})
+
+    assert reason("carat: '0,65' is not a number") == reason("carat: 'n/a' is not a number")
+    utf8 = "not valid utf-8 text (byte 0x{} at column {}); set --input_encoding"
+    assert reason(utf8.format("fc", 17)) == reason(utf8.format("e9", 3))

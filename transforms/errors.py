@@ -144,6 +144,8 @@ def reason_of(record: dict[str, Any]) -> str:
     text = re.sub(r"\[[^\[\]]*\]", "[…]", text)
     # A number right after "column:" is a value; elsewhere ("expected 5 fields") it is not.
     text = re.sub(r"(: )-?\d[\d.]*(?:e[-+]?\d+)?", r"\1N", text)
+    # Where in a record a bad byte sits: "(byte 0xfc at column 17)" is one reason for all.
+    text = re.sub(r"\bbyte 0x[0-9a-f]+ at column \d+", "byte 0xN at column N", text)
     return text[:300]
 
 
