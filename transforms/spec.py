@@ -166,7 +166,8 @@ class ScoringSpec:
         facts: what the model predicts (classes, prediction type, missing values).
         batch_size: rows per record batch.
         baseline: the model's drift baseline (see transforms.profile), if it has one.
-        split_bytes: the size of a text file's work units (and the least a Parquet unit holds).
+        split_bytes: the size of a text file's work units (a Parquet unit is whole row groups
+            of at least batch_size rows).
     """
 
     run_id: str
