@@ -739,6 +739,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("apache_beam", "google", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Missing credentials are the error line itself; the auth library's own warning repeats it.
+    logging.getLogger("google.auth").setLevel(logging.ERROR)
     # With no errors the errors sink has nothing to finalize, which it warns about.
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)
     held = _LaunchLogHeld()
