@@ -246,7 +246,7 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
     if opts.input_format is not None and opts.input_format not in FORMATS:
         raise ConfigError(f"--input_format {opts.input_format!r} is not one of parquet, csv, jsonl")
     run_date = parse_run_date(opts.run_date, today)
-    pattern = _absolute(opts.input.replace("{run_date}", run_date))
+    pattern = _absolute(_filled("--input", opts.input, run_date))
     return _Flags(
         input_pattern=pattern,
         input_format=opts.input_format,
@@ -254,9 +254,9 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         model_uri=_absolute(opts.model),
         model_sha256=_sha256(opts.model_sha256),
         allow_version_mismatch=_switch("--allow_version_mismatch", opts.allow_version_mismatch),
-        output=_absolute(opts.output.replace("{run_date}", run_date)).rstrip("/"),
-        keys=_split(opts.key_columns),
-        features=_split(opts.features),
+        output=_absolute(_filled("--output", opts.output, run_date)).rstrip("/"),
+        keys=_split("--key_columns", opts.key_columns),
+        features=_split("--features", opts.features),
         overrides=_column_type_overrides(opts.column_types),
         max_error_rate=_number("--max_error_rate", opts.max_error_rate, float, 0.0, 1.0),
         batch_size=_number("--batch_size", opts.batch_size, int, 1, 10_000_000),
@@ -286,11 +286,25 @@ def _absolute(path: str) -> str:
     return path if re.match(r"^[a-z][a-z0-9+.-]*:/", path) else os.path.abspath(path)
 
 
-def _split(value: str | None) -> tuple[str, ...] | None:
+def _split(flag: str, value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
+    twice = sorted({v for v in items if items.count(v) > 1})
+    if twice:
+        raise ConfigError(f"{flag} names {', '.join(twice)} more than once")
     return items or None
+
+
+def _filled(flag: str, path: str, run_date: str) -> str:
+    """A path with {run_date} filled; any other {name} is a misspelt placeholder (exit 2), not
+    a directory to create."""
+    other = sorted(set(re.findall(r"\{[A-Za-z_][A-Za-z0-9_]*\}", path)) - {"{run_date}"})
+    if other:
+        raise ConfigError(
+            f"{flag} {path}: unknown placeholder {', '.join(other)} (the only one is {{run_date}})"
+        )
+    return path.replace("{run_date}", run_date)
 
 
 def _switch(flag: str, value: str | None) -> bool:
@@ -318,13 +332,15 @@ def _number(flag: str, value, kind: type, low: float, high: float):
 
 def _column_type_overrides(value: str | None) -> dict[str, pa.DataType]:
     out = {}
-    for item in _split(value) or ():
+    for item in _split("--column_types", value) or ():
         name, sep, type_name = item.rpartition(":")
         if not sep or not name or type_name.lower() not in _TYPES:
             raise ConfigError(
                 f"--column_types item {item!r} is not name:type with type one of "
                 "float64, int64, bool, string"
             )
+        if name in out:
+            raise ConfigError(f"--column_types names {name} more than once")
         out[name] = _TYPES[type_name.lower()]
     return out
 

@@ -68,6 +68,22 @@ def test_unquoted_glob_and_repeated_flags_are_refused(tmp_path, models_dir):
     assert not (tmp_path / "o").exists()
 
 
+def test_misspelt_placeholders_and_names_given_twice_are_refused(tmp_path, models_dir):
+    inp = write_input(float_rows(10), tmp_path / "in.parquet")
+    model = models_dir / "binary.joblib"
+    for out, more, says in (
+        ("o/{rundate}", [], "unknown placeholder {rundate}"),
+        ("o", ["--key_columns", "id,id"], "--key_columns names id more than once"),
+        ("o", ["--features", "f0,f1,f0"], "--features names f0 more than once"),
+        ("o", ["--column_types", "id:string,id:int64"], "--column_types names id more than once"),
+    ):
+        assert_one_line_error(run_cli(*args(inp, model, tmp_path / out, *more)), says)
+    assert not list(tmp_path.glob("o*"))  # no directory named {rundate}
+    cli = run_cli(*args(inp, model, tmp_path / "o" / "{run_date}", "--run_date", "2026-01-02"))
+    assert cli.code == 0, cli.stderr
+    assert (tmp_path / "o" / "2026-01-02" / "manifest.json").exists()
+
+
 def test_help_lists_every_flag_with_its_default():
     from pipeline.options import FLAGS
 
