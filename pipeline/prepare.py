@@ -384,6 +384,11 @@ def match_inputs(flags: _Flags) -> _Inputs:
     pattern = flags.input_pattern
     if pattern.startswith("gs://"):
         gcs.check_flag(pattern, "--input")
+    elif os.path.isdir(pattern):
+        raise ConfigError(
+            f"--input {pattern} is a directory: give a pattern of its files, e.g. "
+            f"'{pattern.rstrip('/')}/*.parquet'"
+        )
     try:
         matched = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - a bad pattern or unreachable bucket

@@ -78,6 +78,8 @@ def test_misspelt_placeholders_and_names_given_twice_are_refused(tmp_path, model
         ("o", ["--column_types", "id:string,id:int64"], "--column_types names id more than once"),
     ):
         assert_one_line_error(run_cli(*args(inp, model, tmp_path / out, *more)), says)
+    cli = run_cli(*args(tmp_path, model, tmp_path / "o"))
+    assert_one_line_error(cli, "is a directory", f"'{tmp_path}/*.parquet'")
     assert not list(tmp_path.glob("o*"))  # no directory named {rundate}
     cli = run_cli(*args(inp, model, tmp_path / "o" / "{run_date}", "--run_date", "2026-01-02"))
     assert cli.code == 0, cli.stderr
