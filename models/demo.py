@@ -133,6 +133,8 @@ def main() -> None:
         "the alias champion on the new version",
     )
     args = parser.parse_args()
+    if args.register and not os.environ.get("MLFLOW_TRACKING_URI"):
+        parser.error("--register needs MLFLOW_TRACKING_URI (e.g. sqlite:///$PWD/mlflow.db)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model, pattern = write_demo(args.out, args.rows)
     print(f"model={model}\ninput={pattern}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from typing import Any
@@ -280,6 +281,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not (args.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        # Not MLflow's fallback (a database file wherever this runs): the nightly run must
+        # name the same server, so name it here.
+        print(
+            "error: say where to register: --mlflow_tracking_uri or MLFLOW_TRACKING_URI "
+            "(e.g. sqlite:///$PWD/mlflow.db)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         uri, version = register(
             load_file(args.model),

@@ -238,6 +238,11 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         raise ConfigError("--bigquery_errors_table must differ from --bigquery_table")
     tracking_uri = opts.mlflow_tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     mlflow_experiment = opts.mlflow_experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    if opts.model.startswith(("models:/", "runs:/")) and not tracking_uri:
+        raise ConfigError(
+            f"--model {opts.model} is in an MLflow registry: say which with "
+            "--mlflow_tracking_uri or MLFLOW_TRACKING_URI"
+        )
     if mlflow_experiment and not tracking_uri:
         raise ConfigError(
             f"logging to MLflow experiment {mlflow_experiment!r} needs --mlflow_tracking_uri "

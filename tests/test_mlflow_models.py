@@ -8,7 +8,14 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.conftest import FEATURES, assert_one_line_error, float_rows, run_cli, write_input
+from tests.conftest import (
+    FEATURES,
+    ROOT,
+    assert_one_line_error,
+    float_rows,
+    run_cli,
+    write_input,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -173,6 +180,16 @@ def test_unknown_alias_version_or_run(tmp_path, registry, model_uri, words):
         tmp_path / "out",
     )
     assert_one_line_error(cli, *words)
+
+
+def test_a_registry_uri_without_a_tracking_server_is_refused(tmp_path):
+    write_input(float_rows(10), tmp_path / "in.parquet")
+    args = ["--input", tmp_path / "in.parquet", "--output", tmp_path / "out"]
+    # Not MLflow's fallback: a database file in the current directory (cwd is the checkout).
+    cli = run_cli(*args, "--model", "models:/churn@champion", env=no_tracking_env())
+    assert_one_line_error(cli, "models:/churn@champion", "--mlflow_tracking_uri")
+    assert not (ROOT / "mlflow.db").exists() and not (ROOT / "mlruns").exists()
+    assert not (tmp_path / "out").exists()
 
 
 def test_signature_column_missing_or_not_castable(tmp_path, registry):
