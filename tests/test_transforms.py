@@ -14,6 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from models import loading
 from models.introspect import inspect
@@ -129,8 +131,8 @@ def test_split_reads_equal_whole_reads(tmp_path, models_dir, fmt):
 
 
 def test_a_stray_quote_loses_no_row_in_split_reads(tmp_path, models_dir):
-    """An odd quote inside an unquoted field (`29" `) breaks quote counting for the rest of the
-    file; split and whole reads still give every row once (the known cost: memory, README)."""
+    """An odd quote inside an unquoted field (`29" `) is text, as Arrow reads it: it does not
+    turn the rest of the file into one quoted value (one block, no line numbers)."""
     lines = float_rows(400).to_csv(index=False).splitlines()
     lines[30] = lines[30].replace(",", '" ,', 1)  # the key 29 spelled 29"
     (tmp_path / "in").mkdir()
@@ -142,7 +144,8 @@ def test_a_stray_quote_loses_no_row_in_split_reads(tmp_path, models_dir):
     ids = sorted(r["id"] for r in split_out[0])
     assert ids == sorted(r["id"] for r in whole_out[0]) == [i for i in range(400) if i != 29]
     assert [e["record"] for e in split_out[1]] == [e["record"] for e in whole_out[1]]
-    assert [e["stage"] for e in split_out[1]] == ["validate"]
+    assert [(e["stage"], e["line"]) for e in split_out[1]] == [("validate", 31)]
+    assert [(e["stage"], e["line"]) for e in whole_out[1]] == [("validate", 31)]
     (counts,) = split_out[2].values()
     assert counts["rows_read"] == 400 and counts["rows_predicted"] == 399
 
@@ -212,6 +215,73 @@ def test_record_blocks_own_each_record_once(block, cuts):
         line += 1 + text.count("\n")
     assert records == expected
     assert newlines == data.count(b"\n")
+
+
+_FIELDS = ["x", "", '"q,1"', '"a""b"', '"two\nlines"', '55" tv', 'b"c"d', '"e"f', '""', "z"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rows=st.lists(st.lists(st.sampled_from(_FIELDS), min_size=3, max_size=3), max_size=30),
+    cuts=st.lists(st.integers(1, 400), max_size=8),
+    crlf=st.booleans(),
+    block=st.sampled_from([7, 64, 1 << 20]),
+)
+def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cuts, crlf, block):
+    """Quoted values with delimiters, escaped quotes and line ends; quotes that are text (`55"
+    tv`, after a closed value): however the file is cut into units (the planner's quote scan
+    deciding where each starts), the units' blocks parse to exactly Arrow's rows of the whole
+    file, and each record's line is its physical line."""
+    import pyarrow.csv as pacsv
+
+    from transforms.textread import quote_ends
+
+    end = "\r\n" if crlf else "\n"
+    data = end.join(["a,b,c"] + [",".join(r) for r in rows]).encode() + end.encode()
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    names = pacsv.ReadOptions(column_names=["a", "b", "c"], autogenerate_column_names=False)
+
+    def arrow(chunk: bytes) -> list:
+        if not chunk.strip():
+            return []
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in "abc"})
+        return pacsv.read_csv(pa.py_buffer(chunk), names, parse, convert).to_pylist()
+
+    expected = pacsv.read_csv(
+        pa.py_buffer(data),
+        parse_options=parse,
+        convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in "abc"}),
+    ).to_pylist()
+    cuts = sorted({c for c in cuts if c < len(data)})
+    bounds = list(zip([0, *cuts], [*cuts, None]))
+    got, lines, newlines, inside = [], [], 0, False
+    for index, (start, stop) in enumerate(bounds):
+        blocks = RecordBlocks(
+            io.BytesIO(data[start:]),
+            start,
+            stop,
+            quoted=True,
+            in_quotes=inside,
+            before=data[start - 1 : start],
+            header=index == 0,
+            block_bytes=block,
+        )
+        for b in blocks:
+            parsed = arrow(bytes(b.data))
+            records = split_records(bytes(b.data), b.first_line + newlines, (",", 3))
+            assert len(records) == len(parsed)  # the records the line numbers are taken from
+            got += parsed
+            lines += [int(line) for line in records.lines]
+        newlines += blocks.newlines
+        if stop is not None:
+            ends = quote_ends(io.BytesIO(data[start:]), stop - start, ",", data[start - 1 : start])
+            inside = ends[inside]
+    assert got == expected
+    assert newlines == data.count(b"\n")
+    starts = [2]
+    for r in rows:
+        starts.append(starts[-1] + ",".join(r).count("\n") + 1)
+    assert lines == starts[: len(rows)]
 
 
 def test_cast_column_isolates_bad_values():

@@ -138,13 +138,16 @@ class ReadUnits(CountingDoFn):
 
     def _text_blocks(self, unit: Unit, quoted: bool):
         """The unit's blocks of whole records, with the stream kept open while they are read."""
-        with open_input(unit.path, unit.start) as stream:
+        with open_input(unit.path, max(unit.start - 1, 0)) as stream:
+            before = stream.read(1) if unit.start else b""  # a quote after a delimiter opens
             blocks = RecordBlocks(
                 stream,
                 unit.start,
                 unit.stop,
                 quoted=quoted,
                 in_quotes=unit.in_quotes,
+                delimiter=self._spec.text.delimiter,
+                before=before,
                 header=quoted and unit.index == 0,
             )
             yield from blocks

@@ -1,11 +1,11 @@
 """CSV and JSON Lines: whole-record blocks of a byte range, parsed by Arrow a block at a time.
 
 A text file is cut into byte ranges (work units). A unit owns the records that start in its range;
-records are found by their line ends, and in CSV a line end inside a quoted value is not one (the
-quote parity at the range's start comes from the planner). Each block of whole records goes to
-Arrow in one call, typed as the launch decided; only a block Arrow refuses is looked at again
-(as text, then record by record). Physical line numbers are worked out only for blocks that have
-a rejected record, from the block's own bytes.
+records are found by their line ends, and in CSV a line end inside a quoted value is not one
+(QuoteState; whether the range starts inside one comes from the planner). Each block of whole
+records goes to Arrow in one call, typed as the launch decided; only a block Arrow refuses is
+looked at again (as text, then record by record). Physical line numbers are worked out only for
+blocks that have a rejected record, from the block's own bytes.
 """
 
 from __future__ import annotations
@@ -33,6 +33,90 @@ _NL, _QUOTE = 10, 34
 _JSON_PARSE_BLOCK = 1 << 20
 
 
+class QuoteState:
+    """Which bytes of a CSV buffer lie inside a quoted value, by Arrow's rule: a quote opens a
+    value only at the start of a field (after a delimiter or a line end); inside one, a doubled
+    quote is a quote and a single one closes it; any other quote is text, as in `55" tv`.
+
+    Counting quotes (every quote toggles) gives the same answer for well-formed files and is
+    what the fast path checks; one stray quote in an unquoted field would otherwise turn the
+    rest of the file into "one quoted value". Vectorised over runs of quotes; only a buffer that
+    holds stray quotes walks them, and only from the first one.
+
+    Args:
+        arr: the buffer's bytes (uint8).
+        delimiter: the field delimiter's byte.
+        inside: whether arr[0] lies inside a quoted value.
+        before: the byte before arr[0] (a line end at a record's start).
+    """
+
+    def __init__(self, arr: np.ndarray, delimiter: int, inside: bool = False, before: int = _NL):
+        quotes = np.flatnonzero(arr == _QUOTE)
+        if len(quotes):
+            first = np.concatenate(([True], np.diff(quotes) != 1))
+            heads = np.flatnonzero(first)
+            lengths = np.diff(np.append(heads, len(quotes)))
+            starts = quotes[heads][(lengths & 1) == 1]  # an even run never changes the state
+            prev = arr[np.maximum(starts - 1, 0)].astype(np.int16)
+            prev[starts == 0] = before
+            at_field_start = (prev == _NL) | (prev == 13) | (prev == delimiter)
+        else:
+            starts = quotes
+            at_field_start = np.zeros(0, dtype=bool)
+        self._starts = starts
+        self._inside = inside
+        self._after = _states_after(at_field_start, inside)
+
+    @property
+    def end(self) -> bool:
+        """Whether the byte after the buffer lies inside a quoted value."""
+        return bool(self._after[-1]) if len(self._after) else self._inside
+
+    def inside_at(self, positions: np.ndarray) -> np.ndarray:
+        """Whether each position (not itself a quote) lies inside a quoted value."""
+        runs = np.searchsorted(self._starts, positions)
+        if not len(self._after):
+            return np.full(len(positions), self._inside)
+        return np.where(runs > 0, self._after[np.maximum(runs - 1, 0)], self._inside)
+
+    def opened_before(self, position: int) -> int:
+        """Where the quoted value holding `position` opened (the buffer's start if before it)."""
+        runs = int(np.searchsorted(self._starts, position))
+        return int(self._starts[runs - 1]) if runs else 0
+
+    def closed_after(self, position: int) -> int | None:
+        """Where the quoted value holding `position` closes (None: not in the buffer)."""
+        runs = int(np.searchsorted(self._starts, position))
+        outside = np.flatnonzero(~self._after[runs:])
+        return int(self._starts[runs + outside[0]]) if len(outside) else None
+
+
+def _states_after(at_field_start: np.ndarray, inside: bool) -> np.ndarray:
+    """Inside-or-not after each odd run of quotes: a run toggles the state, except outside a
+    value where it is not at a field start (text, no toggle)."""
+    n = len(at_field_start)
+    after = np.empty(n, dtype=bool)
+    i, rounds = 0, 0
+    while i < n and rounds < 16:  # assume every run toggles; fix up at each stray one
+        j = np.arange(n - i)
+        toggled = (j & 1) == 0
+        guess_after = toggled != inside  # inside XOR (run toggled an odd number of times)
+        guess_before = toggled == inside
+        stray = np.flatnonzero(~guess_before & ~at_field_start[i:])
+        if not len(stray):
+            after[i:] = guess_after
+            return after
+        k = int(stray[0])
+        after[i : i + k] = guess_after[:k]
+        after[i + k] = False  # text in an unquoted field: still outside
+        inside, i, rounds = False, i + k + 1, rounds + 1
+    for j in range(i, n):  # many stray quotes: walk the rest
+        if inside or at_field_start[j]:
+            inside = not inside
+        after[j] = inside
+    return after
+
+
 class Block(NamedTuple):
     """Whole records of a unit: their bytes and the unit-local line on which they start."""
 
@@ -53,6 +137,8 @@ class RecordBlocks:
         stop: the unit's last byte; None: to the end of the file.
         quoted: whether quotes matter (CSV: a line end inside a quoted value ends no record).
         in_quotes: whether `start` lies inside a quoted value.
+        delimiter: (CSV) the field delimiter: a quote opens a value only at a field's start.
+        before: the byte before `start` (b"" at the file's start).
         header: whether the unit begins with a header record to skip (a CSV file's first unit).
         block_bytes: about how many bytes a block holds (a longer record makes a longer block).
 
@@ -68,10 +154,14 @@ class RecordBlocks:
         *,
         quoted: bool,
         in_quotes: bool = False,
+        delimiter: str = ",",
+        before: bytes = b"",
         header: bool = False,
         block_bytes: int = BLOCK_BYTES,
     ):
         self._stream = stream
+        self._delimiter = ord(delimiter)
+        self._before = before[-1] if before else _NL
         self._start = start
         self._stop = stop
         self._quoted = quoted
@@ -114,7 +204,7 @@ class RecordBlocks:
         """Drops the buffer up to and including the first record end and returns what it
         dropped; None at the end of the file."""
         while True:
-            end = self._first_end(self._buf, parity)
+            end = self._first_end(self._buf, parity, self._before)
             if end is not None:
                 record = bytes(self._buf[: end + 1])
                 del self._buf[: end + 1]
@@ -147,66 +237,90 @@ class RecordBlocks:
     def _cut(self, buf: bytearray) -> tuple[int | None, bool]:
         """Where to cut the buffer (after a record end; None: no whole record yet) and whether
         that ends the unit. The buffer starts at a record start."""
-        quoted = self._quoted and buf.find(b'"') >= 0
+        quotes = self._quotes(buf, False, _NL) if self._quoted and buf.find(b'"') >= 0 else None
         if self._stop is not None and self._stop - self._pos < len(buf):
-            end = self._end_from(buf, max(self._stop - self._pos, 0), quoted)
+            end = self._end_from(buf, max(self._stop - self._pos, 0), quotes)
             if end is not None:
                 return end + 1, True
         if self._eof:
             return len(buf), True
-        end = self._last_end(buf, quoted)
+        end = self._last_end(buf, quotes)
         return (end + 1 if end is not None else None), False
 
+    def _quotes(self, buf: bytearray, inside: bool, before: int) -> QuoteState:
+        # The view is released with the array when this returns: the buffer may then shrink.
+        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter, inside, before)
+
     @staticmethod
-    def _end_from(buf: bytes, start: int, quoted: bool) -> int | None:
+    def _end_from(buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
         """The first record end at or after `start`."""
         end = buf.find(b"\n", start)
-        if not quoted:
-            return end if end >= 0 else None
-        parity = buf.count(b'"', 0, end) & 1 if end >= 0 else 0
-        while end >= 0 and parity:
-            following = buf.find(b"\n", end + 1)
-            parity ^= buf.count(b'"', end, following if following >= 0 else len(buf)) & 1
-            end = following
+        while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
+            closed = quotes.closed_after(end)
+            end = buf.find(b"\n", closed + 1) if closed is not None else -1
         return end if end >= 0 else None
 
     @staticmethod
-    def _last_end(buf: bytes, quoted: bool) -> int | None:
+    def _last_end(buf: bytes, quotes: QuoteState | None) -> int | None:
         """The last record end in the buffer."""
         end = buf.rfind(b"\n")
-        if not quoted:
-            return end if end >= 0 else None
-        parity = buf.count(b'"', 0, end) & 1 if end >= 0 else 0
-        while end >= 0 and parity:
-            previous = buf.rfind(b"\n", 0, end)
-            parity ^= buf.count(b'"', max(previous, 0), end) & 1
-            end = previous
+        while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
+            end = buf.rfind(b"\n", 0, quotes.opened_before(end))
         return end if end >= 0 else None
 
-    def _first_end(self, buf: bytes, parity: int) -> int | None:
-        """The index of the first record end in buf, given the quote parity at its start."""
-        i = 0
-        while True:
-            nl = buf.find(b"\n", i)
-            if nl < 0:
-                return None
-            if self._quoted:
-                parity ^= buf.count(b'"', i, nl) & 1
-            if parity == 0:
-                return nl
-            i = nl + 1
+    def _first_end(self, buf: bytes, parity: int, before: int) -> int | None:
+        """The index of the first record end in buf, given whether its start is inside quotes."""
+        quotes = None
+        if self._quoted and (parity or buf.find(b'"') >= 0):
+            quotes = self._quotes(buf, bool(parity), before)
+        elif parity:
+            return None
+        end = self._end_from(buf, 0, quotes)
+        if end is None:
+            return None
+        self._before = _NL
+        return end
 
 
-def count_quotes(stream: Any, length: int, chunk: int = BLOCK_BYTES) -> int:
-    """How many quote characters the next `length` bytes of a stream hold."""
-    total = 0
+def quote_ends(
+    stream: Any, length: int, delimiter: str, before: bytes, chunk: int = BLOCK_BYTES
+) -> tuple[bool, bool]:
+    """Whether the byte after the next `length` bytes of a stream lies inside a quoted value,
+    if their first byte does not, and if it does (a range's state is known only once the
+    ranges before it are). `before` is the byte before them (b"" at the file's start).
+
+    A run of quotes belongs whole to the range it starts in (`""` inside a value is one quote,
+    but two toggles if split): a run begun before the range is skipped, and one that reaches
+    past the range's end is read to its end."""
+    ends = [False, True]
+    previous = before[-1] if before else _NL
+
+    def update(data: bytes) -> None:
+        nonlocal ends, previous
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = [QuoteState(arr, ord(delimiter), inside, previous).end for inside in ends]
+        previous = data[-1]
+
+    skip = previous == _QUOTE  # the range starts inside a run of quotes begun before it
+    pending = b""  # a run of quotes at a chunk's end: counted with what follows it
     while length > 0:
         data = stream.read(min(chunk, length))
         if not data:
             break
-        total += data.count(b'"')
         length -= len(data)
-    return total
+        if skip:
+            data = data.lstrip(b'"')
+            skip = not data
+        data = pending + data
+        tail = len(data) - len(data.rstrip(b'"'))
+        pending, data = data[len(data) - tail :], data[: len(data) - tail]
+        if data:
+            update(data)
+    if pending:
+        while (more := stream.read(1)) == b'"':  # past the range: the run's end
+            pending += more
+        update(pending)
+    return ends[0], ends[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,17 +450,17 @@ def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> 
     """The block's records: its lines (JSON Lines: those that are not blank), or (CSV) its
     lines not inside quotes, with a field count against the header's.
 
-    Mirrors Arrow's parsers for well-formed quoting: a quote toggles "inside a value", a line
-    end or delimiter inside a value is text, an empty line is no record. Vectorised: a block of
+    Mirrors Arrow's parsers: a line end or delimiter inside a quoted value (QuoteState) is text,
+    an empty line is no record. Vectorised: a block of
     a hundred thousand records costs a few NumPy passes, no Python object per record.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     all_newlines = np.flatnonzero(arr == _NL)
     quoted = csv is not None and data.find(b'"') >= 0
-    quotes = np.flatnonzero(arr == _QUOTE) if quoted else None
+    quotes = QuoteState(arr, ord(csv[0])) if quoted else None
     newlines = all_newlines
-    if quoted:
-        newlines = newlines[(np.searchsorted(quotes, newlines) & 1) == 0]
+    if quotes is not None:
+        newlines = newlines[~quotes.inside_at(newlines)]
     if not len(newlines) or newlines[-1] != len(data) - 1:  # the last record has no line end
         newlines = np.append(newlines, len(data))
     ends = newlines
@@ -362,8 +476,8 @@ def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> 
     else:
         delimiter, ncols = csv
         delims = np.flatnonzero(arr == ord(delimiter))
-        if quoted:  # a delimiter inside a quoted value is text
-            delims = delims[(np.searchsorted(quotes, delims) & 1) == 0]
+        if quotes is not None:  # a delimiter inside a quoted value is text
+            delims = delims[~quotes.inside_at(delims)]
         bounds = np.concatenate((starts, [ends[-1] + 1]))
         fields = np.diff(np.searchsorted(delims, bounds)) + 1
         valid = fields == ncols

@@ -3,8 +3,9 @@
 The graph carries the input pattern, not a list of files: the workers match it (so a job's
 description does not grow with the number of files), drop the run's own output directory, and
 plan each file: a Parquet file is cut between row groups, an uncompressed CSV or JSON Lines file
-into byte ranges. A CSV file's ranges need the quote parity at their starts (a line end inside a
-quoted value ends no record), so their quotes are counted range by range, in parallel, first.
+into byte ranges. A CSV file's ranges need to know whether they start inside a quoted value (a
+line end inside one ends no record), so their quotes are scanned range by range, in parallel,
+first (textread.QuoteState: Arrow's rule, where a quote inside an unquoted field is text).
 Per-file checks (columns, format) happen here too, once per file.
 """
 
@@ -30,7 +31,7 @@ from transforms.sources import (
     open_raw,
 )
 from transforms.spec import ERRORS, ScoringSpec, Unit
-from transforms.textread import count_quotes, csv_header, json_array_message
+from transforms.textread import csv_header, json_array_message, quote_ends
 
 _LOG = logging.getLogger(__name__)
 SCAN = "scan"
@@ -174,25 +175,31 @@ class PlanUnits(CountingDoFn):
 
 
 class CountQuotes(beam.DoFn):
-    """A CSV byte range -> (file, (range, its quote count)), to place the ranges' cuts."""
+    """A CSV byte range -> (file, (range, whether its end is inside a quoted value if its start
+    is not, and if it is)), to place the ranges' cuts."""
+
+    def __init__(self, delimiter: str):
+        self._delimiter = delimiter
 
     def setup(self) -> None:
         anonymous_if_emulated()
 
-    def process(self, scan: QuoteScan) -> Iterator[tuple[str, tuple[QuoteScan, int]]]:
-        with open_input(scan.path, scan.start) as stream:
-            yield scan.path, (scan, count_quotes(stream, scan.stop - scan.start))
+    def process(self, scan: QuoteScan) -> Iterator[tuple[str, tuple[QuoteScan, tuple]]]:
+        with open_input(scan.path, max(scan.start - 1, 0)) as stream:
+            before = stream.read(1) if scan.start else b""
+            ends = quote_ends(stream, scan.stop - scan.start, self._delimiter, before)
+        yield scan.path, (scan, ends)
 
 
-def csv_units(item: tuple[str, Iterable[tuple[QuoteScan, int]]]) -> Iterator[Unit]:
-    """A file's counted ranges -> its units, each knowing whether it starts inside quotes."""
-    _, counted = item
-    counted = sorted(counted, key=lambda c: c[0].index)
-    parity = 0
-    for i, (scan, quotes) in enumerate(counted):
-        stop = scan.stop if i < len(counted) - 1 else None
-        yield Unit(scan.path, scan.index, scan.start, stop, bool(parity), scan.columns)
-        parity ^= quotes & 1
+def csv_units(item: tuple[str, Iterable[tuple[QuoteScan, tuple[bool, bool]]]]) -> Iterator[Unit]:
+    """A file's scanned ranges -> its units, each knowing whether it starts inside quotes."""
+    _, scanned = item
+    scanned = sorted(scanned, key=lambda c: c[0].index)
+    inside = False
+    for i, (scan, ends) in enumerate(scanned):
+        stop = scan.stop if i < len(scanned) - 1 else None
+        yield Unit(scan.path, scan.index, scan.start, stop, inside, scan.columns)
+        inside = ends[inside]
 
 
 class PlanInput(beam.PTransform):
@@ -215,7 +222,7 @@ class PlanInput(beam.PTransform):
         if self._spec.input_format == "csv":
             csv_split = (
                 planned[SCAN]
-                | "CountQuotes" >> beam.ParDo(CountQuotes())
+                | "CountQuotes" >> beam.ParDo(CountQuotes(self._spec.text.delimiter))
                 | "QuotesPerFile" >> beam.GroupByKey()
                 | "CutCsv" >> beam.FlatMap(csv_units)
             )
