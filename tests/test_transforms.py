@@ -217,7 +217,22 @@ def test_record_blocks_own_each_record_once(block, cuts):
     assert newlines == data.count(b"\n")
 
 
-_FIELDS = ["x", "", '"q,1"', '"a""b"', '"two\nlines"', '55" tv', 'b"c"d', '"e"f', '""', "z"]
+_FIELDS = [
+    "x",
+    "",
+    '"q,1"',
+    '"a""b"',
+    '"q""\nr"',
+    '"two\nlines"',
+    '55" tv',
+    'b"c"d',
+    '"e"f',
+    '""',
+    '"end"""',
+    '""""',
+    '"""\n"',
+    "z",
+]
 
 
 @settings(max_examples=300, deadline=None)

@@ -237,7 +237,7 @@ class RecordBlocks:
     def _cut(self, buf: bytearray) -> tuple[int | None, bool]:
         """Where to cut the buffer (after a record end; None: no whole record yet) and whether
         that ends the unit. The buffer starts at a record start."""
-        quotes = self._quotes(buf, False, _NL) if self._quoted and buf.find(b'"') >= 0 else None
+        quotes = self._quotes(buf) if self._quoted and buf.find(b'"') >= 0 else None
         if self._stop is not None and self._stop - self._pos < len(buf):
             end = self._end_from(buf, max(self._stop - self._pos, 0), quotes)
             if end is not None:
@@ -247,9 +247,9 @@ class RecordBlocks:
         end = self._last_end(buf, quotes)
         return (end + 1 if end is not None else None), False
 
-    def _quotes(self, buf: bytearray, inside: bool, before: int) -> QuoteState:
+    def _quotes(self, buf: bytearray) -> QuoteState:
         # The view is released with the array when this returns: the buffer may then shrink.
-        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter, inside, before)
+        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter)
 
     @staticmethod
     def _end_from(buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
@@ -270,16 +270,24 @@ class RecordBlocks:
 
     def _first_end(self, buf: bytes, parity: int, before: int) -> int | None:
         """The index of the first record end in buf, given whether its start is inside quotes."""
+        skip = 0
+        if self._quoted and before == _QUOTE:
+            # The unit starts inside a run of quotes that the planner counted whole with the
+            # range before: whether it starts inside quotes holds after the run.
+            skip = len(buf) - len(buf.lstrip(b'"'))
+            buf = buf[skip:]
         quotes = None
         if self._quoted and (parity or buf.find(b'"') >= 0):
-            quotes = self._quotes(buf, bool(parity), before)
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            quotes = QuoteState(arr, self._delimiter, bool(parity), _NL if skip else before)
+            del arr  # the buffer may shrink once this returns
         elif parity:
             return None
         end = self._end_from(buf, 0, quotes)
         if end is None:
             return None
         self._before = _NL
-        return end
+        return end + skip
 
 
 def quote_ends(
