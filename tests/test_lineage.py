@@ -339,15 +339,12 @@ def test_importing_the_module_does_not_import_the_client():
 def openlineage_schemas() -> dict[str, dict]:
     """The OpenLineage JSON schemas by `$id`, plus this repository's custom facet schemas.
 
-    From OPENLINEAGE_SPEC_DIR (a checkout's `spec/` directory) when set, else from the
-    openlineage-python distribution; empty when neither holds the core schema.
+    From OPENLINEAGE_SPEC_DIR (a checkout's `spec/` directory) when set, else from the copies in
+    tests/openlineage_spec/ (openlineage-python ships none); empty when neither holds the core
+    schema.
     """
-    from importlib.metadata import files
-
-    if os.environ.get("OPENLINEAGE_SPEC_DIR"):
-        paths = list(Path(os.environ["OPENLINEAGE_SPEC_DIR"]).rglob("*.json"))
-    else:
-        paths = [Path(f.locate()) for f in files("openlineage-python") or [] if f.suffix == ".json"]
+    spec = os.environ.get("OPENLINEAGE_SPEC_DIR") or ROOT / "tests" / "openlineage_spec"
+    paths = list(Path(spec).rglob("*.json"))
     schemas = {}
     for path in [*paths, *(ROOT / "pipeline" / "lineage_facets").rglob("*.json")]:
         doc = json.loads(path.read_text())
@@ -372,11 +369,7 @@ def test_custom_facets_point_at_the_schemas_this_repository_ships(receiver):
 
 def test_events_match_the_openlineage_json_schema(receiver):
     schemas = openlineage_schemas()
-    if not schemas:
-        pytest.skip(
-            "openlineage-python ships no JSON schema; set OPENLINEAGE_SPEC_DIR to the spec/ "
-            "directory of an OpenLineage checkout to run this check"
-        )
+    assert schemas, "the core OpenLineage schema is missing (tests/openlineage_spec/)"
     from jsonschema import Draft202012Validator
     from referencing import Registry
     from referencing.jsonschema import DRAFT202012
