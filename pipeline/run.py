@@ -776,6 +776,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 4
+    _launch_decided()  # a run that never reached scoring (a dry run) still shows them
     if res.dry_run:
         job = getattr(res.pipeline_result, "job", None)
         name = job.google_cloud_options.job_name if job is not None else "?"
