@@ -575,6 +575,10 @@ def _load_bigquery(
 # What a person reads
 
 
+def _files(n: int) -> str:
+    return f"{n:,} file" if n == 1 else f"{n:,} files"
+
+
 def summary(res: ScoringResult, launch_output: str) -> str:
     """The closing lines a person reads: counts, throughput, where things are."""
     m = res.manifest
@@ -588,15 +592,15 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         f"model loaded {m['model_loads']} time(s)",
     ]
     if not c["rows_read"] and not m["files_failed"]:
-        lines.append(f"  WARNING: no rows: every input file is empty ({len(m['inputs'])} files)")
+        lines.append(f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})")
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
     lines.append(
-        f"  predictions: {launch_output}/predictions/ ({len(m['outputs']['predictions'])} files)"
+        f"  predictions: {launch_output}/predictions/ ({_files(len(m['outputs']['predictions']))})"
     )
     if m["outputs"]["errors"]:
         lines.append(
-            f"  errors:      {launch_output}/errors/ ({len(m['outputs']['errors'])} files)"
+            f"  errors:      {launch_output}/errors/ ({_files(len(m['outputs']['errors']))})"
         )
         for group in (res.errors_summary or {}).get("groups", [])[:3]:
             example = group["examples"][0] if group["examples"] else {}
