@@ -62,12 +62,8 @@ def read_json(path: str) -> dict | None:
     """A JSON file's object, or None if it does not exist or is not a JSON object."""
     if not FileSystems.exists(path):
         return None
-    try:
-        with FileSystems.open(path) as f:
-            data = json.loads(f.read())
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    with FileSystems.open(path) as f:
+        return _json_object(f.read())
 
 
 def _json_object(data: bytes) -> dict | None:

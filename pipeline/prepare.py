@@ -400,11 +400,12 @@ def match_inputs(flags: _Flags) -> _Inputs:
         if is_unreachable(e):
             raise RunFailed(f"cannot list --input {pattern}: {one_line(e)}") from e
         raise ConfigError(f"cannot list --input {pattern}: {one_line(e)}") from e
-    every = sorted(m.path for m in matched if not m.path.endswith("/"))
-    fingerprints = {m.path: fingerprint(m) for m in matched}
+    metas = {m.path: m for m in matched if not m.path.endswith("/")}
+    every = sorted(metas)
     outputs = Outputs(flags.output)
-    skipped = [f for f in every if outputs.holds(f)]
-    files = tuple(f for f in every if f not in set(skipped))
+    skipped = {f for f in every if outputs.holds(f)}
+    files = tuple(f for f in every if f not in skipped)
+    fingerprints = {f: fingerprint(metas[f]) for f in files}
     if not every:
         raise ConfigError(f"no input file matches {pattern}")
     if not files:
@@ -432,15 +433,11 @@ def match_inputs(flags: _Flags) -> _Inputs:
             continue
         if table.num_columns:
             _check_unique_names(table.column_names, path)
-            return _Inputs(files, fmt, table, path, _only(fingerprints, files))
+            return _Inputs(files, fmt, table, path, fingerprints)
     if problem is not None:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
-    return _Inputs(files, fmt, None, None, _only(fingerprints, files))
-
-
-def _only(fingerprints: dict, files: tuple[str, ...]) -> dict:
-    return {f: fingerprints[f] for f in files}
+    return _Inputs(files, fmt, None, None, fingerprints)
 
 
 def _check_unique_names(names: list[str], path: str) -> None:

@@ -513,8 +513,7 @@ def finalize(job: _Run, result) -> ScoringResult:
         if out.journaled:  # the journal is written: the next run of this command finishes it
             raise RunFailed(
                 f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
-                f"{out.path} is incomplete until this command runs again, which finishes the "
-                f"commit first{bigquery}"
+                f"{_INCOMPLETE.format(out.path)}{bigquery}"
             ) from e
         raise RunFailed(
             f"committing the output failed before it began ({one_line(e, with_type=True)}): "
@@ -719,16 +718,16 @@ def _signals_held():
         raise Interrupted(_SIGNALS[0])
 
 
+_INCOMPLETE = "{} is incomplete until this command runs again, which finishes the commit first"
+
+
 def _what_dir_holds(e: BaseException) -> str:
     """What a run that ended in `e` left in its output directory, as run() noted it."""
     state, path = getattr(e, "commit_state", ("none", None))
     if state == "committed":
         return f"this run's output had been committed before the stop: {path} holds it complete"
     if state == "half":
-        return (
-            f"the commit stopped half-way: {path} is incomplete until this command runs again, "
-            "which finishes the commit first"
-        )
+        return f"the commit stopped half-way: {_INCOMPLETE.format(path)}"
     return "nothing was committed, the previous output is intact"
 
 

@@ -44,8 +44,7 @@ class CountingDoFn(beam.DoFn):
             return
         Metrics.counter(NAMESPACE, name).inc(n)
         if source is not None:
-            per_file = self._tally.setdefault(source, {})
-            per_file[name] = per_file.get(name, 0) + n
+            self.note(source, **{name: n})
 
     def note(self, source: str, **facts: int) -> None:
         """Adds per-file facts that are no run-wide counters (a file's size, its mtime): summed

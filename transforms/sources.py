@@ -54,20 +54,23 @@ def compression_of(path: str) -> str:
     return CompressionTypes.detect_compression_type(path)
 
 
-def format_of(path: str) -> str | None:
-    """The input format a file name implies (compression suffixes ignored), or None."""
+def _uncompressed_name(path: str) -> str:
+    """A file name in lower case without its compression suffix (data.csv.gz -> data.csv)."""
     name = path.lower()
     if compression_of(name) != CompressionTypes.UNCOMPRESSED:
         name = name.rsplit(".", 1)[0]
+    return name
+
+
+def format_of(path: str) -> str | None:
+    """The input format a file name implies (compression suffixes ignored), or None."""
+    name = _uncompressed_name(path)
     return next((fmt for ext, fmt in _EXTENSIONS.items() if name.endswith(ext)), None)
 
 
 def is_tsv(path: str) -> bool:
     """Whether a name (or pattern) says tab-separated: .tsv, compressed or not."""
-    name = path.lower()
-    if compression_of(name) != CompressionTypes.UNCOMPRESSED:
-        name = name.rsplit(".", 1)[0]
-    return name.endswith(".tsv")
+    return _uncompressed_name(path).endswith(".tsv")
 
 
 def open_raw(path: str):

@@ -247,9 +247,9 @@ class RecordBlocks:
         end = self._last_end(buf, quotes)
         return (end + 1 if end is not None else None), False
 
-    def _quotes(self, buf: bytearray) -> QuoteState:
+    def _quotes(self, buf: bytearray, inside: bool = False, before: int = _NL) -> QuoteState:
         # The view is released with the array when this returns: the buffer may then shrink.
-        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter)
+        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter, inside, before)
 
     @staticmethod
     def _end_from(buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
@@ -278,9 +278,7 @@ class RecordBlocks:
             buf = buf[skip:]
         quotes = None
         if self._quoted and (parity or buf.find(b'"') >= 0):
-            arr = np.frombuffer(buf, dtype=np.uint8)
-            quotes = QuoteState(arr, self._delimiter, bool(parity), _NL if skip else before)
-            del arr  # the buffer may shrink once this returns
+            quotes = self._quotes(buf, bool(parity), _NL if skip else before)
         elif parity:
             return None
         end = self._end_from(buf, 0, quotes)
