@@ -179,7 +179,7 @@ def prepare(
         output.check_usable(flags.output)
     inputs = match_inputs(flags)
     model = load_model(flags, staging_root)
-    features, keys, columns, facts = decide_columns(flags, inputs, model)
+    features, keys, columns, facts, key_types = decide_columns(flags, inputs, model)
     spec = ScoringSpec(
         run_id=new_run_id(now),
         input_format=inputs.fmt,
@@ -193,6 +193,7 @@ def prepare(
         facts=facts,
         batch_size=flags.batch_size,
         baseline=_drift_baseline(model.ref, features),
+        key_types=key_types,
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(
@@ -425,6 +426,7 @@ def match_inputs(flags: _Flags) -> _Inputs:
             f"cannot tell the input format of {files[0]}; give --input_format parquet|csv|jsonl"
         )
     problem = None
+    headed = None  # the first file with columns but no rows: an empty file decides nothing
     for path in files:
         try:
             table = sample(path, fmt, flags.text)
@@ -433,7 +435,11 @@ def match_inputs(flags: _Flags) -> _Inputs:
             continue
         if table.num_columns:
             _check_unique_names(table.column_names, path)
-            return _Inputs(files, fmt, table, path, fingerprints)
+            if table.num_rows:
+                return _Inputs(files, fmt, table, path, fingerprints)
+            headed = headed or (table, path)
+    if headed is not None:
+        return _Inputs(files, fmt, headed[0], headed[1], fingerprints)
     if problem is not None:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
@@ -543,9 +549,10 @@ def _drift_baseline(ref: loading.ModelRef, features: tuple[str, ...]) -> dict | 
 
 def decide_columns(
     flags: _Flags, inputs: _Inputs, model: _Model
-) -> tuple[tuple[str, ...], tuple[str, ...], pa.Schema, ModelFacts]:
-    """The features (in the model's order), the keys, every column's type, and the model's facts
-    refined by asking it (missing values, output shape, the NumPy fast path)."""
+) -> tuple[tuple[str, ...], tuple[str, ...], pa.Schema, ModelFacts, dict[str, pa.DataType]]:
+    """The features (in the model's order), the keys, every column's type, the model's facts
+    refined by asking it (missing values, output shape, the NumPy fast path), and the written
+    type of each key that is also a feature (the input's, not the model's)."""
     features = _features(flags, model)
     first = inputs.first
     names = first.column_names if first is not None else []
@@ -583,8 +590,13 @@ def decide_columns(
             type_ = decide_feature_type(name, first, facts, inputs)
         fields.append(pa.field(name, type_ or decide_key_type(name, first, inputs.fmt)))
     columns = pa.schema(fields)
+    key_types = {
+        k: flags.overrides.get(k) or decide_key_type(k, first, inputs.fmt)
+        for k in keys
+        if k in features
+    }
     facts = probe(model.model, facts, features, columns, first)
-    return features, keys, columns, facts
+    return features, keys, columns, facts, key_types
 
 
 def _features(flags: _Flags, model: _Model) -> tuple[str, ...]:
@@ -676,6 +688,9 @@ def decide_feature_type(
     if pa.types.is_dictionary(declared):
         declared = declared.value_type
     numeric_required = facts.numeric is not None and name in facts.numeric
+    if pa.types.is_union(declared):  # JSON values of several kinds
+        texts = any(pa.types.is_string(declared[i].type) for i in range(declared.num_fields))
+        return pa.string() if texts and not numeric_required else pa.float64()
     if _is_text(declared):
         values = _text_values(first, name)
         share = _number_share(values)
@@ -711,6 +726,12 @@ def decide_key_type(name: str, first: pa.Table | None, fmt: str) -> pa.DataType:
     if pa.types.is_dictionary(declared):
         declared = declared.value_type
     if pa.types.is_null(declared):
+        return pa.string()
+    if pa.types.is_union(declared):  # JSON values of several kinds: the widest kind held
+        kinds = {declared[i].type for i in range(declared.num_fields) if declared[i].name != "json"}
+        for wide in (pa.string(), pa.float64(), pa.int64(), pa.bool_()):
+            if wide in kinds:
+                return wide
         return pa.string()
     if _is_text(declared):
         if fmt == "csv":

@@ -274,7 +274,7 @@ class PredictBatches(CountingDoFn):
         spec = self._spec
         schema = self._schema
         n = kept.num_rows
-        arrays = [kept.column(k) for k in spec.keys]
+        arrays = [kept.column(spec.key_source(k)) for k in spec.keys]
         if spec.facts.classes and spec.facts.proba_argmax:
             arrays.append(self._classes.take(pa.array(pred)))
         else:

@@ -18,9 +18,15 @@ import pyarrow as pa
 from models.errors import one_line
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
-from transforms.sources import FileUnreadable, open_input, open_raw
-from transforms.spec import ERRORS, UNITS, Chunk, ScoringSpec, Unit
-from transforms.textread import Lines, RecordBlocks, parse_csv, parse_jsonl
+from transforms.sources import INT96_UNIT, FileUnreadable, open_input, open_raw
+from transforms.spec import ERRORS, KEY_COPY, UNITS, Chunk, ScoringSpec, Unit
+from transforms.textread import (
+    Lines,
+    RecordBlocks,
+    null_spellings_as_nulls,
+    parse_csv,
+    parse_jsonl,
+)
 
 _LOG = logging.getLogger(__name__)
 _PARQUET_BUFFER_BYTES = 1 << 20
@@ -95,7 +101,12 @@ class ReadUnits(CountingDoFn):
 
         with open_raw(unit.path) as f:
             try:
-                pf = pq.ParquetFile(f, pre_buffer=False, buffer_size=_PARQUET_BUFFER_BYTES)
+                pf = pq.ParquetFile(
+                    f,
+                    pre_buffer=False,
+                    buffer_size=_PARQUET_BUFFER_BYTES,
+                    coerce_int96_timestamp_unit=INT96_UNIT,
+                )
             except Exception as e:  # noqa: BLE001
                 raise FileUnreadable(f"cannot open {unit.path} as Parquet: {one_line(e)}") from e
             names = pf.schema_arrow.names
@@ -158,8 +169,12 @@ class ReadUnits(CountingDoFn):
         names = unit.columns
         present = [c for c in spec.wanted if c in names]
         lacking = any(c not in names for c in spec.wanted)
-        types = {c: _csv_type(spec.columns.field(c).type, c in spec.features) for c in present}
-        keys = {c: spec.columns.field(c).type for c in present if c not in spec.features}
+        copies = [k for k in spec.key_copies if k in names]
+        types = {
+            c: _csv_type(spec.columns.field(c).type, c in spec.features and c not in copies)
+            for c in present
+        }
+        keys = {c: spec.key_type(c) for c in present if c in spec.keys}
         lacking_rows = 0
         for block in self._text_blocks(unit, quoted=True):
             parsed = parse_csv(block.data, block.first_line, names, present, types, spec.text, keys)
@@ -168,42 +183,57 @@ class ReadUnits(CountingDoFn):
             if lacking:
                 lacking_rows += parsed.table.num_rows
                 continue
-            yield from self._chunks(unit, parsed.table, parsed.lines)
+            yield from self._chunks(unit, with_key_copies(parsed.table, copies), parsed.lines)
         if lacking and (problem := self._lacks_columns(unit, list(names), lacking_rows)):
             yield problem
 
     def _jsonl(self, unit: Unit) -> Iterator[Any]:
+        """JSON Lines blocks: a record that lacks a field holds null there, whatever its
+        neighbours; a wanted column that no record of the unit holds is one "file lacks"
+        rejection for the unit's rows (held back until a record with it shows up)."""
         spec = self._spec
+        wanted = list(spec.wanted)
+        exact = frozenset(spec.keys)
+        seen: set[str] = set()
+        pending: list[tuple[pa.Table, Any]] = []
         for block in self._text_blocks(unit, quoted=False):
-            parsed = parse_jsonl(block.data, block.first_line, spec.text)
+            parsed = parse_jsonl(block.data, block.first_line, spec.text, exact)
             for rejection in parsed.rejected:
                 yield self._rejected(unit, rejection.text, rejection.reason, rejection.line)
             table = parsed.table
             if not table.num_rows:
                 continue
-            absent = [c for c in spec.wanted if c not in table.column_names]
-            if absent:  # no record of the block has the field: name it, do not guess nulls
-                lines = parsed.lines.rows()
-                for i, row in enumerate(table.to_pylist()):
-                    yield self._rejected_row(unit, row, absent, table.column_names, lines, i)
+            seen.update(c for c in wanted if c in table.column_names)
+            table = pa.table(
+                {
+                    c: table.column(c) if c in table.column_names else pa.nulls(table.num_rows)
+                    for c in wanted
+                }
+            )
+            if len(seen) < len(wanted):
+                pending.append((table, parsed.lines))
                 continue
-            yield from self._chunks(unit, table.select(list(spec.wanted)), parsed.lines)
+            for held, lines in pending:
+                yield from self._chunks(unit, held, lines)
+            pending = []
+            yield from self._chunks(unit, table, parsed.lines)
+        if pending:
+            rows = sum(t.num_rows for t, _ in pending)
+            if problem := self._lacks_columns(unit, sorted(seen), rows):
+                yield problem
 
-    def _rejected_row(self, unit, row, absent, names, lines, i) -> dict:
-        self.count("rows_read", 1, unit.path)
-        self.count_failed("validate", 1, unit.path)
-        record = error_record(
-            "validate",
-            f"record has no field {hinted(absent, names)}",
-            row,
-            unit.path,
-            self._spec.run_id,
-            line=int(lines[i]) if lines is not None else None,
-            row_index=self._rows,
-            _unit=unit.index,
+
+def with_key_copies(table: pa.Table, copies: list[str]) -> pa.Table:
+    """A CSV table with the key copy of each column that is both a key and a feature: the key
+    keeps the text as spelled (only an empty field is null), the feature takes CSV's null
+    spellings (NA, null, ...) as missing values."""
+    for name in copies:
+        text = table.column(name)
+        table = table.append_column(KEY_COPY + name, text)
+        table = table.set_column(
+            table.column_names.index(name), name, null_spellings_as_nulls(text)
         )
-        self._rows += 1
-        return record
+    return table
 
 
 def _csv_type(target: pa.DataType, is_feature: bool) -> pa.DataType:

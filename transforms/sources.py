@@ -34,6 +34,9 @@ _ARROW_CODECS = {
     CompressionTypes.BZIP2: "bz2",
     CompressionTypes.ZSTD: "zstd",
 }
+# Legacy INT96 timestamps (Spark, Hive, Impala) read at microseconds: at nanoseconds (Arrow's
+# default) a date past 2262 or before 1677 overflows into another date.
+INT96_UNIT = "us"
 SAMPLE_BYTES = 1 << 20
 SAMPLE_ROWS = 1000
 
@@ -197,7 +200,7 @@ def _sample_parquet(path: str) -> pa.Table:
         if not f.read(1):  # zero bytes: zero rows, not an error
             return pa.table({})
         f.seek(0)
-        pf = pq.ParquetFile(f)
+        pf = pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT)
         first = next(pf.iter_batches(batch_size=SAMPLE_ROWS), None)
         schema = pf.schema_arrow
         return pa.Table.from_batches([first] if first else [], schema=schema)

@@ -20,6 +20,10 @@ LINEAGE_FIELDS = (
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
 )
 
+# The name, inside a batch, of the key copy of a column that is both a key and a feature: the
+# feature is cast as the model takes it, the key keeps the input's type.
+KEY_COPY = "\x00key:"
+
 # Tags of the tagged outputs: error records; (features, predictions) profiles; per-file counts;
 # per-unit sizes (for numbering errors within split files).
 ERRORS = "errors"
@@ -161,13 +165,16 @@ class ScoringSpec:
         text: how text input is decoded and split.
         features: model feature columns, in the model's order.
         keys: input columns copied to every prediction row.
-        columns: the target Arrow type of every feature and key column; batches are cast to it.
+        columns: the target Arrow type of every feature and key column (a column that is both
+            has its feature type here); batches are cast to it.
         model: where the workers load the model from.
         facts: what the model predicts (classes, prediction type, missing values).
         batch_size: rows per record batch.
         baseline: the model's drift baseline (see transforms.profile), if it has one.
         split_bytes: the size of a text file's work units (a Parquet unit is whole row groups
             of at least batch_size rows).
+        key_types: the type each key is written with, where it differs from `columns` (a key
+            that is also a feature keeps the input's type).
     """
 
     run_id: str
@@ -183,6 +190,7 @@ class ScoringSpec:
     batch_size: int = 65536
     baseline: dict | None = None
     split_bytes: int = 64 << 20
+    key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
 
     @property
     def wanted(self) -> tuple[str, ...]:
@@ -190,9 +198,28 @@ class ScoringSpec:
         return tuple(dict.fromkeys(self.keys + self.features))
 
     @property
+    def key_copies(self) -> tuple[str, ...]:
+        """The keys that are features too (their key copy travels as KEY_COPY + name)."""
+        return tuple(k for k in self.keys if k in self.features)
+
+    def key_type(self, name: str) -> pa.DataType:
+        """The type a key column is written with."""
+        return self.key_types.get(name) or self.columns.field(name).type
+
+    def key_source(self, name: str) -> str:
+        """The batch column a key is written from."""
+        return KEY_COPY + name if name in self.features else name
+
+    @property
+    def batch_schema(self) -> pa.Schema:
+        """The schema of a validated batch: every column in its run type, then key copies."""
+        copies = [pa.field(KEY_COPY + k, self.key_type(k)) for k in self.key_copies]
+        return pa.schema(list(self.columns) + copies)
+
+    @property
     def output_schema(self) -> pa.Schema:
         """The explicit schema of the predictions output."""
-        fields = [self.columns.field(k) for k in self.keys]
+        fields = [pa.field(k, self.key_type(k)) for k in self.keys]
         fields.append(pa.field("prediction", self.facts.prediction_type))
         fields.extend(pa.field(name, pa.float64()) for name in self.facts.proba_columns)
         fields.extend(LINEAGE_FIELDS)

@@ -14,6 +14,7 @@ import codecs
 import dataclasses
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -27,7 +28,55 @@ _LOG = logging.getLogger(__name__)
 
 BLOCK_BYTES = 16 << 20
 _BOM = b"\xef\xbb\xbf"
-_NL, _QUOTE = 10, 34
+_NL, _CR, _QUOTE = 10, 13, 34
+_END = re.compile(rb"\n|\r(?!\n)")  # a record end: \n, \r\n (its \n) or a bare \r
+
+
+def find_end(buf: bytes, start: int = 0, eof: bool = True) -> int:
+    """The index of the first line end at or after `start`: a \n, or a \r not followed by
+    \n (classic Mac line ends); -1 when there is none. A \r as the buffer's last byte is
+    one only at the end of the file (a \n may follow in the next read)."""
+    end = buf.find(b"\n", start)
+    if buf.find(b"\r", start, end if end >= 0 else len(buf)) < 0:
+        return end
+    match = _END.search(buf, start)
+    end = match.start() if match else -1
+    if end == len(buf) - 1 and buf[end] == _CR and not eof:
+        return -1
+    return end
+
+
+def rfind_end(buf: bytes, stop: int | None = None, eof: bool = True) -> int:
+    """The index of the last line end before `stop` (see find_end), or -1."""
+    stop = len(buf) if stop is None else stop
+    end = buf.rfind(b"\n", 0, stop)
+    cr = buf.rfind(b"\r", end + 1, stop)
+    if cr == len(buf) - 1 and not eof:
+        cr = buf.rfind(b"\r", end + 1, cr)
+    if cr >= 0 and (cr + 1 >= len(buf) or buf[cr + 1] != _NL):
+        return cr
+    return end
+
+
+def count_ends(data: bytes) -> int:
+    """How many line ends (\n, \r\n, bare \r) a run of whole records holds."""
+    lf = data.count(b"\n")
+    cr = data.count(b"\r")
+    return lf + cr - data.count(b"\r\n") if cr else lf
+
+
+def end_mask(arr: np.ndarray) -> np.ndarray:
+    """Which bytes end a line: \n, or \r not followed by \n."""
+    ends = arr == _NL
+    cr = arr == _CR
+    if cr.any():
+        after = np.empty_like(cr)
+        after[:-1] = arr[1:] != _NL
+        after[-1:] = True
+        ends |= cr & after
+    return ends
+
+
 # Arrow's JSON reader needs a record to fit in one of its blocks; smaller blocks parse in
 # parallel, so try those first and fall back to one block for a block holding a huge record.
 _JSON_PARSE_BLOCK = 1 << 20
@@ -186,7 +235,7 @@ class RecordBlocks:
             record = self._skip_record(0)
             if record is None:
                 return  # a header and nothing else
-            self.newlines += record.count(b"\n")
+            self.newlines += count_ends(record)
             self._header = not record.strip()  # blank lines before the header are skipped
         if self._stop is not None and self._pos > self._stop:
             return  # the first record starts after the unit's range: the next unit's
@@ -227,7 +276,7 @@ class RecordBlocks:
             del data[cut:]
             self._pos += cut
             if data:
-                newlines = data.count(b"\n")
+                newlines = count_ends(data)
                 yield Block(data, line)
                 line += newlines
                 self.newlines += newlines
@@ -251,21 +300,19 @@ class RecordBlocks:
         # The view is released with the array when this returns: the buffer may then shrink.
         return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter, inside, before)
 
-    @staticmethod
-    def _end_from(buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
+    def _end_from(self, buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
         """The first record end at or after `start`."""
-        end = buf.find(b"\n", start)
+        end = find_end(buf, start, self._eof)
         while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
             closed = quotes.closed_after(end)
-            end = buf.find(b"\n", closed + 1) if closed is not None else -1
+            end = find_end(buf, closed + 1, self._eof) if closed is not None else -1
         return end if end >= 0 else None
 
-    @staticmethod
-    def _last_end(buf: bytes, quotes: QuoteState | None) -> int | None:
+    def _last_end(self, buf: bytes, quotes: QuoteState | None) -> int | None:
         """The last record end in the buffer."""
-        end = buf.rfind(b"\n")
+        end = rfind_end(buf, None, self._eof)
         while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
-            end = buf.rfind(b"\n", 0, quotes.opened_before(end))
+            end = rfind_end(buf, quotes.opened_before(end), self._eof)
         return end if end >= 0 else None
 
     def _first_end(self, buf: bytes, parity: int, before: int) -> int | None:
@@ -461,7 +508,7 @@ def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> 
     a hundred thousand records costs a few NumPy passes, no Python object per record.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
-    all_newlines = np.flatnonzero(arr == _NL)
+    all_newlines = np.flatnonzero(end_mask(arr))
     quoted = csv is not None and data.find(b'"') >= 0
     quotes = QuoteState(arr, ord(csv[0])) if quoted else None
     newlines = all_newlines
@@ -656,26 +703,28 @@ _EMPTY = pa.array([""], pa.string())
 
 def _nulls_as_spelled(table: pa.Table, keys: dict[str, pa.DataType]) -> pa.Table:
     """Arrow reads text with no nulls (strings_can_be_null=False); here a text column's null
-    spellings become nulls, as Arrow would make them, but a key keeps every spelling: a text
-    key is written as read, a key written as a number has only its empty field null."""
-    import pyarrow.compute as pc
-
+    spellings become nulls, as Arrow would make them, but a key keeps every spelling: only an
+    empty field is a missing key (null, as in Parquet and JSON Lines); `NA` or `null` is a key."""
     for i, name in enumerate(table.column_names):
         column = table.column(i)
-        if not pa.types.is_string(column.type):
-            continue
-        if name in keys:
-            if pa.types.is_string(keys[name]) or pa.types.is_large_string(keys[name]):
-                continue
-            spellings = _EMPTY
-        else:
-            spellings = _NULL_SPELLINGS
-        null = pc.is_in(column, value_set=spellings)
-        if pc.any(null).as_py():
-            table = table.set_column(
-                i, name, pc.if_else(null, pa.scalar(None, column.type), column)
-            )
+        if pa.types.is_string(column.type):
+            spellings = _EMPTY if name in keys else _NULL_SPELLINGS
+            table = table.set_column(i, name, _as_nulls(column, spellings))
     return table
+
+
+def null_spellings_as_nulls(column):
+    """A CSV text column with Arrow's null spellings ("", NA, null, nan, ...) as nulls."""
+    return _as_nulls(column, _NULL_SPELLINGS)
+
+
+def _as_nulls(column, spellings: pa.Array):
+    import pyarrow.compute as pc
+
+    null = pc.is_in(column, value_set=spellings)
+    if pc.any(null).as_py():
+        return pc.if_else(null, pa.scalar(None, column.type), column)
+    return column
 
 
 def _wrong_field_counts(
@@ -692,15 +741,28 @@ def _wrong_field_counts(
     return [Rejection(t.rstrip("\r\n"), reason, None) for t in invalid]
 
 
-def parse_jsonl(data: bytes, first_line: int, text: TextFormat) -> Parsed:
+def parse_jsonl(
+    data: bytes, first_line: int, text: TextFormat, exact: frozenset[str] = frozenset()
+) -> Parsed:
     """Parses a block of whole JSON Lines records: in one Arrow call when the block is clean,
-    else line by line (a line that is not a JSON object is rejected with its line)."""
+    else line by line (a line that is not a JSON object is rejected with its line).
+
+    Every value keeps its JSON kind whatever its neighbours hold: text stays text (Arrow's
+    reader would make ISO-looking strings timestamps), a whole number stays whole in the
+    columns named in `exact` (Arrow reads a column of whole and decimal numbers as floats,
+    rounding whole numbers above 2^53), and a column of values of several kinds becomes a dense
+    union of one child per kind, cast kind by kind (transforms.values).
+    """
     try:
         utf8 = decode(data, text)
         if not utf8.isascii():
             utf8.decode("utf-8")
         table = _read_json(utf8)
-        return Parsed(table, [], BlockLines(utf8, first_line, None, table.num_rows))
+        if not any(
+            pa.types.is_floating(table.schema.field(c).type)
+            for c in exact & set(table.column_names)
+        ):
+            return Parsed(table, [], BlockLines(utf8, first_line, None, table.num_rows))
     except (UnicodeDecodeError, pa.ArrowInvalid):
         pass
     records = split_records(data, first_line, None)
@@ -722,14 +784,9 @@ def parse_jsonl(data: bytes, first_line: int, text: TextFormat) -> Parsed:
                 Rejection(line, f"not a JSON object but a {type(value).__name__}", r.line)
             )
             continue
-        good.append((r.line, line, value))
+        good.append((r.line, value))
     lines = _Resolved(np.asarray([g[0] for g in good], dtype=np.int64))
-    body = "\n".join(g[1] for g in good).encode("utf-8")
-    try:
-        table = _read_json(body) if good else pa.table({})
-    except pa.ArrowInvalid:  # values of mixed types in a column: keep them as text
-        table = _mixed_columns([g[2] for g in good])
-    return Parsed(table, rejected, lines)
+    return Parsed(json_table([g[1] for g in good]), rejected, lines)
 
 
 def _read_json(data: bytes) -> pa.Table:
@@ -737,38 +794,91 @@ def _read_json(data: bytes) -> pa.Table:
 
     if not data.strip():
         return pa.table({})
-    try:
-        return pajson.read_json(
-            pa.BufferReader(data),
-            read_options=pajson.ReadOptions(use_threads=True, block_size=_JSON_PARSE_BLOCK),
+    parse = pajson.ParseOptions()
+    for _ in range(2):
+        try:
+            table = pajson.read_json(
+                pa.BufferReader(data),
+                read_options=pajson.ReadOptions(use_threads=True, block_size=_JSON_PARSE_BLOCK),
+                parse_options=parse,
+            )
+        except pa.ArrowInvalid as e:
+            if "straddling" not in str(e) and "block size" not in str(e).lower():
+                raise
+            table = pajson.read_json(
+                pa.BufferReader(data),
+                read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
+                parse_options=parse,
+            )
+        timed = [f for f in table.schema if pa.types.is_timestamp(f.type)]
+        if not timed:
+            return table
+        # JSON has no timestamps: Arrow guessed them from text, which stays text.
+        parse = pajson.ParseOptions(
+            explicit_schema=pa.schema([pa.field(f.name, pa.string()) for f in timed]),
+            unexpected_field_behavior="infer",
         )
-    except pa.ArrowInvalid as e:
-        if "straddling" not in str(e) and "block size" not in str(e).lower():
-            raise
-    return pajson.read_json(
-        pa.BufferReader(data),
-        read_options=pajson.ReadOptions(use_threads=False, block_size=len(data) + 1),
-    )
+    return table
 
 
-def _mixed_columns(rows: list[dict]) -> pa.Table:
-    """A table of JSON objects whose columns hold values of mixed types: such a column is text
-    (JSON text for objects and arrays), so validation can name each value that does not fit."""
+_KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
+_KIND_TYPES = {
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "bigint": pa.decimal128(38, 0),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "json": pa.string(),
+}
+
+
+def _kind_of(value: Any) -> str:
+    kind = _KINDS.get(type(value), "json")
+    if kind == "int" and not -(2**63) <= value < 2**63:
+        return "bigint" if abs(value) < 10**38 else "json"
+    return kind
+
+
+def json_table(rows: list[dict]) -> pa.Table:
+    """A table of parsed JSON objects in which every value keeps its JSON kind: a column of one
+    kind takes that kind's type (whole numbers beyond int64 as decimal128(38, 0)), a column of
+    several kinds a dense union with one child per kind (objects and arrays as JSON text, in a
+    child named `json`), so that the cast treats each value as it would alone. A record that
+    lacks a field holds null there."""
     names = list(dict.fromkeys(k for r in rows for k in r))
     columns = {}
     for name in names:
         values = [r.get(name) for r in rows]
-        try:
-            columns[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
-            columns[name] = pa.array(
-                [
-                    None if v is None else (v if isinstance(v, str) else json.dumps(v))
-                    for v in values
-                ],
-                pa.string(),
-            )
+        kinds = [None if v is None else _kind_of(v) for v in values]
+        present = set(kinds) - {None}
+        if len(present) <= 1 and present != {"json"}:
+            kind = present.pop() if present else None
+            columns[name] = pa.array(values, _KIND_TYPES[kind]) if kind else pa.nulls(len(values))
+            continue
+        columns[name] = _union(values, kinds, sorted(present))
     return pa.table(columns)
+
+
+def _union(values: list, kinds: list, present: list[str]) -> pa.Array:
+    children: dict[str, list] = {k: [] for k in present}
+    codes = np.zeros(len(values), dtype=np.int8)
+    offsets = np.zeros(len(values), dtype=np.int32)
+    nulls = "null" if None in kinds else None
+    if nulls:
+        children["null"] = []
+    order = list(children)
+    for i, (v, k) in enumerate(zip(values, kinds)):
+        k = k or "null"
+        if k == "json":
+            v = json.dumps(v, ensure_ascii=False)
+        codes[i] = order.index(k)
+        offsets[i] = len(children[k])
+        children[k].append(v)
+    arrays = [
+        pa.nulls(len(children[k])) if k == "null" else pa.array(children[k], _KIND_TYPES[k])
+        for k in order
+    ]
+    return pa.UnionArray.from_dense(pa.array(codes), pa.array(offsets), arrays, order)
 
 
 # ---------------------------------------------------------------------------------------------
