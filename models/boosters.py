@@ -344,9 +344,15 @@ def _xgboost_categories(booster) -> dict[int, Categories]:
         if values is None or types[i] != "c":
             continue
         listed = values.to_pylist()
-        # XGBoost 3.2 maps an unknown category to a neighbouring known one (or raises, past the
-        # last): an unknown category is refused before scoring, never guessed.
-        found[i] = Categories(arrow_type_of(np.asarray(listed)), tuple(listed), unknown_ok=False)
+        # XGBoost 3.2's own predict maps an unknown category to a neighbouring known one (or
+        # raises, past the last): an unknown category is rejected at validate, or with
+        # --unknown_categories score scored as a missing value (NaN), never guessed.
+        found[i] = Categories(
+            arrow_type_of(np.asarray(listed)),
+            tuple(listed),
+            unknown_ok=False,
+            unknown_as_missing=True,
+        )
     return found
 
 
@@ -403,7 +409,8 @@ def _lightgbm_categories(booster, dump: dict) -> dict[int, Categories]:
     The model stores the category lists (`pandas_categorical`) in the order of the category
     columns, not their names; LightGBM's own predict matches them to a DataFrame's category
     columns in order, and so they are matched here to the model's categorical features in order.
-    An unknown category is missing to LightGBM (its own predict does the same).
+    An unknown category is missing to LightGBM's own predict; the pipeline scores it so only
+    with --unknown_categories score, and rejects it at validate otherwise.
     """
     lists = booster.pandas_categorical or []
     if not lists:
@@ -422,6 +429,11 @@ def _lightgbm_categories(booster, dump: dict) -> dict[int, Categories]:
             "category column, or with integer codes and categorical_feature"
         )
     return {
-        i: Categories(arrow_type_of(np.asarray(values)), tuple(values), unknown_ok=True)
+        i: Categories(
+            arrow_type_of(np.asarray(values)),
+            tuple(values),
+            unknown_ok=False,
+            unknown_as_missing=True,
+        )
         for i, values in zip(categorical, lists)
     }

@@ -39,15 +39,30 @@ _NUMERIC_TRANSFORMERS = (
 class Categories:
     """A feature the model encodes as categories.
 
+    A category the model was not trained on is scored only where the model declares how it
+    takes one (`unknown_ok`); otherwise it is rejected at validate, unless the run says
+    `--unknown_categories score` and the model can score it as a missing value
+    (`unknown_as_missing`).
+
     Attributes:
         type: the Arrow type of the categories (string for text categories).
         values: the categories the encoder was fitted on.
-        unknown_ok: whether the encoder takes a value it has not seen (handle_unknown).
+        unknown_ok: whether the model declares that it takes a value it has not seen (a
+            scikit-learn encoder's handle_unknown other than "error").
+        unknown_as_missing: whether the model can score an unseen value as a missing one
+            (XGBoost and LightGBM categories, which models.boosters hands over as NaN); done only
+            with `--unknown_categories score`.
     """
 
     type: pa.DataType
     values: tuple
     unknown_ok: bool
+    unknown_as_missing: bool = False
+
+    def known(self) -> pa.Array:
+        """The categories as an Arrow array of their type, without a missing value (NaN, None)
+        among them: what an input value is looked up in."""
+        return pa.array([v for v in self.values if v is not None and v == v], type=self.type)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +103,15 @@ class ModelFacts:
         if self.missing_ok is None:
             return self.allow_nan
         return feature in self.missing_ok
+
+    def scoring_unknown_categories(self) -> ModelFacts:
+        """These facts for a run with `--unknown_categories score`: every categorical feature
+        the model can score an unknown value of (as a missing value) takes one."""
+        categorical = {
+            name: dataclasses.replace(cats, unknown_ok=True) if cats.unknown_as_missing else cats
+            for name, cats in self.categorical.items()
+        }
+        return dataclasses.replace(self, categorical=categorical)
 
     @property
     def proba_columns(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ from typing import Any
 
 from apache_beam.metrics.metric import MetricsFilter
 
-from transforms.errors import NAMESPACE, STAGES
+from transforms.errors import NAMESPACE, STAGES, UNKNOWN_REJECTED, UNKNOWN_SCORED
 
 PRODUCER = "beamscore"
 
@@ -117,6 +117,29 @@ def counts_from(result, per_file: dict[str, dict[str, int]] | None) -> Counts:
     return Counts(totals, per_file or {})
 
 
+def unknown_categories(launch, counts: Counts) -> dict[str, Any]:
+    """Per categorical feature, the rows that held a category the model was not trained on.
+
+    Returns:
+        {"rule": the --unknown_categories value, "rejected": {column: rows rejected at
+        validate for it}, "scored": {column: rows scored with one}}; each categorical feature
+        is in one of the two (rejected unless the model takes an unknown category: a
+        scikit-learn encoder that ignores it, or a booster with --unknown_categories score),
+        with 0 when no row held one.
+    """
+    spec = launch.spec
+    out: dict[str, Any] = {"rule": launch.unknown_categories, "rejected": {}, "scored": {}}
+    for name in spec.features:
+        cats = spec.facts.categorical.get(name)
+        if cats is None:
+            continue
+        if cats.unknown_ok:
+            out["scored"][name] = counts.get(UNKNOWN_SCORED + name)
+        else:
+            out["rejected"][name] = counts.get(UNKNOWN_REJECTED + name)
+    return out
+
+
 def build_manifest(
     *,
     launch,
@@ -177,6 +200,7 @@ def build_manifest(
         "error_rate": counts.error_rate,
         "max_error_rate": launch.max_error_rate,
         "model_loads": counts.get("model_loads"),
+        "unknown_categories": unknown_categories(launch, counts),
         "inputs": inputs,
         "files_failed": counts.files_failed,
         "input_pattern": launch.input_pattern,

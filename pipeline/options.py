@@ -34,6 +34,9 @@ class Flag:
         return not self.metavar
 
 
+# The values of --unknown_categories, the default first.
+UNKNOWN_CATEGORIES = ("reject", "score")
+
 FLAGS = (
     Flag(
         "input",
@@ -98,6 +101,16 @@ FLAGS = (
         "column_types",
         "A:TYPE,...",
         "override the type decided for input columns (float64, int64, bool, string)",
+    ),
+    Flag(
+        "unknown_categories",
+        "|".join(UNKNOWN_CATEGORIES),
+        "a category the model was not trained on, where the model does not declare how it takes "
+        "one: reject the row at validate, naming the column and the value, or score it as the "
+        "model's library does (XGBoost, LightGBM: as a missing value). A scikit-learn encoder "
+        "with handle_unknown set to ignore one scores it either way; one set to error rejects it "
+        "either way",
+        default=UNKNOWN_CATEGORIES[0],
     ),
     Flag(
         "max_error_rate",

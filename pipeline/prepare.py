@@ -27,7 +27,7 @@ from models.introspect import ModelFacts, inspect
 from pipeline import gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
-from pipeline.options import ScoringOptions
+from pipeline.options import UNKNOWN_CATEGORIES, ScoringOptions
 from transforms.read import hinted
 from transforms.sources import (
     FORMATS,
@@ -87,6 +87,8 @@ class Launch:
         bigquery: the predictions table, if any.
         bigquery_errors: the errors table, if any.
         openlineage_url: where OpenLineage events go (None: OPENLINEAGE_URL, or nowhere).
+        unknown_categories: --unknown_categories (reject or score); what it decided for each
+            categorical feature is in spec.facts.categorical (unknown_ok).
     """
 
     spec: ScoringSpec
@@ -104,6 +106,7 @@ class Launch:
     bigquery: BigQuerySink | None = None
     bigquery_errors: BigQuerySink | None = None
     openlineage_url: str | None = None
+    unknown_categories: str = "reject"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +131,7 @@ class _Flags:
     bigquery: TableRef | None
     bigquery_errors: TableRef | None
     openlineage_url: str | None
+    unknown_categories: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +184,8 @@ def prepare(
     inputs = match_inputs(flags)
     model = load_model(flags, staging_root)
     features, keys, columns, facts, key_types = decide_columns(flags, inputs, model)
+    if flags.unknown_categories == "score":
+        facts = facts.scoring_unknown_categories()
     spec = ScoringSpec(
         run_id=new_run_id(now),
         input_format=inputs.fmt,
@@ -212,6 +218,7 @@ def prepare(
         bigquery=predictions_sink,
         bigquery_errors=errors_sink,
         openlineage_url=flags.openlineage_url,
+        unknown_categories=flags.unknown_categories,
     )
 
 
@@ -251,6 +258,11 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         )
     if opts.input_format is not None and opts.input_format not in FORMATS:
         raise ConfigError(f"--input_format {opts.input_format!r} is not one of parquet, csv, jsonl")
+    if opts.unknown_categories not in UNKNOWN_CATEGORIES:
+        raise ConfigError(
+            f"--unknown_categories {opts.unknown_categories!r} is not one of "
+            f"{', '.join(UNKNOWN_CATEGORIES)}"
+        )
     run_date = parse_run_date(opts.run_date, today)
     pattern = _absolute(_filled("--input", opts.input, run_date))
     return _Flags(
@@ -272,6 +284,7 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         bigquery=predictions_table,
         bigquery_errors=errors_table,
         openlineage_url=opts.openlineage_url,
+        unknown_categories=opts.unknown_categories,
     )
 
 

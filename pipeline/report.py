@@ -16,6 +16,7 @@ Stable hooks for tests and scrapers (ids unless said otherwise):
     tr[data-path] in #files with td[data-col], files-more (data-count);
     .error-group[data-stage][data-count] with .example pre.record, errors-more (data-count);
     tr[data-feature][data-psi] in #drift; tr[data-library] in #model;
+    #unknown-categories (data-rule) with tr[data-column][data-treatment][data-rows];
     profile-rows, tr[data-class][data-count] in #class-shares; rect[data-count] in
     #proba-histogram and #prediction-histogram.
 """
@@ -67,6 +68,7 @@ def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]
             "<main>",
             _numbers(m),
             _errors(error_groups or []),
+            _unknown_categories(m.get("unknown_categories")),
             _files(m),
             _drift(m.get("drift")),
             _predictions(profile),
@@ -144,6 +146,17 @@ def _attention(m: dict, status: str | None, error_groups: list[dict]) -> str:
         names = ", ".join(f"{k} ({v:.2f})" for k, v in drifted[:5])
         more = f" and {len(drifted) - 5} more" if len(drifted) > 5 else ""
         items.append(("warn", "#drift", f"Drift (PSI > {PSI_WARNING}): {names}{more}"))
+    scored = _unknown_rows(m.get("unknown_categories"), "scored")
+    if scored:
+        names = ", ".join(f"{k} ({_int(n)})" for k, n in scored[:5])
+        more = f" and {len(scored) - 5} more" if len(scored) > 5 else ""
+        items.append(
+            (
+                "warn",
+                "#unknown-categories",
+                f"Rows scored with an unknown category: {names}{more}",
+            )
+        )
     for name, saved, running in _library_mismatches(_dig(m, "model", "library_versions")):
         items.append(("warn", "#model", f"{name} saved with {saved}, running {running}"))
     if not items:
@@ -245,6 +258,49 @@ def _errors(groups: list) -> str:
         )
     out.append("</section>")
     return "".join(out)
+
+
+def _unknown_categories(unknown: Any) -> str:
+    """Per categorical feature, the rows that held a category the model was not trained on, and
+    what became of them (rejected at validate, or scored as the model takes one)."""
+    head = '<section id="unknown-categories"'
+    if not isinstance(unknown, dict):
+        return head + '><h2>Unknown categories</h2><p class="quiet">n/a</p></section>'
+    rule = unknown.get("rule")
+    head += f' data-rule="{_e(rule if isinstance(rule, str) else "")}"><h2>Unknown categories</h2>'
+    rows = []
+    for treatment, label in (("rejected", "rejected at validate"), ("scored", "scored")):
+        for name, n in _unknown_rows(unknown, treatment, keep_zero=True):
+            cls = ("warn" if treatment == "scored" else "failed") if n else ""
+            rows.append(
+                f'<tr class="{cls}" data-column="{_e(name)}" data-treatment="{treatment}" '
+                f'data-rows="{_e(_raw(n))}"><th scope="row" class="mono">{_e(name)}</th>'
+                f'<td class="num">{_int(n)}</td><td>{label}</td></tr>'
+            )
+    if not rows:
+        return head + '<p class="quiet">The model has no categorical features.</p></section>'
+    return (
+        head + '<p class="quiet">Rows holding a category the model was not trained on, per '
+        "feature. Such a category is scored only where the model declares how it takes one (a "
+        "scikit-learn encoder that ignores it), or where the run says "
+        "<code>--unknown_categories score</code> and the model's library has a treatment for one "
+        f"(XGBoost, LightGBM: a missing value); this run: <code>{_text(rule)}</code>.</p>"
+        '<table class="data"><thead><tr><th scope="col">Feature</th>'
+        '<th scope="col" class="num">Rows</th><th scope="col">Those rows were</th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></section>"
+    )
+
+
+def _unknown_rows(
+    unknown: Any, treatment: str, keep_zero: bool = False
+) -> list[tuple[str, float | None]]:
+    """(feature, rows) of the manifest's unknown_categories[treatment], the most rows first."""
+    found = _dig(unknown, treatment)
+    if not isinstance(found, dict):
+        return []
+    rows = [(str(k), _number(v)) for k, v in found.items()]
+    rows = [(k, n) for k, n in rows if keep_zero or n]
+    return sorted(rows, key=lambda kv: (-(kv[1] or 0), kv[0]))
 
 
 def _example(record: dict) -> str:

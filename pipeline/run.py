@@ -605,6 +605,10 @@ def summary(res: ScoringResult, launch_output: str) -> str:
             example = group["examples"][0] if group["examples"] else {}
             reason = example.get("error", group["reason"])[:200]
             lines.append(f"    {group['count']:,} x {group['stage']}: {reason}")
+    scored = {k: n for k, n in m["unknown_categories"]["scored"].items() if n}
+    if scored:
+        rows = ", ".join(f"{k} {n:,}" for k, n in scored.items())
+        lines.append(f"  rows scored with an unknown category (as the model takes one): {rows}")
     drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
     for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
         lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")

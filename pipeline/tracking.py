@@ -161,6 +161,10 @@ class RunLog:
         }
         for feature, value in (manifest.get("drift") or {}).items():
             metrics[f"psi_{feature}"] = value
+        unknown = manifest.get("unknown_categories") or {}
+        for treatment in ("rejected", "scored"):
+            for feature, rows in (unknown.get(treatment) or {}).items():
+                metrics[f"unknown_category_{treatment}_{feature}"] = rows
         ok = self._safely(
             "log metrics",
             self._client.log_batch,

@@ -158,12 +158,13 @@ def test_xgboost_classifier_in_joblib(tmp_path, booster_files):
 
 
 def test_lightgbm_txt_with_a_category_feature(tmp_path, booster_files):
-    """An unknown color is a missing value to LightGBM's own predict, and so here."""
+    """An unknown color is a missing value to LightGBM's own predict, and so here when the run
+    says --unknown_categories score (by default it is rejected: tests/test_unknown_categories)."""
     import lightgbm as lgb
 
     path = booster_files / "cat.txt"
     df = dirty(colored_rows(400, seed=5))
-    cli = score(tmp_path, path, df)
+    cli = score(tmp_path, path, df, "parquet", "--unknown_categories", "score")
     assert cli.code == 0, cli.stderr
     got = cli.predictions().set_index("id").loc[df.id]
     p = lgb.Booster(model_file=str(path)).predict(as_category(df))

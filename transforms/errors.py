@@ -22,6 +22,12 @@ from transforms.spec import STATS
 MAX_RECORD_BYTES = 64 * 1024
 NAMESPACE = "scoring"
 STAGES = ("read", "validate", "predict")
+# Run-wide counters, one per categorical feature (the prefix then the column's name), of the rows
+# that held a category the model was not trained on: rejected for it at validate, or scored
+# with it (the model takes one: a scikit-learn encoder that ignores it, --unknown_categories
+# score).
+UNKNOWN_REJECTED = "unknown_category_rejected:"
+UNKNOWN_SCORED = "unknown_category_scored:"
 
 
 class CountingDoFn(beam.DoFn):
@@ -56,6 +62,11 @@ class CountingDoFn(beam.DoFn):
     def count_failed(self, stage: str, n: int, source: str) -> None:
         """Counts n rows rejected at a stage, run-wide and for their file."""
         self.count(f"rows_failed_{stage}", n, source)
+
+    def count_unknown(self, column: str, n: int, scored: bool) -> None:
+        """Counts, run-wide, n rows that held a category the model was not trained on in this
+        column: scored with it, or rejected for it."""
+        self.count((UNKNOWN_SCORED if scored else UNKNOWN_REJECTED) + column, n)
 
 
 class MergeCounts(beam.CombineFn):

@@ -14,6 +14,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
@@ -109,8 +110,12 @@ class PredictBatches(CountingDoFn):
         self._schema = spec.output_schema
         self._lineage: list[pa.Array] = []  # model_uri, model_version, run_id columns
         self._classes = pa.array(spec.facts.classes) if spec.facts.classes else None
+        self._scored_unknown: dict[str, pa.Array] = {}  # feature -> its known categories
 
     def setup(self) -> None:
+        for name, cats in self._spec.facts.categorical.items():
+            if cats.unknown_ok and name in self._spec.features:
+                self._scored_unknown[name] = cats.known()
         anonymous_if_emulated()
         ref = self._spec.model
 
@@ -172,6 +177,7 @@ class PredictBatches(CountingDoFn):
             return
         kept = batch if ok.all() else batch.filter(pa.array(ok))
         self.count("rows_predicted", kept.num_rows, chunk.source)
+        self._count_unknown(kept)
         _PROGRESS.add(kept.num_rows)
         table = self._to_table(kept, pred, proba)
         if self._profiler is not None:
@@ -179,6 +185,14 @@ class PredictBatches(CountingDoFn):
                 self._profile = self._profiler.create_accumulator()
             self._profile = self._profiler.add_input(self._profile, (kept, table))
         yield table
+
+    def _count_unknown(self, kept: pa.RecordBatch) -> None:
+        """Counts, per categorical feature whose unknown categories the model takes, the rows
+        scored with one (those of the other categorical features are rejected at validate)."""
+        for name, known in self._scored_unknown.items():
+            values = kept.column(name)
+            unknown = pc.and_(pc.invert(pc.is_in(values, value_set=known)), values.is_valid())
+            self.count_unknown(name, pc.sum(unknown.cast(pa.int64())).as_py() or 0, scored=True)
 
     def _rejected(self, chunk: Chunk, failures: list[tuple[int, int, str]]) -> Iterator[Any]:
         indexes = np.concatenate([np.arange(a, b) for a, b, _ in failures])

@@ -46,8 +46,7 @@ class ValidateBatches(CountingDoFn):
     def setup(self) -> None:
         for name, cats in self._spec.facts.categorical.items():
             if not cats.unknown_ok:
-                known = [v for v in cats.values if v is not None and v == v]
-                self._known[name] = pa.array(known, type=cats.type)
+                self._known[name] = cats.known()
 
     def process(self, chunk: Chunk) -> Iterator[Any]:
         spec = self._spec
@@ -130,13 +129,15 @@ class ValidateBatches(CountingDoFn):
             if pc.any(unknown).as_py():
                 shown = ", ".join(repr(v) for v in known.to_pylist()[:10])
                 more = ", ..." if len(known) > 10 else ""
+                rejected = _mask(unknown)
                 self._note(
                     reasons,
                     bad,
-                    _mask(unknown),
+                    rejected,
                     values,
                     f"{name}: unknown category {{!r}} (the model knows {shown}{more})",
                 )
+                self.count_unknown(name, int(rejected.sum()), scored=False)
 
     @staticmethod
     def _note(reasons: dict, bad: np.ndarray, mask: np.ndarray, values: pa.Array, fmt: str):
