@@ -62,7 +62,7 @@ _MLFLOW_TYPES = {
     "string": pa.string(),
 }
 _RESERVED = {"prediction", *(f.name for f in LINEAGE_FIELDS)}
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]{0,17})")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,17}")
 PROBE_ROWS = 20
 
 

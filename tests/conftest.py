@@ -136,6 +136,27 @@ def score(inp, model, out, *more, env: dict | None = None) -> Cli:
     return run_cli("--input", inp, "--model", model, "--output", out, *more, env=env)
 
 
+def run_here(*args: str) -> Cli:
+    """The CLI's entry point called in this process (no new interpreter, no Beam import to
+    pay): the exit code, stdout and stderr as a subprocess would give them."""
+    import contextlib
+    import io
+
+    from pipeline import run as cli
+
+    argv = [str(a) for a in args]
+    output = Path(argv[argv.index("--output") + 1]) if "--output" in argv else None
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(argv)
+    return Cli(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()), output)
+
+
+def score_here(inp, model, out, *more) -> Cli:
+    """run_here on one input pattern, model and output directory, with more flags."""
+    return run_here("--input", inp, "--model", model, "--output", out, *more)
+
+
 def _environment(changes: dict | None) -> dict:
     """os.environ with `changes` applied; a value of None removes the variable."""
     env = {**os.environ, **(changes or {})}

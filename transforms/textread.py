@@ -742,14 +742,14 @@ def _wrong_field_counts(
 
 
 def parse_jsonl(
-    data: bytes, first_line: int, text: TextFormat, exact: frozenset[str] = frozenset()
+    data: bytes, first_line: int, text: TextFormat, exact: frozenset[str] | None = frozenset()
 ) -> Parsed:
     """Parses a block of whole JSON Lines records: in one Arrow call when the block is clean,
     else line by line (a line that is not a JSON object is rejected with its line).
 
     Every value keeps its JSON kind whatever its neighbours hold: text stays text (Arrow's
     reader would make ISO-looking strings timestamps), a whole number stays whole in the
-    columns named in `exact` (Arrow reads a column of whole and decimal numbers as floats,
+    columns named in `exact` (None: every column; Arrow reads a column of whole and decimal numbers as floats,
     rounding whole numbers above 2^53), and a column of values of several kinds becomes a dense
     union of one child per kind, cast kind by kind (transforms.values).
     """
@@ -758,10 +758,8 @@ def parse_jsonl(
         if not utf8.isascii():
             utf8.decode("utf-8")
         table = _read_json(utf8)
-        if not any(
-            pa.types.is_floating(table.schema.field(c).type)
-            for c in exact & set(table.column_names)
-        ):
+        named = set(table.column_names) if exact is None else exact & set(table.column_names)
+        if not any(pa.types.is_floating(table.schema.field(c).type) for c in named):
             return Parsed(table, [], BlockLines(utf8, first_line, None, table.num_rows))
     except (UnicodeDecodeError, pa.ArrowInvalid):
         pass
@@ -943,7 +941,7 @@ def sample(path: str, fmt: str, text: TextFormat, max_bytes: int, max_rows: int)
                 continue
             if block.data.lstrip().startswith(b"["):
                 raise FileUnreadable(json_array_message(path))
-            parsed = parse_jsonl(block.data, block.first_line, text)
+            parsed = parse_jsonl(block.data, block.first_line, text, exact=None)
             if parsed.table.num_columns:
                 return parsed.table.slice(0, max_rows)
     return pa.table({})

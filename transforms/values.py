@@ -32,7 +32,7 @@ import pyarrow.compute as pc
 # What Arrow's text-to-number cast (and its CSV reader) take, once surrounding spaces are cut.
 _NUMBER = r"^[-+]?([0-9]+\.?[0-9]*([eE][-+]?[0-9]+)?|\.[0-9]+([eE][-+]?[0-9]+)?|inf|infinity|nan)$"
 _WHOLE = r"^[-+]?[0-9]+$"
-_CANONICAL_WHOLE = r"^-?(0|[1-9][0-9]*)$"
+_CANONICAL_WHOLE = r"^(0|-?[1-9][0-9]*)$"
 _EXACT_FLOAT = 2**53
 
 
@@ -123,6 +123,8 @@ def cast(values, target: pa.DataType, *, key: bool, name: str) -> Cast:
         )
     if pa.types.is_boolean(target):
         return _reject(values, target, f"{label}: {{!r}} is a {kind(t)}, not a boolean")
+    if _temporal(t) != _temporal(target):  # a number is no date, a date no number
+        return _reject(values, target, f"{label}: {{!r}} is a {kind(t)}, not a {kind(target)}")
     if pa.types.is_integer(t) and pa.types.is_floating(target):
         return _int_to_float(values, target, key, label)
     if pa.types.is_floating(t) and pa.types.is_integer(target):
@@ -131,7 +133,30 @@ def cast(values, target: pa.DataType, *, key: bool, name: str) -> Cast:
         return _int_to_int(values, target, label)
     if pa.types.is_timestamp(t) and pa.types.is_date(target):
         return _timestamp_to_date(values, target, label)
-    return _generic(values, target, label)
+    done = _generic(values, target, label)
+    if key and pa.types.is_decimal(t) and pa.types.is_floating(target):
+        return _round_trip(values, done, label)
+    return done
+
+
+def _round_trip(values: pa.Array, done: Cast, label: str) -> Cast:
+    """A cast key kept only where it converts back to exactly the value given."""
+    try:
+        back = pc.cast(done.values, values.type)
+        altered = _mask(pc.not_equal(back, values))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        altered = np.zeros(len(values), dtype=bool)
+        for i, (given, made) in enumerate(zip(values, done.values)):
+            if given.is_valid and made.is_valid:
+                altered[i] = given.as_py() != made.as_py()
+    if not altered.any():
+        return done
+    reason = f"{label}: {{!r}} does not convert exactly to {done.values.type}"
+    return Cast(_nulled(done.values, altered), [*done.failures, (altered, reason)])
+
+
+def _temporal(t: pa.DataType) -> bool:
+    return pa.types.is_temporal(t)
 
 
 def _reject(values: pa.Array, target: pa.DataType, reason: str) -> Cast:
