@@ -749,9 +749,9 @@ def parse_jsonl(
 
     Every value keeps its JSON kind whatever its neighbours hold: text stays text (Arrow's
     reader would make ISO-looking strings timestamps), a whole number stays whole in the
-    columns named in `exact` (None: every column; Arrow reads a column of whole and decimal numbers as floats,
-    rounding whole numbers above 2^53), and a column of values of several kinds becomes a dense
-    union of one child per kind, cast kind by kind (transforms.values).
+    columns named in `exact` (None: every column; Arrow reads a column of whole and decimal
+    numbers as floats, rounding whole numbers above 2^53), and a column of values of several
+    kinds becomes a dense union of one child per kind, cast kind by kind (transforms.values).
     """
     try:
         utf8 = decode(data, text)
