@@ -577,3 +577,28 @@ def test_an_empty_first_file_decides_nothing(tmp_path, models_dir):
     cli = score_here(tmp_path / "*.csv", models_dir / "binary.joblib", tmp_path / "o")
     assert cli.code == 0, cli.stderr
     assert sorted(cli.predictions().id) == ["007", "8", "9"]
+
+
+def test_a_date_key_given_as_a_timestamp_keeps_only_midnights(tmp_path, models_dir):
+    first = _rows(1)
+    first["day"] = [datetime.date(2024, 1, 4)]  # decides: a date key
+    later = _rows(2, start=5)
+    later["day"] = [datetime.datetime(2024, 1, 5), datetime.datetime(2024, 1, 5, 17, 45)]
+    pq.write_table(pa.Table.from_pandas(first, preserve_index=False), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(later, preserve_index=False), tmp_path / "b.parquet")
+    cli = score_here(
+        tmp_path / "*.parquet",
+        models_dir / "binary.joblib",
+        tmp_path / "o",
+        "--max_error_rate",
+        "1",
+    )
+    assert cli.code == 0, cli.stderr
+    written = pq.read_table(tmp_path / "o" / "predictions").sort_by("id")
+    assert written.schema.field("day").type == pa.date32()
+    assert written.column("day").to_pylist() == [
+        datetime.date(2024, 1, 4),
+        datetime.date(2024, 1, 5),
+    ]
+    (error,) = cli.errors()
+    assert error["record"]["id"] == 6 and "a timestamp with a time of day" in error["error"]
