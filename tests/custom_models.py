@@ -49,6 +49,28 @@ class Sentinel(_Fitted, RegressorMixin):
         return m.sum(axis=1)
 
 
+class OddRefuser(_Fitted, RegressorMixin):
+    """Predicts the sum of the features, but raises for a batch holding a row whose f0 is an odd
+    integer (naming the first such value when `say_value`, else with the same message for every
+    row), and for a batch of more than `max_rows` rows (0: no limit); counts its calls in `calls_`
+    (in-process only)."""
+
+    def __init__(self, max_rows: int = 0, say_value: bool = True):
+        self.max_rows = max_rows
+        self.say_value = say_value
+
+    def predict(self, X):
+        self.calls_ = getattr(self, "calls_", 0) + 1
+        if self.max_rows and len(X) > self.max_rows:
+            raise MemoryError(f"{len(X)} rows is more than this model takes at once")
+        m = self._matrix(X)
+        odd = np.flatnonzero(np.mod(m[:, 0], 2) == 1)
+        if len(odd):
+            value = f"f0 = {m[odd[0], 0]:g}" if self.say_value else "f0"
+            raise ValueError(f"{value} is odd; this model refuses odd f0")
+        return m.sum(axis=1)
+
+
 class NanRegressor(_Fitted, RegressorMixin):
     """Predicts the sum of the features, NaN where f0 < 0 and inf where f0 > 2."""
 
