@@ -113,13 +113,22 @@ class Cli:
         ]
 
 
-def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> Cli:
-    """Runs the CLI in a subprocess; `--output` is read back from the arguments.
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300, process=False) -> Cli:
+    """Runs the CLI as a user would; `--output` is read back from the arguments.
 
-    `env` changes the environment; a value of None removes a variable.
+    By default the entry point (`pipeline.run.main`) is called in this test process: the same
+    code path, exit code, stdout and stderr (log lines included), without paying a new
+    interpreter and Beam's import per test. `process=True` runs `python -m pipeline.run` in a
+    subprocess, for what only a real process shows: signals, locks between processes, a fresh
+    interpreter's imports, a hard timeout. BEAMSCORE_TESTS_IN_SUBPROCESS=1 runs every call in
+    a subprocess (to check that the in-process layer hides nothing).
+
+    `env` changes the environment for the call; a value of None removes a variable.
     """
     argv = [str(a) for a in args]
     output = Path(argv[argv.index("--output") + 1]) if "--output" in argv else None
+    if not process and not os.environ.get("BEAMSCORE_TESTS_IN_SUBPROCESS"):
+        return Cli(_in_process(argv, env), output)
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.run", *argv],
         capture_output=True,
@@ -131,30 +140,39 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> Cli:
     return Cli(result, output)
 
 
-def score(inp, model, out, *more, env: dict | None = None) -> Cli:
-    """The CLI on one input pattern, model and output directory, with more flags."""
-    return run_cli("--input", inp, "--model", model, "--output", out, *more, env=env)
-
-
-def run_here(*args: str) -> Cli:
-    """The CLI's entry point called in this process (no new interpreter, no Beam import to
-    pay): the exit code, stdout and stderr as a subprocess would give them."""
+def _in_process(argv: list[str], env: dict | None) -> subprocess.CompletedProcess:
     import contextlib
     import io
+    import logging
 
     from pipeline import run as cli
 
-    argv = [str(a) for a in args]
-    output = Path(argv[argv.index("--output") + 1]) if "--output" in argv else None
     out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(argv)
-    return Cli(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()), output)
+    handler = logging.StreamHandler(err)  # as main()'s basicConfig would log to stderr
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    saved = dict(os.environ)
+    try:
+        os.environ.clear()
+        os.environ.update(_environment(env))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(argv)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        os.environ.clear()
+        os.environ.update(saved)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
-def score_here(inp, model, out, *more) -> Cli:
-    """run_here on one input pattern, model and output directory, with more flags."""
-    return run_here("--input", inp, "--model", model, "--output", out, *more)
+def score(inp, model, out, *more, env: dict | None = None, process=False) -> Cli:
+    """The CLI on one input pattern, model and output directory, with more flags."""
+    return run_cli(
+        "--input", inp, "--model", model, "--output", out, *more, env=env, process=process
+    )
 
 
 def _environment(changes: dict | None) -> dict:

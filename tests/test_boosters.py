@@ -88,7 +88,9 @@ def booster_files(tmp_path_factory):
     return out
 
 
-def score(tmp_path, model, df: pd.DataFrame, ext: str = "parquet", *extra: str, env=None):
+def score(
+    tmp_path, model, df: pd.DataFrame, ext: str = "parquet", *extra: str, env=None, process=False
+):
     write_input(df, tmp_path / f"in.{ext}")
     return run_cli(
         "--input",
@@ -99,6 +101,7 @@ def score(tmp_path, model, df: pd.DataFrame, ext: str = "parquet", *extra: str, 
         tmp_path / "out",
         *extra,
         env=env,
+        process=process,
     )
 
 
@@ -196,7 +199,11 @@ def test_library_that_cannot_be_imported_names_the_extra(tmp_path, booster_files
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(f"import sys\nsys.modules[{library!r}] = None\n")
     cli = score(
-        tmp_path, booster_files / model, colored_rows(10, seed=7), env={"PYTHONPATH": str(shim)}
+        tmp_path,
+        booster_files / model,
+        colored_rows(10, seed=7),
+        env={"PYTHONPATH": str(shim)},
+        process=True,  # a fresh interpreter: the library is hidden from its imports
     )
     assert_one_line_error(cli, f"needs {library}", f"beamscore[{library}]")
     assert not (tmp_path / "out").exists()

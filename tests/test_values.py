@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from models import loading
 from models.introspect import inspect
 from pipeline.prepare import decide_key_type
-from tests.conftest import FEATURES, float_rows, score_here
+from tests.conftest import FEATURES, float_rows, score
 from transforms.read import ReadUnits
 from transforms.sources import sample
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
@@ -392,7 +392,7 @@ def test_bare_cr_line_ends_are_record_ends(tmp_path, models_dir):
     lines = "\r".join(json.dumps(r) for r in df.to_dict("records")) + "\r"
     (tmp_path / "mac.jsonl").write_text(lines)
     for name in ("mac.csv", "mac.jsonl"):
-        cli = score_here(tmp_path / name, models_dir / "binary.joblib", tmp_path / f"o-{name}")
+        cli = score(tmp_path / name, models_dir / "binary.joblib", tmp_path / f"o-{name}")
         assert cli.code == 0, cli.stderr
         assert cli.manifest["counts"]["rows_read"] == 5
         assert sorted(cli.predictions().id) == list(range(5))
@@ -410,7 +410,7 @@ def test_a_key_that_is_also_a_feature_keeps_the_input_type(tmp_path):
     expected = model.predict(df[["month", "f"]].astype(float))
     schemas = []
     for name in ("in.csv", "in.parquet"):
-        cli = score_here(
+        cli = score(
             tmp_path / name,
             tmp_path / "m.joblib",
             tmp_path / f"o-{name}",
@@ -441,7 +441,7 @@ def test_big_keys_in_a_later_file_are_never_rounded_into_each_other(tmp_path, mo
                 )
             else:
                 df.to_json(d / f"{name}.jsonl", orient="records", lines=True)
-        cli = score_here(
+        cli = score(
             d / f"*.{fmt}",
             models_dir / "binary.joblib",
             tmp_path / f"o-{fmt}",
@@ -461,7 +461,7 @@ def test_json_booleans_and_floats_never_become_ids(tmp_path, models_dir):
     lines = [json.dumps({**r, "id": i}) for r, i in zip(rows, ids)]
     (tmp_path / "a.jsonl").write_text(json.dumps({**rows[0], "id": 5}) + "\n")
     (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
-    cli = score_here(
+    cli = score(
         tmp_path / "*.jsonl", models_dir / "binary.joblib", tmp_path / "o", "--max_error_rate", "1"
     )
     assert cli.code == 0, cli.stderr
@@ -471,7 +471,7 @@ def test_json_booleans_and_floats_never_become_ids(tmp_path, models_dir):
     assert len(reasons) == 2 and all("a boolean" in r for r in reasons)
     # A text key: only text and whole numbers (their digits) are written as text.
     (tmp_path / "a.jsonl").write_text(json.dumps({**rows[0], "id": "x"}) + "\n")
-    cli = score_here(
+    cli = score(
         tmp_path / "*.jsonl", models_dir / "binary.joblib", tmp_path / "o2", "--max_error_rate", "1"
     )
     assert sorted(cli.predictions().id) == ["1", "1", "x"]
@@ -490,7 +490,7 @@ def test_int96_timestamps_keep_their_dates(tmp_path, models_dir):
     )
     table = pa.Table.from_pandas(df, preserve_index=False)
     pq.write_table(table, tmp_path / "spark.parquet", use_deprecated_int96_timestamps=True)
-    cli = score_here(tmp_path / "spark.parquet", models_dir / "binary.joblib", tmp_path / "o")
+    cli = score(tmp_path / "spark.parquet", models_dir / "binary.joblib", tmp_path / "o")
     assert cli.code == 0, cli.stderr
     written = pq.read_table(tmp_path / "o" / "predictions").column("at").to_pylist()
     assert sorted(written) == sorted(df["at"].dt.to_pydatetime().tolist())
@@ -504,7 +504,7 @@ def test_a_number_is_a_number_whatever_its_neighbours(tmp_path, models_dir):
     outcomes = []
     for name, body in (("clean", clean), ("spaced", spaced)):
         (tmp_path / f"{name}.csv").write_text(body)
-        cli = score_here(
+        cli = score(
             tmp_path / f"{name}.csv",
             models_dir / "binary.joblib",
             tmp_path / f"o-{name}",
@@ -521,7 +521,7 @@ def test_a_key_above_int64_is_a_rejected_row_not_a_crash(tmp_path, models_dir):
     later = _rows(2, start=5).astype({"id": str})
     later.loc[1, "id"] = "99999999999999999999"
     later.to_csv(tmp_path / "b.csv", index=False)
-    cli = score_here(
+    cli = score(
         tmp_path / "*.csv", models_dir / "binary.joblib", tmp_path / "o", "--max_error_rate", "1"
     )
     assert cli.code == 0, cli.stderr
@@ -540,7 +540,7 @@ def test_json_lines_a_missing_field_is_null_whatever_the_block(tmp_path):
     mixed = [{"id": 2, "a": 2.0}, {"id": 3, "a": 3.0, "b": 1.0}]  # b missing from one: null
     (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in mixed) + "\n")
     (tmp_path / "y.jsonl").write_text("\n".join(json.dumps(r) for r in lonely) + "\n")
-    cli = score_here(
+    cli = score(
         tmp_path / "*.jsonl", tmp_path / "m.joblib", tmp_path / "o", "--max_error_rate", "1"
     )
     assert cli.code == 0, cli.stderr
@@ -559,7 +559,7 @@ def test_one_output_schema_whatever_the_input_format(tmp_path, models_dir):
     pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp_path / "in.parquet")
     schemas, values = [], []
     for fmt in ("csv", "jsonl", "parquet"):
-        cli = score_here(tmp_path / f"in.{fmt}", models_dir / "binary.joblib", tmp_path / fmt)
+        cli = score(tmp_path / f"in.{fmt}", models_dir / "binary.joblib", tmp_path / fmt)
         assert cli.code == 0, cli.stderr
         table = pq.read_table(tmp_path / fmt / "predictions").sort_by("id")
         schemas.append(table.schema.remove_metadata())
@@ -574,7 +574,7 @@ def test_an_empty_first_file_decides_nothing(tmp_path, models_dir):
     df = _rows(3)
     df["id"] = ["007", "8", "9"]
     df.to_csv(tmp_path / "b.csv", index=False)
-    cli = score_here(tmp_path / "*.csv", models_dir / "binary.joblib", tmp_path / "o")
+    cli = score(tmp_path / "*.csv", models_dir / "binary.joblib", tmp_path / "o")
     assert cli.code == 0, cli.stderr
     assert sorted(cli.predictions().id) == ["007", "8", "9"]
 
@@ -586,7 +586,7 @@ def test_a_date_key_given_as_a_timestamp_keeps_only_midnights(tmp_path, models_d
     later["day"] = [datetime.datetime(2024, 1, 5), datetime.datetime(2024, 1, 5, 17, 45)]
     pq.write_table(pa.Table.from_pandas(first, preserve_index=False), tmp_path / "a.parquet")
     pq.write_table(pa.Table.from_pandas(later, preserve_index=False), tmp_path / "b.parquet")
-    cli = score_here(
+    cli = score(
         tmp_path / "*.parquet",
         models_dir / "binary.joblib",
         tmp_path / "o",
