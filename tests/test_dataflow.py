@@ -77,16 +77,30 @@ def _leaf_names(proto_pipeline) -> set[str]:
     return {t.unique_name for t in transforms.values() if not t.subtransforms}
 
 
-def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_path, monkeypatch):
+def _translated(job_inputs, monkeypatch):
+    """The dry run's job and the files its description stages (kept in memory, not uploaded)."""
     from apache_beam.runners.dataflow.internal import apiclient
 
     from pipeline.run import run
 
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     res = run([*job_inputs, *DATAFLOW])
+    job = res.pipeline_result.job
+    staged: dict[str, bytes] = {}
+
+    def keep(self, path, file_name, stream, *args, **kwargs):
+        staged[file_name] = stream.read()
+
+    with sdist_lock(), mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
+        client = apiclient.DataflowApplicationClient(job.options)
+        client.create_job_description(job)
+    return res, job, staged
+
+
+def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_path, monkeypatch):
+    res, job, staged = _translated(job_inputs, monkeypatch)
     assert res.dry_run and res.exit_code == 0
     assert not (tmp_path / "out").exists(), "a dry run must not touch DIR"
-    job = res.pipeline_result.job
     top = {
         t.unique_name
         for t in job.proto_pipeline.components.transforms.values()
@@ -96,15 +110,6 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
     assert expected | {"Write"} <= top, top
     leaves = _leaf_names(job.proto_pipeline)
     assert any(name.startswith("Predict") for name in leaves), leaves
-
-    staged: dict[str, bytes] = {}
-
-    def keep(self, path, file_name, stream, *args, **kwargs):
-        staged[file_name] = stream.read()
-
-    with sdist_lock(), mock.patch.object(apiclient.DataflowApplicationClient, "stage_file", keep):
-        client = apiclient.DataflowApplicationClient(job.options)
-        client.create_job_description(job)
     options = job.options.get_all_options()
     assert options["job_name"] == "beamscore-test"
     assert options["setup_file"] == str(ROOT / "setup.py")
@@ -131,6 +136,15 @@ def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_
     ):
         assert required in names, required
 
+
+@pytest.mark.worker_install
+def test_the_staged_package_installs_and_scores_in_a_fresh_virtualenv(
+    job_inputs, tmp_path, monkeypatch
+):
+    """What a Dataflow worker does with the staged sdist: a pip install from the package index
+    into a fresh virtualenv (minutes: run by .ci/run's second step, or `./run_tests.sh -m
+    worker_install`), `pip check`, and a scoring run from the installed package."""
+    _, _, staged = _translated(job_inputs, monkeypatch)
     # It installs into a fresh virtualenv as a worker installs it, and that install scores.
     sdist = tmp_path / "workflow.tar.gz"
     sdist.write_bytes(staged["workflow.tar.gz"])

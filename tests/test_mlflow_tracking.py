@@ -341,6 +341,8 @@ def test_server_gone_mid_run_still_commits_the_predictions(tmp_path, model_with_
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
+        # A dead server is a refused connection at once: no retries (MLflow's own setting).
+        env={**os.environ, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"},
     )
     seen = []
     for line in cli.stderr:  # the launcher logs this line once the MLflow run has started
