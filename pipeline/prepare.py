@@ -558,18 +558,17 @@ def decide_columns(
             )
     keys = flags.keys
     if keys is None:
-        keys = tuple(c for c in names if c not in features and c not in _RESERVED)
+        keys = tuple(c for c in names if c not in features)
     elif first is not None:
         absent = [k for k in keys if k not in names]
         if absent:
             raise ConfigError(
                 f"input {inputs.first_path} lacks key column(s): {hinted(absent, names)}"
             )
-    clash = [k for k in keys if k in _RESERVED or k.startswith("proba_")]
+    clash = [k for k in keys if _is_output_name(k)]
     if clash:
-        raise ConfigError(
-            f"key column(s) {', '.join(clash)} clash with output columns; choose --key_columns"
-        )
+        others = [c for c in names if c not in features + keys and not _is_output_name(c)]
+        raise ConfigError(_key_clash(clash, keys, flags.keys is not None, others))
     unknown = sorted(set(flags.overrides) - set(keys) - set(features))
     if unknown:
         raise ConfigError(f"--column_types names columns that are not read: {', '.join(unknown)}")
@@ -585,6 +584,33 @@ def decide_columns(
     columns = pa.schema(fields)
     facts = probe(model.model, facts, features, columns, first)
     return features, keys, columns, facts
+
+
+def _is_output_name(name: str) -> bool:
+    return name in _RESERVED or name.startswith("proba_")
+
+
+def _key_clash(clash: list[str], keys: tuple[str, ...], given: bool, others: list[str]) -> str:
+    """Why key columns named like an output column are refused, and how to leave them out
+    (`others`: the input's columns that could be keys instead)."""
+    named, them = ", ".join(clash), "it" if len(clash) == 1 else "them"
+    what = (
+        f"--key_columns names {named}"
+        if given
+        else f"input column(s) {named} would be key columns (by default every input column that "
+        "is not a model feature is one)"
+    )
+    kept = [k for k in keys if k not in clash] or others
+    fix = (
+        f"leave {them} out with --key_columns listing the keys to keep: "
+        f"--key_columns {','.join(kept)}"
+        if kept
+        else f"no other input column is left to keep as a key: rename {them} upstream"
+    )
+    return (
+        f"{what}, but the output writes its own column(s) of that name (prediction, "
+        f"proba_<class>, model_uri, model_version, run_id, scored_at); {fix}"
+    )
 
 
 def _features(flags: _Flags, model: _Model) -> tuple[str, ...]:

@@ -161,6 +161,40 @@ def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys
     assert files["b.csv"]["rows_failed"] == 50 and files["a.csv"]["rows_failed"] == 0
 
 
+def test_a_key_column_named_like_an_output_column_is_refused_not_dropped(tmp_path, models_dir):
+    """An input column named like a column the output writes itself cannot be copied as a key:
+    by default (every non-feature column is a key) and when given, exit 2 says how to leave it
+    out; it is never dropped silently. A feature of that name is no key and is scored."""
+    df = float_rows(20)
+    df["prediction"], df["run_id"], df["region"] = "upstream", "r-1", "eu"
+    inp = write_input(df, tmp_path / "in.parquet")
+    model = models_dir / "binary.joblib"
+    cli = run_cli(*args(inp, model, tmp_path / "o"))
+    assert_one_line_error(cli, "prediction, run_id would be key columns", "--key_columns id,region")
+    cli = run_cli(*args(inp, model, tmp_path / "o", "--key_columns", "id,run_id"))
+    assert_one_line_error(cli, "--key_columns names run_id", "--key_columns id")
+    assert not (tmp_path / "o").exists()
+    cli = run_cli(*args(inp, model, tmp_path / "o", "--key_columns", "id,region"))
+    assert cli.code == 0, cli.stderr
+    assert cli.manifest["key_columns"] == ["id", "region"]
+    assert set(cli.predictions().run_id) == {cli.manifest["run_id"]}
+    # A feature named like an output column is read as the feature, and is no key.
+    from sklearn.linear_model import LogisticRegression
+
+    renamed = {"f0": "prediction", "f1": "proba_1"}
+    train = float_rows(300, seed=1).rename(columns=renamed)
+    features = ["prediction", "proba_1", "f2", "f3"]
+    fitted_model = LogisticRegression().fit(train[features], (train.prediction > 0).astype(int))
+    joblib.dump(fitted_model, tmp_path / "m.joblib")
+    rows = write_input(float_rows(20).rename(columns=renamed), tmp_path / "feat.csv")
+    cli = run_cli(*args(rows, tmp_path / "m.joblib", tmp_path / "o2"))
+    assert cli.code == 0, cli.stderr
+    preds = cli.predictions().sort_values("id")
+    expected = fitted_model.predict_proba(pd.read_csv(rows)[features])[:, 1]
+    np.testing.assert_allclose(preds.proba_1, expected)
+    assert cli.manifest["key_columns"] == ["id"]
+
+
 @pytest.mark.parametrize("dirty_top", [3, 20, 150])
 def test_missing_values_follow_the_model_not_the_sample(tmp_path, models_dir, dirty_top):
     """HistGradientBoosting takes NaN: empty cells are scored however many unparseable rows
