@@ -161,6 +161,33 @@ def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys
     assert files["b.csv"]["rows_failed"] == 50 and files["a.csv"]["rows_failed"] == 0
 
 
+def test_a_name_in_another_unicode_form_is_pointed_out(tmp_path):
+    """größe written NFD (o + combining diaeresis) looks like the model's NFC größe: the error
+    says the file has it in another Unicode form, at launch (first file) and on the workers."""
+    import unicodedata
+
+    from sklearn.linear_model import LinearRegression
+
+    nfc, nfd = (unicodedata.normalize(form, "größe") for form in ("NFC", "NFD"))
+    assert nfc != nfd
+    train = float_rows(200, seed=1).rename(columns={"f0": nfc})
+    features = [nfc, "f1", "f2", "f3"]
+    joblib.dump(LinearRegression().fit(train[features], train.f1), tmp_path / "m.joblib")
+    says = ("the same text in another Unicode form", "is NFD", "is NFC")
+    write_input(float_rows(30).rename(columns={"f0": nfc}), tmp_path / "in" / "a.csv")
+    write_input(float_rows(20, start_id=30).rename(columns={"f0": nfd}), tmp_path / "in" / "b.csv")
+    cli = run_cli(*args(tmp_path / "in" / "*.csv", tmp_path / "m.joblib", tmp_path / "o"))
+    assert cli.code == 1, cli.stderr
+    (error,) = cli.errors()
+    assert error["source"].endswith("b.csv") and error["rows"] == 20
+    assert all(word in error["error"] for word in says), error["error"]
+    assert len(cli.predictions()) == 30
+    write_input(float_rows(20).rename(columns={"f0": nfd}), tmp_path / "first" / "a.parquet")
+    cli = run_cli(*args(tmp_path / "first" / "*.parquet", tmp_path / "m.joblib", tmp_path / "o2"))
+    assert_one_line_error(cli, "lacks model feature column(s)", *says)
+    assert not (tmp_path / "o2").exists()
+
+
 def test_a_key_column_named_like_an_output_column_is_refused_not_dropped(tmp_path, models_dir):
     """An input column named like a column the output writes itself cannot be copied as a key:
     by default (every non-feature column is a key) and when given, exit 2 says how to leave it
