@@ -36,6 +36,7 @@ from transforms.sources import (
     fingerprint,
     format_of,
     is_tsv,
+    one_name_each,
     sample,
 )
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
@@ -404,7 +405,9 @@ def match_inputs(flags: _Flags) -> _Inputs:
     every = sorted(metas)
     outputs = Outputs(flags.output)
     skipped = {f for f in every if outputs.holds(f)}
-    files = tuple(f for f in every if f not in skipped)
+    files = one_name_each(f for f in every if f not in skipped)
+    if aliases := len(every) - len(skipped) - len(files):
+        _LOG.info("%d matched name(s) are another name of a matched file: read once", aliases)
     fingerprints = {f: fingerprint(metas[f]) for f in files}
     if not every:
         raise ConfigError(f"no input file matches {pattern}")

@@ -143,6 +143,27 @@ def test_output_inside_the_input_pattern_is_never_read(tmp_path, models_dir):
         }
 
 
+def test_a_file_matched_under_two_names_is_read_once(tmp_path, models_dir):
+    """latest.parquet, a symlink beside its target, and two links to one file elsewhere: each
+    file is read once (the launcher and the workers both match the pattern)."""
+    folder = tmp_path / "in"
+    write_input(float_rows(30), folder / "2026-11-24.parquet")
+    (folder / "latest.parquet").symlink_to("2026-11-24.parquet")
+    write_input(float_rows(20, start_id=30), tmp_path / "elsewhere" / "x.parquet")
+    (folder / "x-link.parquet").symlink_to(tmp_path / "elsewhere" / "x.parquet")
+    (folder / "y-link.parquet").symlink_to(tmp_path / "elsewhere" / "x.parquet")
+    cli = run_cli(*args(folder / "*.parquet", models_dir / "binary.joblib", tmp_path / "o"))
+    assert cli.code == 0, cli.stderr
+    counts = cli.manifest["counts"]
+    assert (counts["rows_read"], counts["rows_predicted"], counts["rows_failed"]) == (50, 50, 0)
+    assert {Path(i["path"]).name: i["rows_read"] for i in cli.manifest["inputs"]} == {
+        "2026-11-24.parquet": 30,
+        "x-link.parquet": 20,
+    }
+    preds = cli.predictions()
+    assert len(preds) == 50 and preds.id.is_unique
+
+
 def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys(
     tmp_path, models_dir
 ):
