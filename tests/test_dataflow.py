@@ -59,6 +59,32 @@ def job_inputs(tmp_path, models_dir):
     ]
 
 
+@pytest.fixture
+def gs_job_inputs(tmp_path, models_dir, gcs):
+    """The same job with its input, model and output in Cloud Storage (the emulator): Dataflow
+    workers cannot read local paths, so a Dataflow launch refuses them."""
+    prefix = f"dataflow/{tmp_path.name}"
+    bucket = gcs["bucket"]
+    local = write_input(float_rows(50), tmp_path / "upload" / "a.parquet")
+    bucket.blob(f"{prefix}/in/a.parquet").upload_from_filename(local)
+    bucket.blob(f"{prefix}/binary.joblib").upload_from_filename(models_dir / "binary.joblib")
+    return [
+        "--input",
+        f"gs://scoring/{prefix}/in/*.parquet",
+        "--model",
+        f"gs://scoring/{prefix}/binary.joblib",
+        "--output",
+        f"gs://scoring/{prefix}/out",
+        "--run_date",
+        "2026-11-24",
+    ]
+
+
+def _written_under(gcs, url: str) -> list[str]:
+    prefix = url.removeprefix("gs://scoring/")
+    return [b.name for b in gcs["bucket"].list_blobs(prefix=prefix)]
+
+
 @contextlib.contextmanager
 def sdist_lock():
     """Building the staged sdist writes beamscore.egg-info into the checkout: one build at a time
@@ -77,15 +103,18 @@ def _leaf_names(proto_pipeline) -> set[str]:
     return {t.unique_name for t in transforms.values() if not t.subtransforms}
 
 
-def test_dataflow_translation_has_the_steps_options_and_package(job_inputs, tmp_path, monkeypatch):
+def test_dataflow_translation_has_the_steps_options_and_package(
+    job_inputs, gs_job_inputs, gcs, tmp_path, monkeypatch
+):
     from apache_beam.runners.dataflow.internal import apiclient
 
     from pipeline.run import run
 
     monkeypatch.setenv("NO_GCE_CHECK", "True")
-    res = run([*job_inputs, *DATAFLOW])
+    res = run([*gs_job_inputs, *DATAFLOW])
     assert res.dry_run and res.exit_code == 0
-    assert not (tmp_path / "out").exists(), "a dry run must not touch DIR"
+    output = gs_job_inputs[gs_job_inputs.index("--output") + 1]
+    assert not _written_under(gcs, output), "a dry run must not touch DIR"
     job = res.pipeline_result.job
     top = {
         t.unique_name
@@ -199,7 +228,14 @@ def job_model(tmp_path):
 
 
 def test_job_description_does_not_grow_with_the_number_of_files(tmp_path, monkeypatch):
-    """The workers match the input pattern: 10,000 files make the same job as 10."""
+    """The workers match the input pattern: 10,000 files make the same job as 10.
+
+    The files are local (10,000 objects in the emulator take minutes to make), so the launch's
+    refusal of local paths on Dataflow is switched off here: it is tested on its own
+    (test_dataflow_refuses_local_paths), and the job description does not depend on it."""
+    import pipeline.run
+
+    monkeypatch.setattr(pipeline.run, "_remote_paths", lambda runner, opts: None)
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     sizes = {}
     for name, count in (("in-few", 10), ("in-lot", 10_000)):
@@ -211,7 +247,7 @@ def test_job_description_does_not_grow_with_the_number_of_files(tmp_path, monkey
     assert sizes[10_000] <= sizes[10], sizes
 
 
-def test_run_dataflow_sh_dry_run(job_inputs, tmp_path):
+def test_run_dataflow_sh_dry_run(gs_job_inputs, gcs, tmp_path):
     env = {
         **os.environ,
         "PROJECT": "test-project",
@@ -220,7 +256,7 @@ def test_run_dataflow_sh_dry_run(job_inputs, tmp_path):
         "NO_GCE_CHECK": "True",
     }
     result = subprocess.run(
-        [str(ROOT / "run_dataflow.sh"), *job_inputs, "--dry_run=True"],
+        [str(ROOT / "run_dataflow.sh"), *gs_job_inputs, "--dry_run=True"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -230,7 +266,7 @@ def test_run_dataflow_sh_dry_run(job_inputs, tmp_path):
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("DRY RUN: Dataflow job beamscore-2026-11-24-"), line
-    assert not (tmp_path / "out").exists()
+    assert not _written_under(gcs, gs_job_inputs[gs_job_inputs.index("--output") + 1])
 
 
 def test_dry_run_needs_dataflow(job_inputs):
@@ -240,7 +276,7 @@ def test_dry_run_needs_dataflow(job_inputs):
     assert_one_line_error(cli, "--dry_run", "DataflowRunner")
 
 
-def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch):
+def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch, gcs):
     """Workers install beamscore from its sdist without extras: an XGBoost model's library goes
     to them in a requirements file pinned to the running version."""
     import xgboost as xgb
@@ -256,15 +292,18 @@ def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch):
     )
     booster.save_model(tmp_path / "m.json")
     write_input(df, tmp_path / "in" / "a.parquet")
+    prefix = f"dataflow/{tmp_path.name}"
+    gcs["bucket"].blob(f"{prefix}/m.json").upload_from_filename(tmp_path / "m.json")
+    gcs["bucket"].blob(f"{prefix}/in/a.parquet").upload_from_filename(tmp_path / "in" / "a.parquet")
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     res = run(
         [
             "--input",
-            str(tmp_path / "in" / "*.parquet"),
+            f"gs://scoring/{prefix}/in/*.parquet",
             "--model",
-            str(tmp_path / "m.json"),
+            f"gs://scoring/{prefix}/m.json",
             "--output",
-            str(tmp_path / "out"),
+            f"gs://scoring/{prefix}/out",
             *DATAFLOW,
             "--requirements_cache=skip",  # the workers fetch it; nothing downloaded here
         ]
@@ -310,3 +349,28 @@ def test_runner_settings_are_checked_before_the_output_is_touched(job_inputs, tm
         "error: set REGION to the Dataflow region, e.g. europe-west1 "
         "(see the README: Running on Dataflow)"
     )
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "launch"])
+def test_dataflow_refuses_local_paths(job_inputs, tmp_path, dry_run):
+    """Dataflow workers run on other machines: a local --input, --output or model file is exit
+    2, one line, before anything is read or written (a dry run used to say all was well)."""
+    from tests.conftest import assert_one_line_error, run_cli
+
+    flags = [a for a in DATAFLOW if not a.startswith("--dry_run")]
+    flags += ["--dry_run=True"] if dry_run else []
+    # Should the check ever let a launch through, nothing leaves this machine.
+    offline = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    offline |= {"NO_GCE_CHECK": "True", "STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"}
+    cli = run_cli(*job_inputs, *flags, env=offline)
+    assert_one_line_error(
+        cli, "Dataflow workers cannot read local paths", "--input", "--output", "--model", "gs://"
+    )
+    assert not (tmp_path / "out").exists()
+    gs = [
+        "gs://scoring/in/*.parquet" if a.endswith(".parquet") else a for a in map(str, job_inputs)
+    ]
+    gs[gs.index("--output") + 1] = "gs://scoring/out"
+    cli = run_cli(*gs, *flags, env=offline)  # only the model is local
+    assert_one_line_error(cli, "--model ", "cannot read local paths")
+    assert "--input" not in cli.stderr and "--output" not in cli.stderr
