@@ -175,6 +175,7 @@ def prepare(
     now = datetime.datetime.now(datetime.UTC)
     flags = read_flags(opts, today or now.date())
     if dry_run:
+        output.check_reachable(flags.output)
         output.check_owned(flags.output)
     else:
         output.check_usable(flags.output)

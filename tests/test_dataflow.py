@@ -374,3 +374,62 @@ def test_dataflow_refuses_local_paths(job_inputs, tmp_path, dry_run):
     cli = run_cli(*gs, *flags, env=offline)  # only the model is local
     assert_one_line_error(cli, "--model ", "cannot read local paths")
     assert "--input" not in cli.stderr and "--output" not in cli.stderr
+
+
+def _service_account_key(path) -> str:
+    """A well-formed service-account key of an account that does not exist."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    key = {
+        "type": "service_account",
+        "project_id": "test-project",
+        "private_key_id": "0",
+        "private_key": pem.decode(),
+        "client_email": "nobody@test-project.iam.gserviceaccount.com",
+        "client_id": "0",
+        "token_uri": "https://oauth2.googleapis.com/token",
+    }
+    path.write_text(json.dumps(key))
+    return str(path)
+
+
+@pytest.mark.parametrize("case", ["storage-down", "no-network", "no-credentials"])
+def test_dry_run_without_cloud_storage_is_one_line_within_seconds(tmp_path, case):
+    """A Dataflow dry run whose Cloud Storage does not answer is exit 3 within the check's 15 s
+    (it was exit 4 after two minutes of the client's retries); without credentials it is exit 2
+    at once. Nothing here reaches a real host: every HTTP(S) request goes to a closed port."""
+    import time
+
+    from tests.conftest import run_cli
+
+    closed = "http://127.0.0.1:9"
+    env = {"NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9"}
+    env |= {"GCE_METADATA_IP": "127.0.0.1:9", "NO_PROXY": None, "no_proxy": None}
+    env |= {v: closed for v in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+    env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    env |= {"STORAGE_EMULATOR_HOST": None, "GOOGLE_APPLICATION_CREDENTIALS": None}
+    flags = list(DATAFLOW)
+    if case == "storage-down":
+        env["STORAGE_EMULATOR_HOST"] = closed
+    else:
+        flags.remove("--no_auth")  # the credentials a real launch looks for
+    if case == "no-network":
+        env["GOOGLE_APPLICATION_CREDENTIALS"] = _service_account_key(tmp_path / "key.json")
+    paths = ["--input", "gs://bkt/in/*.parquet", "--model", "gs://bkt/m.joblib"]
+    paths += ["--output", "gs://bkt/out"]
+    start = time.monotonic()
+    cli = run_cli(*paths, *flags, env=env, timeout=120)
+    took = time.monotonic() - start
+    assert cli.stderr.count("\n") == 1 and cli.stderr.startswith("error: "), cli.stderr
+    assert "--output gs://bkt/out" in cli.stderr
+    if case == "no-credentials":
+        assert cli.code == 2 and "credentials were not found" in cli.stderr, cli.stderr
+    else:
+        assert cli.code == 3 and "Cloud Storage unreachable" in cli.stderr, cli.stderr
+    assert took < 60, took
