@@ -3,6 +3,8 @@ generation-checked writes (the output directory's lock)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 
 from models.errors import is_unreachable, one_line
@@ -45,10 +47,11 @@ def check_bucket(url: str) -> None:
 
     bucket, _ = split(url)
     try:
-        pages = client().list_blobs(
-            bucket, max_results=1, timeout=10, retry=Retry(deadline=CHECK_DEADLINE_S)
-        )
-        next(iter(pages), None)
+        with _quiet_retries():
+            pages = client().list_blobs(
+                bucket, max_results=1, timeout=10, retry=Retry(deadline=CHECK_DEADLINE_S)
+            )
+            next(iter(pages), None)
     except gexc.NotFound as e:
         raise BucketMissing(f"bucket gs://{bucket} does not exist") from e
     except gexc.Forbidden as e:
@@ -57,6 +60,19 @@ def check_bucket(url: str) -> None:
         if is_unreachable(e):
             raise StorageUnreachable(f"Cloud Storage unreachable: {one_line(e)}") from e
         raise BucketMissing(f"cannot list gs://{bucket}: {one_line(e)}") from e
+
+
+@contextlib.contextmanager
+def _quiet_retries():
+    """urllib3 logs a warning for each connection it retries (fetching a token, say); the
+    check's own error line says what failed, once."""
+    log = logging.getLogger("urllib3.connectionpool")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def check_flag(url: str, flag: str) -> None:

@@ -105,10 +105,7 @@ def check_usable(path: str) -> None:
     nothing: the lock, taken once every launch check passed, is the run's first write (and a
     lock that cannot be created is exit 2 too)."""
     if is_remote(path):
-        if path.startswith("gs://"):
-            from pipeline import gcs
-
-            gcs.check_flag(path, "--output")
+        check_reachable(path)
     else:
         if os.path.exists(path) and not os.path.isdir(path):
             raise ConfigError(f"--output {path} is a file, not a directory")
@@ -124,15 +121,27 @@ def check_usable(path: str) -> None:
     check_owned(path)
 
 
+def check_reachable(path: str) -> None:
+    """A gs:// DIR's bucket answers within seconds (exit 3 when Cloud Storage cannot be reached,
+    exit 2 when the bucket is missing or may not be listed); before anything that would wait
+    on the storage client's own retries (minutes)."""
+    if path.startswith("gs://"):
+        from pipeline import gcs
+
+        gcs.check_flag(path, "--output")
+
+
 def check_owned(path: str) -> None:
     """Refuses a non-empty DIR that holds no manifest of this tool (exit 2)."""
-    manifest = read_json(FileSystems.join(path, MANIFEST))
-    if manifest is not None and manifest.get("producer") == PRODUCER:
-        return
+    try:
+        manifest = read_json(FileSystems.join(path, MANIFEST))
+        files = [] if manifest and manifest.get("producer") == PRODUCER else list_files(path)
+    except Exception as e:  # noqa: BLE001 - the storage went away after it answered the check
+        if is_unreachable(e):
+            raise RunFailed(f"--output {path}: cannot be read: {one_line(e)}") from e
+        raise
     prefix = path.rstrip("/") + "/"
-    foreign = [
-        f for f in list_files(path) if not f.removeprefix(prefix).startswith((STAGING + "/", LOCK))
-    ]
+    foreign = [f for f in files if not f.removeprefix(prefix).startswith((STAGING + "/", LOCK))]
     if foreign:
         raise ConfigError(
             f"output directory {path} is not empty and holds no manifest.json from this "

@@ -36,6 +36,7 @@ from transforms.sources import (
     fingerprint,
     format_of,
     is_tsv,
+    one_name_each,
     sample,
 )
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
@@ -178,6 +179,7 @@ def prepare(
     now = datetime.datetime.now(datetime.UTC)
     flags = read_flags(opts, today or now.date())
     if dry_run:
+        output.check_reachable(flags.output)
         output.check_owned(flags.output)
     else:
         output.check_usable(flags.output)
@@ -418,7 +420,9 @@ def match_inputs(flags: _Flags) -> _Inputs:
     every = sorted(metas)
     outputs = Outputs(flags.output)
     skipped = {f for f in every if outputs.holds(f)}
-    files = tuple(f for f in every if f not in skipped)
+    files = one_name_each(f for f in every if f not in skipped)
+    if aliases := len(every) - len(skipped) - len(files):
+        _LOG.info("%d matched name(s) are another name of a matched file: read once", aliases)
     fingerprints = {f: fingerprint(metas[f]) for f in files}
     if not every:
         raise ConfigError(f"no input file matches {pattern}")
@@ -578,18 +582,17 @@ def decide_columns(
             )
     keys = flags.keys
     if keys is None:
-        keys = tuple(c for c in names if c not in features and c not in _RESERVED)
+        keys = tuple(c for c in names if c not in features)
     elif first is not None:
         absent = [k for k in keys if k not in names]
         if absent:
             raise ConfigError(
                 f"input {inputs.first_path} lacks key column(s): {hinted(absent, names)}"
             )
-    clash = [k for k in keys if k in _RESERVED or k.startswith("proba_")]
+    clash = [k for k in keys if _is_output_name(k)]
     if clash:
-        raise ConfigError(
-            f"key column(s) {', '.join(clash)} clash with output columns; choose --key_columns"
-        )
+        others = [c for c in names if c not in features + keys and not _is_output_name(c)]
+        raise ConfigError(_key_clash(clash, keys, flags.keys is not None, others))
     unknown = sorted(set(flags.overrides) - set(keys) - set(features))
     if unknown:
         raise ConfigError(f"--column_types names columns that are not read: {', '.join(unknown)}")
@@ -610,6 +613,33 @@ def decide_columns(
     }
     facts = probe(model.model, facts, features, columns, first)
     return features, keys, columns, facts, key_types
+
+
+def _is_output_name(name: str) -> bool:
+    return name in _RESERVED or name.startswith("proba_")
+
+
+def _key_clash(clash: list[str], keys: tuple[str, ...], given: bool, others: list[str]) -> str:
+    """Why key columns named like an output column are refused, and how to leave them out
+    (`others`: the input's columns that could be keys instead)."""
+    named, them = ", ".join(clash), "it" if len(clash) == 1 else "them"
+    what = (
+        f"--key_columns names {named}"
+        if given
+        else f"input column(s) {named} would be key columns (by default every input column that "
+        "is not a model feature is one)"
+    )
+    kept = [k for k in keys if k not in clash] or others
+    fix = (
+        f"leave {them} out with --key_columns listing the keys to keep: "
+        f"--key_columns {','.join(kept)}"
+        if kept
+        else f"no other input column is left to keep as a key: rename {them} upstream"
+    )
+    return (
+        f"{what}, but the output writes its own column(s) of that name (prediction, "
+        f"proba_<class>, model_uri, model_version, run_id, scored_at); {fix}"
+    )
 
 
 def _features(flags: _Flags, model: _Model) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -342,7 +343,27 @@ def _runner(options: PipelineOptions) -> str:
             )
         if not cloud.temp_location.startswith("gs://"):
             raise ConfigError(f"--temp_location must be a gs:// path, not {cloud.temp_location}")
+        _remote_paths(standard.runner, options.view_as(ScoringOptions))
     return standard.runner
+
+
+def _remote_paths(runner: str, opts: ScoringOptions) -> None:
+    """Dataflow workers run on other machines: a local --input, --output or model file is
+    exit 2 at once, not a job that fails on its workers (or a dry run that looks fine)."""
+    local = [
+        f"{flag} {value}"
+        for flag, value in (
+            ("--input", opts.input),
+            ("--output", opts.output),
+            ("--model", opts.model),
+        )
+        if value and (value.startswith("file:") or not re.match(r"[a-z][a-z0-9+.-]*:/", value))
+    ]
+    if local:
+        raise ConfigError(
+            f"{runner}: {', '.join(local)}: Dataflow workers cannot read local paths; put "
+            f"{'it' if len(local) == 1 else 'them'} in Cloud Storage (gs://...)"
+        )
 
 
 def _staging_root(options: PipelineOptions, runner: str) -> str | None:

@@ -143,6 +143,27 @@ def test_output_inside_the_input_pattern_is_never_read(tmp_path, models_dir):
         }
 
 
+def test_a_file_matched_under_two_names_is_read_once(tmp_path, models_dir):
+    """latest.parquet, a symlink beside its target, and two links to one file elsewhere: each
+    file is read once (the launcher and the workers both match the pattern)."""
+    folder = tmp_path / "in"
+    write_input(float_rows(30), folder / "2026-11-24.parquet")
+    (folder / "latest.parquet").symlink_to("2026-11-24.parquet")
+    write_input(float_rows(20, start_id=30), tmp_path / "elsewhere" / "x.parquet")
+    (folder / "x-link.parquet").symlink_to(tmp_path / "elsewhere" / "x.parquet")
+    (folder / "y-link.parquet").symlink_to(tmp_path / "elsewhere" / "x.parquet")
+    cli = run_cli(*args(folder / "*.parquet", models_dir / "binary.joblib", tmp_path / "o"))
+    assert cli.code == 0, cli.stderr
+    counts = cli.manifest["counts"]
+    assert (counts["rows_read"], counts["rows_predicted"], counts["rows_failed"]) == (50, 50, 0)
+    assert {Path(i["path"]).name: i["rows_read"] for i in cli.manifest["inputs"]} == {
+        "2026-11-24.parquet": 30,
+        "x-link.parquet": 20,
+    }
+    preds = cli.predictions()
+    assert len(preds) == 50 and preds.id.is_unique
+
+
 def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys(
     tmp_path, models_dir
 ):
@@ -159,6 +180,67 @@ def test_a_later_file_lacking_a_key_column_is_rejected_not_scored_with_null_keys
     assert "id (the file has 'ID'" in error["error"]
     files = {Path(i["path"]).name: i for i in cli.manifest["inputs"]}
     assert files["b.csv"]["rows_failed"] == 50 and files["a.csv"]["rows_failed"] == 0
+
+
+def test_a_name_in_another_unicode_form_is_pointed_out(tmp_path):
+    """größe written NFD (o + combining diaeresis) looks like the model's NFC größe: the error
+    says the file has it in another Unicode form, at launch (first file) and on the workers."""
+    import unicodedata
+
+    from sklearn.linear_model import LinearRegression
+
+    nfc, nfd = (unicodedata.normalize(form, "größe") for form in ("NFC", "NFD"))
+    assert nfc != nfd
+    train = float_rows(200, seed=1).rename(columns={"f0": nfc})
+    features = [nfc, "f1", "f2", "f3"]
+    joblib.dump(LinearRegression().fit(train[features], train.f1), tmp_path / "m.joblib")
+    says = ("the same text in another Unicode form", "is NFD", "is NFC")
+    write_input(float_rows(30).rename(columns={"f0": nfc}), tmp_path / "in" / "a.csv")
+    write_input(float_rows(20, start_id=30).rename(columns={"f0": nfd}), tmp_path / "in" / "b.csv")
+    cli = run_cli(*args(tmp_path / "in" / "*.csv", tmp_path / "m.joblib", tmp_path / "o"))
+    assert cli.code == 1, cli.stderr
+    (error,) = cli.errors()
+    assert error["source"].endswith("b.csv") and error["rows"] == 20
+    assert all(word in error["error"] for word in says), error["error"]
+    assert len(cli.predictions()) == 30
+    write_input(float_rows(20).rename(columns={"f0": nfd}), tmp_path / "first" / "a.parquet")
+    cli = run_cli(*args(tmp_path / "first" / "*.parquet", tmp_path / "m.joblib", tmp_path / "o2"))
+    assert_one_line_error(cli, "lacks model feature column(s)", *says)
+    assert not (tmp_path / "o2").exists()
+
+
+def test_a_key_column_named_like_an_output_column_is_refused_not_dropped(tmp_path, models_dir):
+    """An input column named like a column the output writes itself cannot be copied as a key:
+    by default (every non-feature column is a key) and when given, exit 2 says how to leave it
+    out; it is never dropped silently. A feature of that name is no key and is scored."""
+    df = float_rows(20)
+    df["prediction"], df["run_id"], df["region"] = "upstream", "r-1", "eu"
+    inp = write_input(df, tmp_path / "in.parquet")
+    model = models_dir / "binary.joblib"
+    cli = run_cli(*args(inp, model, tmp_path / "o"))
+    assert_one_line_error(cli, "prediction, run_id would be key columns", "--key_columns id,region")
+    cli = run_cli(*args(inp, model, tmp_path / "o", "--key_columns", "id,run_id"))
+    assert_one_line_error(cli, "--key_columns names run_id", "--key_columns id")
+    assert not (tmp_path / "o").exists()
+    cli = run_cli(*args(inp, model, tmp_path / "o", "--key_columns", "id,region"))
+    assert cli.code == 0, cli.stderr
+    assert cli.manifest["key_columns"] == ["id", "region"]
+    assert set(cli.predictions().run_id) == {cli.manifest["run_id"]}
+    # A feature named like an output column is read as the feature, and is no key.
+    from sklearn.linear_model import LogisticRegression
+
+    renamed = {"f0": "prediction", "f1": "proba_1"}
+    train = float_rows(300, seed=1).rename(columns=renamed)
+    features = ["prediction", "proba_1", "f2", "f3"]
+    fitted_model = LogisticRegression().fit(train[features], (train.prediction > 0).astype(int))
+    joblib.dump(fitted_model, tmp_path / "m.joblib")
+    rows = write_input(float_rows(20).rename(columns=renamed), tmp_path / "feat.csv")
+    cli = run_cli(*args(rows, tmp_path / "m.joblib", tmp_path / "o2"))
+    assert cli.code == 0, cli.stderr
+    preds = cli.predictions().sort_values("id")
+    expected = fitted_model.predict_proba(pd.read_csv(rows)[features])[:, 1]
+    np.testing.assert_allclose(preds.proba_1, expected)
+    assert cli.manifest["key_columns"] == ["id"]
 
 
 @pytest.mark.parametrize("dirty_top", [3, 20, 150])

@@ -237,31 +237,40 @@ def test_unreachable_tracking_server_is_exit_3(tmp_path):
     assert "Traceback" not in cli.stderr and "unreachable" in cli.stderr
 
 
-def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(tmp_path, registry):
+def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(
+    tmp_path, registry, monkeypatch
+):
     """On Dataflow the launcher stages an MLflow model under --temp_location: a Cloud Storage
-    that cannot be reached there is a retryable failure (exit 3), not a traceback."""
+    that cannot be reached there is a retryable failure (exit 3), not a traceback.
+
+    Called in-process: through the CLI a Dataflow launch has its --input and --output in Cloud
+    Storage too (local paths are refused), and an unreachable Cloud Storage is found there first
+    (test_launch_checks.test_unreachable_cloud_storage_is_exit_3)."""
+    import time
+
+    from pipeline.errors import RunFailed
+    from pipeline.options import ScoringOptions
+    from pipeline.prepare import prepare
+    from pipeline.run import parse_options
+
     write_input(float_rows(10), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        "models:/churn@champion",
-        "--mlflow_tracking_uri",
-        registry["uri"],
-        "--output",
-        tmp_path / "out",
-        "--runner",
-        "DataflowRunner",
-        "--project",
-        "p",
-        "--region",
-        "europe-west1",
-        "--temp_location",
-        "gs://staging-bucket/tmp",
-        "--dry_run=True",
-        "--no_auth",
-        env={"STORAGE_EMULATOR_HOST": "http://127.0.0.1:9"},
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
+    options = parse_options(
+        [
+            "--input",
+            str(tmp_path / "in.parquet"),
+            "--model",
+            "models:/churn@champion",
+            "--mlflow_tracking_uri",
+            registry["uri"],
+            "--output",
+            str(tmp_path / "out"),
+        ]
     )
-    assert cli.code == 3, cli.stderr
-    assert "--temp_location gs://staging-bucket/tmp" in cli.stderr and "unreachable" in cli.stderr
-    assert "Traceback" not in cli.stderr
+    start = time.monotonic()
+    with pytest.raises(RunFailed) as failed:
+        prepare(options.view_as(ScoringOptions), staging_root="gs://staging-bucket/tmp")
+    assert time.monotonic() - start < 60
+    message = str(failed.value)
+    assert "--temp_location gs://staging-bucket/tmp" in message and "unreachable" in message
+    assert RunFailed.exit_code == 3

@@ -178,12 +178,62 @@ def test_a_task_that_cannot_launch_fails_without_retry(
     assert reason in capfd.readouterr().out
 
 
-def test_the_dataflow_job_is_translated_offline(dags_folder, variables, demo, monkeypatch, capfd):
+_UPLOAD = """
+import sys
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+bucket = storage.Client(project="emulator", credentials=AnonymousCredentials()).bucket("scoring")
+for local, name in zip(sys.argv[1::2], sys.argv[2::2]):
+    bucket.blob(name).upload_from_filename(local)
+"""
+
+
+@pytest.fixture(scope="session")
+def cloud_storage(demo, tmp_path_factory):
+    """The Cloud Storage emulator on 127.0.0.1 (run by the launcher's Python, which has it),
+    holding the demo input and model: Dataflow workers read no local path, so a Dataflow
+    launch takes only gs:// ones."""
+    import time
+
+    port = closed_port()
+    proc = subprocess.Popen(
+        [BEAMSCORE_PYTHON, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port), "--in-memory", "--default-bucket", "scoring"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path_factory.mktemp("gcs"),
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "emulator did not start"
+            time.sleep(0.1)
+    host = f"http://127.0.0.1:{port}"
+    inputs = sorted(Path(demo["input"]).parent.glob("*.parquet"))
+    pairs = [(str(f), f"in/{f.name}") for f in inputs] + [(demo["model_file"], "model.joblib")]
+    subprocess.run(
+        [BEAMSCORE_PYTHON, "-c", _UPLOAD, *(x for pair in pairs for x in pair)],
+        check=True,
+        env={**os.environ, "STORAGE_EMULATOR_HOST": host},
+    )
+    yield host
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_the_dataflow_job_is_translated_offline(
+    dags_folder, variables, cloud_storage, monkeypatch, capfd
+):
     """The production flags (project, region, bucket, setup.py, job name), as a Dataflow dry run."""
     del variables["runner"]  # the DAG's default, DataflowRunner
     variables.update(
         {
-            "model": demo["model_file"],  # a registry model would be staged to the bucket
+            "input_pattern": "gs://scoring/in/*.parquet",
+            "output_dir": "gs://scoring/scores/{run_date}",
+            "model": "gs://scoring/model.joblib",  # a registry model would be staged to the bucket
             "project": "test-project",
             "region": "europe-west1",
             "bucket": "test-bucket",
@@ -191,6 +241,7 @@ def test_the_dataflow_job_is_translated_offline(dags_folder, variables, demo, mo
         }
     )
     monkeypatch.setenv("NO_GCE_CHECK", "True")  # no metadata-server probe for credentials
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", cloud_storage)  # the launcher inherits it
     ti, _ = run_dag(dags_folder, variables, monkeypatch)
     assert (ti.state, ti.try_number) == ("success", 1)
     log = capfd.readouterr().out

@@ -246,14 +246,31 @@ def _csv_type(target: pa.DataType, is_feature: bool) -> pa.DataType:
 
 
 def hinted(wanted: list[str], names: list[str]) -> str:
-    """Column names, each with the file's name that differs only by case or spaces, if any."""
+    """Column names, each with the file's name that differs only by case, spaces or Unicode
+    form (NFC/NFD: the same text, other code points), if any."""
     import re
+    import unicodedata
+
+    def nfc(s: str) -> str:
+        return unicodedata.normalize("NFC", s)
 
     def loose(s: str) -> str:
-        return re.sub(r"[\s_-]+", "", s).lower()
+        return re.sub(r"[\s_-]+", "", nfc(s)).lower()
+
+    def form(s: str) -> str:
+        return next((f for f in ("NFC", "NFD") if unicodedata.is_normalized(f, s)), "mixed")
 
     out = []
     for w in wanted:
         near = [n for n in names if loose(n) == loose(w)]
-        out.append(f"{w} (the file has {near[0]!r}; names must match exactly)" if near else w)
+        if not near:
+            out.append(w)
+        elif nfc(near[0]) == nfc(w):
+            n = near[0]
+            out.append(
+                f"{w} (the file has {n!r}, the same text in another Unicode form: {ascii(n)} is "
+                f"{form(n)}, {ascii(w)} is {form(w)}; names must match exactly, Unicode form too)"
+            )
+        else:
+            out.append(f"{w} (the file has {near[0]!r}; names must match exactly)")
     return ", ".join(out)

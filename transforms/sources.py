@@ -7,7 +7,8 @@ parsers the workers use, so the launch sees the input exactly as the run will.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -50,6 +51,27 @@ def fingerprint(meta: Any) -> tuple[int, int]:
     and the workers each match the input: a file whose fingerprint differs between the two
     changed while the run read it."""
     return int(meta.size_in_bytes or 0), round((meta.last_updated_in_seconds or 0.0) * 1000)
+
+
+def identity(path: str) -> str:
+    """What a matched file is, whatever name matched it: a local file's real path (a symlink
+    and its target are one file), a URL (gs://) as it is."""
+    return path if "://" in path else os.path.realpath(path)
+
+
+def one_name_each(paths: Iterable[str]) -> tuple[str, ...]:
+    """Matched paths, one name per file (sorted): a file matched under several names (a
+    symlink beside its target) is read once, under its real name if that matched, else under
+    its first name. The launcher and the workers each match the input and choose alike."""
+    names: dict[str, list[str]] = {}
+    for path in paths:
+        names.setdefault(identity(path), []).append(path)
+    return tuple(sorted(first_name(n) for n in names.values()))
+
+
+def first_name(names: Iterable[str]) -> str:
+    """The name a file matched under several names is read by (see one_name_each)."""
+    return min(names, key=lambda p: (p != identity(p), p))
 
 
 def compression_of(path: str) -> str:

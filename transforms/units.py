@@ -26,6 +26,8 @@ from transforms.sources import (
     FileUnreadable,
     Outputs,
     fingerprint,
+    first_name,
+    identity,
     is_splittable,
     open_input,
     open_raw,
@@ -48,7 +50,8 @@ class QuoteScan(NamedTuple):
 
 
 class MatchInput(beam.PTransform):
-    """The input pattern -> the files it matches, without the run's own output directory."""
+    """The input pattern -> the files it matches, without the run's own output directory, each
+    file once whatever the names it matched under."""
 
     def __init__(self, spec: ScoringSpec):
         super().__init__()
@@ -60,7 +63,17 @@ class MatchInput(beam.PTransform):
             | "Pattern" >> beam.Create([self._spec.input_pattern])
             | "Match" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
             | "NotAnOutput" >> beam.ParDo(_NotAnOutput(self._spec.output))
+            | "ByFile" >> beam.Map(lambda meta: (identity(meta.path), meta))
+            | "NamesOfEachFile" >> beam.GroupByKey()
+            | "OneNameEach" >> beam.Map(_one_name)
         )
+
+
+def _one_name(item: tuple[str, Iterable[FileMetadata]]) -> FileMetadata:
+    """A file matched under several names (a symlink beside its target) is read once, under
+    the name the launcher chose too (sources.first_name)."""
+    metas = {meta.path: meta for meta in item[1]}
+    return metas[first_name(metas)]
 
 
 class _NotAnOutput(beam.DoFn):
