@@ -134,7 +134,7 @@ def cast(values, target: pa.DataType, *, key: bool, name: str) -> Cast:
     if pa.types.is_timestamp(t) and pa.types.is_date(target):
         return _timestamp_to_date(values, target, label)
     done = _generic(values, target, label)
-    if key and pa.types.is_decimal(t) and pa.types.is_floating(target):
+    if pa.types.is_decimal(t) or pa.types.is_decimal(target):  # Arrow rounds to a scale
         return _round_trip(values, done, label)
     return done
 
