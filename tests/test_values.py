@@ -313,7 +313,7 @@ def nights(draw):
 
 
 @settings(
-    max_examples=int(os.environ.get("VALUES_EXAMPLES", "60")),
+    max_examples=int(os.environ.get("VALUES_EXAMPLES", "150")),
     deadline=None,
     suppress_health_check=list(HealthCheck),
 )
