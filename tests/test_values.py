@@ -287,6 +287,13 @@ def _same(written, given) -> bool:
         return given.time() == datetime.time() and given.date() == written
     if isinstance(written, datetime.datetime) and not isinstance(given, datetime.datetime):
         return written.time() == datetime.time() and written.date() == given
+    pair = {type(given), type(written)}
+    if pair == {float, decimal.Decimal}:  # a float reads back as its shortest spelling
+        as_decimal = [
+            v if isinstance(v, decimal.Decimal) else decimal.Decimal(repr(v))
+            for v in (given, written)
+        ]
+        return as_decimal[0] == as_decimal[1]
     return given == written  # Python compares whole numbers and floats exactly
 
 
