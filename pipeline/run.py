@@ -482,6 +482,11 @@ def finalize(job: _Run, result) -> ScoringResult:
     extra: dict = {}
     if launch_.spec.baseline and profile.get("drift"):
         extra["drift"] = profile["drift"]
+    if launch_.spec.explain is not None:
+        extra["explain"] = {
+            **launch_.spec.explain.manifest(),
+            "top_reasons": profile.get("top_reasons") or [],
+        }
     if job.tracker is not None:
         extra["mlflow_run_id"] = job.tracker.run_id
     _check_lock(out)
