@@ -373,8 +373,9 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
 
 def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> None:
     """Remote workers install beamscore from its sdist (--setup_file), without extras: a model
-    that needs XGBoost or LightGBM has them installed through a requirements file of the exact
-    running versions, unless the user gave one, or a worker image of their own."""
+    that needs XGBoost or LightGBM (or shap, for --explain on a scikit-learn tree model) has them
+    installed through a requirements file of the exact running versions, unless the user gave
+    one, or a worker image of their own."""
     if "Direct" in runner:
         return
     from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
@@ -382,6 +383,10 @@ def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> 
     from models.boosters import worker_requirements
 
     needed = worker_requirements(decided.model)
+    if decided.spec.explain is not None and decided.spec.explain.method == "shap_tree":
+        from models.boosters import pins
+
+        needed.extend(pins(["shap"]))  # --explain's TreeExplainer (beamscore[explain])
     setup = options.view_as(SetupOptions)
     image = options.view_as(WorkerOptions).sdk_container_image
     if not needed or setup.requirements_file or image:

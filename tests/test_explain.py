@@ -419,3 +419,25 @@ def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def test_dataflow_workers_install_shap_for_a_tree_model(tmp_path):
+    """Remote workers install no extras: --explain on a scikit-learn tree model has shap
+    installed through the requirements file, pinned to the running version."""
+    import types
+
+    import shap
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+    from sklearn.ensemble import RandomForestRegressor
+
+    from models.explain import ExplainPlan
+    from pipeline import run as cli
+
+    df = frame(12)
+    model = RandomForestRegressor(n_estimators=2, max_depth=2).fit(df, labels(df, "reg"))
+    plan = ExplainPlan(2, "shap_tree", "prediction", 0.0)
+    decided = types.SimpleNamespace(model=model, spec=types.SimpleNamespace(explain=plan))
+    options = PipelineOptions([])
+    cli._worker_installs(options, decided, "DataflowRunner")
+    path = options.view_as(SetupOptions).requirements_file
+    assert open(path).read().split() == [f"shap=={shap.__version__}"]
