@@ -223,6 +223,33 @@ def build_cases(data: Path) -> list[Case]:
         ),
     ]
     cases += boosters
+    # --explain 3 against the same run without it, and against the library's own contribution
+    # call in a plain loop (bench/plain_explain.py).
+    for kind, model_file, what in (
+        ("xgb_sklearn", "xgb_sklearn.joblib", "XGBClassifier, pred_contribs"),
+        ("lgb_sklearn", "lgb_sklearn.joblib", "LGBMClassifier, pred_contrib"),
+        ("heavy", "heavy.joblib", "HistGradientBoostingClassifier, shap TreeExplainer"),
+        ("light_drift", "light_drift.joblib", "scaler + LogisticRegression, coef x (x - mean)"),
+    ):
+        explained = project_model(rows1m, model_file) + ["--explain", "3"]
+        plain = [_rel(BENCH / "plain_explain.py"), "--input", rows1m, "--model"]
+        plain += [_rel(data / model_file), "--output", OUT, "--k", "3"]
+        cases += [
+            Case(
+                f"project_{kind}_explain3_1m",
+                f"pipeline.run --explain 3, {what}, 1M rows",
+                explained,
+                1_000_000,
+                rows1m,
+            ),
+            Case(
+                f"plain_explain_{kind}_1m",
+                f"plain_explain.py (pyarrow + the library's contributions, top 3), {what}",
+                plain,
+                1_000_000,
+                rows1m,
+            ),
+        ]
     return cases + [
         Case(
             "project_light_drift_1m",
@@ -408,6 +435,19 @@ RATIOS = [
         "project_strict_clean_1m",
         "<=",
         2,
+    ),
+    *(
+        Ratio(f"--explain 3 {label}: {what}", f"project_{m}_explain3_1m", other, "", 0)
+        for m, label in (
+            ("xgb_sklearn", "XGBoost"),
+            ("lgb_sklearn", "LightGBM"),
+            ("heavy", "HistGB"),
+            ("light_drift", "logistic"),
+        )
+        for what, other in (
+            ("with/without", f"project_{m}_1m"),
+            ("project/plain loop", f"plain_explain_{m}_1m"),
+        )
     ),
     Ratio("project/plain XGBoost .json 1M", "project_xgb_1m", "plain_xgb_1m", "<=", 1.5),
     Ratio("project/plain LightGBM .txt 1M", "project_lgb_1m", "plain_lgb_1m", "<=", 1.2),

@@ -441,3 +441,43 @@ def test_dataflow_workers_install_shap_for_a_tree_model(tmp_path):
     cli._worker_installs(options, decided, "DataflowRunner")
     path = options.view_as(SetupOptions).requirements_file
     assert open(path).read().split() == [f"shap=={shap.__version__}"]
+
+
+def test_report_and_mlflow_show_the_top_reasons(tmp_path):
+    """The report's reason-codes section and the MLflow run's top_reasons.json table: the
+    features most often the top reason, with their share of the rows."""
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LinearRegression
+
+    df = frame(13)
+    model = LinearRegression().fit(df, labels(df, "reg"))
+    path = write(tmp_path, model, df)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(uri).create_experiment("nightly", artifact_location=str(tmp_path / "artifacts"))
+    cli = score_here(
+        tmp_path / "in.parquet",
+        path,
+        tmp_path / "out",
+        "--explain",
+        "2",
+        "--mlflow_tracking_uri",
+        uri,
+        "--mlflow_experiment",
+        "nightly",
+    )
+    assert cli.code == 0, cli.stderr
+    counts = cli.predictions()["reason_1"].value_counts()
+    top = cli.manifest["explain"]["top_reasons"]
+    assert {t["feature"]: t["rows"] for t in top} == counts.to_dict()
+    assert [t["rows"] for t in top] == sorted(counts, reverse=True)  # most often first
+    assert top[0]["share"] == round(counts.iloc[0] / ROWS, 6)
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert 'id="reasons" data-k="2" data-method="linear"' in page
+    for feature, rows in counts.items():
+        assert f'data-feature="{feature}" data-rows="{rows}"' in page
+    client = MlflowClient(uri)
+    run_id = cli.manifest["mlflow_run_id"]
+    local = client.download_artifacts(run_id, "top_reasons.json", str(tmp_path / "dl"))
+    table = json.loads(open(local).read())
+    assert table["columns"] == ["feature", "rows", "share"]
+    assert {row[0]: row[1] for row in table["data"]} == counts.to_dict()
