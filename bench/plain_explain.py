@@ -28,7 +28,9 @@ def explainer(model, path: str):
         import xgboost
 
         booster = model.get_booster()
-        return lambda x: booster.predict(xgboost.DMatrix(x), pred_contribs=True)[:, :-1]
+        return lambda x: booster.predict(
+            xgboost.DMatrix(x, feature_names=booster.feature_names), pred_contribs=True
+        )[:, :-1]
     if kind == "LGBMClassifier":
         return lambda x: model.booster_.predict(x, pred_contrib=True)[:, :-1]
     if kind == "HistGradientBoostingClassifier":
