@@ -247,10 +247,16 @@ def _column_transformer_groups(ct: Any, features: tuple[str, ...]) -> list[int]:
     for name, transformer, columns in ct.transformers_:
         if transformer == "drop" or (hasattr(columns, "__len__") and len(columns) == 0):
             continue
-        cols = list(columns) if not isinstance(columns, (str, int)) else [columns]
-        sources = [index[c] if isinstance(c, str) else int(c) for c in cols]
-        if isinstance(cols[0], (bool, np.bool_)):
-            sources = [i for i, keep in enumerate(cols) if keep]
+        given = getattr(ct, "_transformer_to_input_indices", {}).get(name)
+        names_in = getattr(ct, "feature_names_in_", None)
+        if given is not None:  # the input columns as the fitted transformer resolved them
+            sources = [index[str(names_in[i])] if names_in is not None else int(i) for i in given]
+        else:
+            cols = list(columns) if not isinstance(columns, (str, int)) else [columns]
+            if isinstance(cols[0], (bool, np.bool_)):
+                sources = [i for i, keep in enumerate(cols) if keep]
+            else:
+                sources = [index[c] if isinstance(c, str) else int(c) for c in cols]
         if transformer == "passthrough":
             out.extend(sources)
             continue
@@ -260,6 +266,8 @@ def _column_transformer_groups(ct: Any, features: tuple[str, ...]) -> list[int]:
             kind = type(step).__name__
             if step == "passthrough" or step is None:
                 continue
+            if kind == "FunctionTransformer" and getattr(step, "func", 0) is None:
+                continue  # the identity (what a fitted "passthrough" becomes)
             if kind not in _PER_COLUMN or getattr(step, "add_indicator", False):
                 if len(set(mapping)) == 1:  # whatever it makes, it makes from one column
                     width = (

@@ -481,3 +481,31 @@ def test_report_and_mlflow_show_the_top_reasons(tmp_path):
     table = json.loads(open(local).read())
     assert table["columns"] == ["feature", "rows", "share"]
     assert {row[0]: row[1] for row in table["data"]} == counts.to_dict()
+
+
+def test_pipeline_remainder_and_column_order(tmp_path):
+    """One-hot columns first (one dropped category), the numeric ones scaled as the remainder:
+    each column is still summed back to its own input column."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    df = _mixed(14)
+    y = ((df.f1 - (df.city == "lyon")) > 0).astype(int)
+    pre = ColumnTransformer(
+        [("cat", OneHotEncoder(drop="first"), ["city"])], remainder=StandardScaler()
+    )
+    model = make_pipeline(pre, LogisticRegression()).fit(df, y)
+    names = list(df.columns)
+    cli = run(tmp_path, write(tmp_path, model, df), len(names))
+    Z = model[0].transform(df)
+    shares = baseline_from_frame(df, names)["city"]["categories"]
+    kept = model[0].named_transformers_["cat"].categories_[0][1:]  # the first is dropped
+    zmean = np.concatenate([[shares.get(c, 0.0) for c in kept], Z[:, len(kept) :].mean(axis=0)])
+    per_column = model[-1].coef_[0] * (Z - zmean)
+    groups = [3] * len(kept) + [0, 1, 2]
+    contrib = np.zeros((len(df), len(names)))
+    for column, group in enumerate(groups):
+        contrib[:, group] += per_column[:, column]
+    check(cli, contrib, model.decision_function(df), len(names), names=names)
