@@ -187,19 +187,20 @@ def plan(
 
 
 def _units(method: str, last: Any) -> str:
-    classifier = hasattr(last, "classes_") and getattr(last, "classes_", None) is not None
-    if method in ("xgboost", "lightgbm"):
-        return "margin (log-odds for a binary classifier)" if classifier else "prediction"
-    if method == "linear":
-        return (
-            "decision function (log-odds for logistic regression)" if classifier else "prediction"
-        )
-    name = type(last).__name__
-    if not classifier:
+    """What a contribution is measured in: the raw output the method explains."""
+    classes = getattr(last, "classes_", None)
+    if classes is None:
         return "prediction"
-    if "GradientBoosting" in name:
-        return "log-odds (decision function)"
-    return "probability of the class"
+    gradient = method in ("xgboost", "lightgbm") or "GradientBoosting" in type(last).__name__
+    if method == "linear":
+        raw = "decision function (log-odds for logistic regression)"
+    elif gradient:
+        raw = "margin (log-odds)"
+    else:  # forests and single trees average probabilities
+        raw = "probability"
+    if len(classes) > 2:
+        return f"the predicted class's {raw.replace(' (log-odds)', '')}"
+    return f"{raw}, of the positive class"
 
 
 def _groups(pre: Any, features: tuple[str, ...]) -> tuple[int, ...]:
@@ -469,8 +470,10 @@ def raw_output(model: Any, X) -> np.ndarray:
         estimator = last.estimator if isinstance(last, BoosterModel) else last
         Z = last.matrix(X) if isinstance(last, BoosterModel) else explainer_input
         if method == "xgboost":
-            booster = estimator.get_booster() if hasattr(estimator, "get_booster") else estimator
-            out = booster.inplace_predict(np.asarray(Z, np.float64), predict_type="margin")
+            if hasattr(estimator, "get_booster"):  # the wrapper's trees (best_iteration)
+                out = estimator.predict(np.asarray(Z, np.float64), output_margin=True)
+            else:
+                out = estimator.inplace_predict(np.asarray(Z, np.float64), predict_type="margin")
         else:
             booster = getattr(estimator, "booster_", estimator)
             out = booster.predict(np.asarray(Z, np.float64), raw_score=True)
