@@ -14,8 +14,10 @@ import pytest
 
 from models.baseline import baseline_from_frame
 from models.explain import top_k
+from tests import test_boosters
 from tests.conftest import assert_one_line_error, score_here
 
+booster_files = test_boosters.booster_files  # its session fixture (XGBoost and LightGBM files)
 ROWS = 120
 FEATURES = ["f0", "f1", "f2", "f3", "f4"]
 
@@ -535,3 +537,34 @@ def test_xgboost_early_stopping_explains_the_trees_it_predicts_with(tmp_path):
     )
     margin = model.predict(df, output_margin=True).astype(np.float64)
     check(cli, contribs[:, :-1].astype(np.float64), margin, k, float32=True)
+
+
+@pytest.mark.parametrize("name", ["cat.json", "cat.txt"])
+def test_boosters_with_a_category_feature_and_missing_values(tmp_path, booster_files, name):
+    """XGBoost and LightGBM files with a categorical `color` and NaNs: the contributions are the
+    library's own on the rows as the user's code hands them to it (color as a category)."""
+    import lightgbm
+    import xgboost
+
+    from tests.conftest import FEATURES as FOUR
+    from tests.test_boosters import as_category, colored_rows
+
+    df = colored_rows(150, seed=3)
+    df.loc[df.index[::11], "f1"] = np.nan
+    df.loc[df.index[5::29], "color"] = None
+    df.to_parquet(tmp_path / "in.parquet")
+    names = FOUR + ["color"]
+    path = booster_files / name
+    cli = run(tmp_path, path, len(names))
+    rows = as_category(df)
+    if name.endswith(".json"):
+        booster = xgboost.Booster(model_file=str(path))
+        matrix = xgboost.DMatrix(rows, enable_categorical=True)
+        contribs = booster.predict(matrix, pred_contribs=True).astype(np.float64)
+        raw = booster.predict(matrix, output_margin=True).astype(np.float64)
+    else:
+        booster = lightgbm.Booster(model_file=str(path))
+        contribs = np.asarray(booster.predict(rows, pred_contrib=True))
+        raw = booster.predict(rows, raw_score=True)
+    out = check(cli, contribs[:, :-1], raw, len(names), names=names, float32=name.endswith("json"))
+    assert "color" in set(out["reason_1"])
