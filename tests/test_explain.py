@@ -568,3 +568,52 @@ def test_boosters_with_a_category_feature_and_missing_values(tmp_path, booster_f
         raw = booster.predict(rows, raw_score=True)
     out = check(cli, contribs[:, :-1], raw, len(names), names=names, float32=name.endswith("json"))
     assert "color" in set(out["reason_1"])
+
+
+@pytest.mark.parametrize("flavour", ["xgboost", "sklearn"])
+def test_mlflow_flavours(tmp_path, flavour):
+    """An MLflow xgboost flavour (the booster's pred_contribs) and an sklearn flavour holding a
+    random forest (shap's TreeExplainer), by runs:/ URI."""
+    import os
+
+    import mlflow
+    import shap
+    import xgboost
+    from sklearn.ensemble import RandomForestRegressor
+
+    df = frame(16)
+    if flavour == "xgboost":
+        model = xgboost.XGBClassifier(n_estimators=6, max_depth=3).fit(df, labels(df, "binary"))
+    else:
+        model = RandomForestRegressor(n_estimators=4, max_depth=3, random_state=0)
+        model.fit(df, labels(df, "reg"))
+    write(tmp_path, None, df, name="unused.joblib", baseline=False)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    try:
+        experiment = mlflow.create_experiment("m", artifact_location=str(tmp_path / "art"))
+        with mlflow.start_run(experiment_id=experiment) as active:
+            if flavour == "xgboost":
+                mlflow.xgboost.log_model(model, name="model")
+            else:
+                mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+    finally:
+        mlflow.set_tracking_uri(None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    k = len(FEATURES)
+    cli = score_here(
+        tmp_path / "in.parquet",
+        f"runs:/{active.info.run_id}/model",
+        tmp_path / "out",
+        "--explain",
+        str(k),
+        "--mlflow_tracking_uri",
+        uri,
+    )
+    if flavour == "xgboost":
+        contribs = model.get_booster().predict(xgboost.DMatrix(df), pred_contribs=True)[:, :-1]
+        raw = model.predict(df, output_margin=True)
+    else:
+        contribs = shap.TreeExplainer(model).shap_values(df.to_numpy(), check_additivity=False)
+        raw = model.predict(df)
+    check(cli, np.asarray(contribs, np.float64), raw, k, float32=flavour == "xgboost")
