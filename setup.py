@@ -92,6 +92,9 @@ setup(
         # `xgboost` module. A GPU install of xgboost serves as well.
         "xgboost": locked(["xgboost-cpu>=3.1,<4"]),
         "lightgbm": locked(["lightgbm>=4,<5"]),
+        # --explain on scikit-learn tree models: shap's TreeExplainer (0.51 is the last release
+        # for Python 3.11, the workers' and the Flex Template's Python).
+        "explain": locked(["shap>=0.46,<1"]),
     },
     entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},
 )

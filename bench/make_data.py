@@ -248,6 +248,8 @@ def main() -> None:
     one_file = out / "rows4m_one" / "rows.parquet"
     _step(_part_paths(rows1m, "parquet"), lambda: write_parquet_set(rows1m, 1, 1_000_000))
     _step(_part_paths(rows4m, "parquet"), lambda: write_parquet_set(rows4m, 4, 4_000_000))
+    rows20k = out / "rows20k"  # --explain on tree models (exact contributions are slow)
+    _step(_part_paths(rows20k, "parquet"), lambda: write_parquet_set(rows20k, 20, 20_000))
     _step(_part_paths(csv1m, "csv"), lambda: write_csv_set(rows1m, csv1m))
     _step(_part_paths(dirty, "csv"), lambda: write_dirty_csv_set(csv1m, dirty, 7))
     _step(_part_paths(jsonl1m, "jsonl"), lambda: write_jsonl_set(rows1m, jsonl1m))

@@ -223,6 +223,41 @@ def build_cases(data: Path) -> list[Case]:
         ),
     ]
     cases += boosters
+    # --explain 3 against the same run without it, and against the library's own contribution
+    # call in a plain loop (bench/plain_explain.py). Exact tree contributions (TreeSHAP) cost
+    # about a thousand times a prediction: the tree models run on 20,000 rows, not 1M.
+    for kind, model_file, what, size in EXPLAINED:
+        inputs = _rel(data / f"rows{size}" / "*.parquet")
+        rows = {"1m": 1_000_000, "20k": 20_000}[size]
+        explained = project_model(inputs, model_file) + ["--explain", "3"]
+        plain = [_rel(BENCH / "plain_explain.py"), "--input", inputs, "--model"]
+        plain += [_rel(data / model_file), "--output", OUT, "--k", "3"]
+        if size != "1m":  # the same run without --explain (the 1M-row ones exist above)
+            cases.append(
+                Case(
+                    f"project_{kind}_{size}",
+                    f"pipeline.run, {what.split(',')[0]}, {rows:,} rows",
+                    project_model(inputs, model_file),
+                    rows,
+                    inputs,
+                )
+            )
+        cases += [
+            Case(
+                f"project_{kind}_explain3_{size}",
+                f"pipeline.run --explain 3, {what}, {rows:,} rows",
+                explained,
+                rows,
+                inputs,
+            ),
+            Case(
+                f"plain_explain_{kind}_{size}",
+                f"plain_explain.py (pyarrow + the library's contributions, top 3), {what}",
+                plain,
+                rows,
+                inputs,
+            ),
+        ]
     return cases + [
         Case(
             "project_light_drift_1m",
@@ -350,6 +385,13 @@ def build_cases(data: Path) -> list[Case]:
     ]
 
 
+# --explain's cases: (model, file, what explains it, rows).
+EXPLAINED = (
+    ("xgb_sklearn", "xgb_sklearn.joblib", "XGBClassifier, pred_contribs", "20k"),
+    ("lgb_sklearn", "lgb_sklearn.joblib", "LGBMClassifier, pred_contrib", "20k"),
+    ("heavy", "heavy.joblib", "HistGradientBoostingClassifier, shap TreeExplainer", "20k"),
+    ("light_drift", "light_drift.joblib", "scaler + LogisticRegression, coef x (x - mean)", "1m"),
+)
 RATIOS = [
     *(
         Ratio(f"project/plain {m} {s.upper()}", f"project_{m}_{s}", f"plain_{m}_{s}", "<=", b)
@@ -408,6 +450,14 @@ RATIOS = [
         "project_strict_clean_1m",
         "<=",
         2,
+    ),
+    *(
+        Ratio(f"--explain 3 {m} {size}: {what}", f"project_{m}_explain3_{size}", other, "", 0)
+        for m, _, _, size in EXPLAINED
+        for what, other in (
+            ("with/without", f"project_{m}_{size}"),
+            ("project/plain loop", f"plain_explain_{m}_{size}"),
+        )
     ),
     Ratio("project/plain XGBoost .json 1M", "project_xgb_1m", "plain_xgb_1m", "<=", 1.5),
     Ratio("project/plain LightGBM .txt 1M", "project_lgb_1m", "plain_lgb_1m", "<=", 1.2),

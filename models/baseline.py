@@ -21,7 +21,9 @@ def baseline_from_frame(frame, features: list[str], bins: int = 10) -> dict[str,
         bins: quantile bins per numeric feature.
 
     Returns:
-        {feature: {"edges": [...], "fractions": [...]} or {"categories": {value: fraction}}}
+        {feature: {"edges": [...], "fractions": [...], "mean": m} or {"categories": {value:
+        fraction}}}; `mean` (the training mean) is the reference of a linear model's reason codes
+        (--explain).
     """
     out: dict[str, Any] = {}
     for name in features:
@@ -33,7 +35,11 @@ def baseline_from_frame(frame, features: list[str], bins: int = 10) -> dict[str,
             counts = np.bincount(
                 np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1
             )
-            out[name] = {"edges": inner.tolist(), "fractions": (counts / counts.sum()).tolist()}
+            out[name] = {
+                "edges": inner.tolist(),
+                "fractions": (counts / counts.sum()).tolist(),
+                "mean": float(values.mean()) if len(values) else 0.0,
+            }
         else:
             shares = column.astype(str).value_counts(normalize=True)
             out[name] = {"categories": {str(k): float(v) for k, v in shares.items()}}

@@ -118,6 +118,13 @@ FLAGS = (
         "fraction of rows (0 to 1) that may be rejected before the run counts as failed",
         default="0",
     ),
+    Flag(
+        "explain",
+        "K",
+        "reason codes: every prediction row gets reason_1..K (the input columns that moved its "
+        "score most) and contribution_1..K (their exact contributions, in the model's raw "
+        "output units); XGBoost, LightGBM, scikit-learn tree and linear models (default: off)",
+    ),
     Flag("run_date", "YYYY-MM-DD", "fills {run_date} (default: today, UTC)"),
     Flag("batch_size", "N", "rows per Arrow record batch", default="65536"),
     Flag(

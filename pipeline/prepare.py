@@ -202,6 +202,7 @@ def prepare(
         batch_size=flags.batch_size,
         baseline=_drift_baseline(model.ref, features),
         key_types=key_types,
+        explain=decide_explain(opts.explain, model, features, keys, columns, facts, inputs.first),
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(
@@ -956,6 +957,39 @@ def _scores_numpy_alike(model: Any, facts: ModelFacts, features, columns, rows) 
         return bool(np.array_equal(method(rows), method(rows.to_numpy(dtype=np.float64))))
     except Exception:  # noqa: BLE001 - the model wants a DataFrame
         return False
+
+
+def decide_explain(
+    value: str | None, model: _Model, features, keys, columns: pa.Schema, facts: ModelFacts, first
+):
+    """--explain K: how this model's rows are explained (models.explain), or None when off.
+
+    A model without an exact explanation, K out of 1..features, a tree model without shap, or
+    a linear model without training means: exit 2, before any row is scored.
+    """
+    if value is None or str(value).strip().lower() in ("", "none", "false"):
+        return None
+    from models import explain
+
+    try:
+        k = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"--explain {value!r} is not a whole number of reasons") from None
+    clash = [c for c in keys if re.fullmatch(r"(reason|contribution)_\d+", c)]
+    if clash:
+        raise ConfigError(
+            f"key column(s) {', '.join(clash)} clash with --explain's columns; choose --key_columns"
+        )
+    import warnings
+
+    baseline = _drift_baseline(model.ref, features)
+    rows = _probe_frame(features, columns, facts, first)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return explain.plan(model.model, tuple(features), k, baseline, rows)
+    except explain.CannotExplain as e:
+        raise ConfigError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ Stable hooks for tests and scrapers (ids unless said otherwise):
     tr[data-feature][data-psi] in #drift; tr[data-library] in #model;
     #unknown-categories (data-rule) with tr[data-column][data-treatment][data-rows];
     profile-rows, tr[data-class][data-count] in #class-shares; rect[data-count] in
-    #proba-histogram and #prediction-histogram.
+    #proba-histogram and #prediction-histogram;
+    #reasons (data-k, data-method) with tr[data-feature][data-rows][data-share] (--explain).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]
             _files(m),
             _drift(m.get("drift")),
             _predictions(profile),
+            _reasons(m.get("explain")),
             _model(m.get("model")),
             _details(m),
             "</main>",
@@ -414,6 +416,45 @@ def _drift(drift: Any) -> str:
         '<th scope="col" class="num">PSI</th><th scope="col">'
         f"dashed line: {PSI_WARNING}</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
         f"{more}</section>"
+    )
+
+
+def _reasons(explain: Any) -> str:
+    """--explain: the features most often the rows' top reason tonight, with their share."""
+    if not isinstance(explain, dict):
+        return ""  # a run without --explain has no such section
+    top = explain.get("top_reasons")
+    head = (
+        f'<section id="reasons" data-k="{_e(explain.get("k"))}" '
+        f'data-method="{_e(explain.get("method"))}"><h2>Reason codes</h2>'
+        f'<p class="quiet">The feature each row\'s score moved most for (reason_1), by how many '
+        f"rows; contributions in {_text(explain.get('units'))} ({_text(explain.get('method'))}, "
+        f"expected value {_text(explain.get('expected_value'))}).</p>"
+    )
+    if not isinstance(top, list) or not top:
+        return head + '<p class="quiet">n/a: no row was scored.</p></section>'
+    rows = []
+    for item in top[:MAX_FEATURES]:
+        if not isinstance(item, dict):
+            continue
+        name = item.get("feature")
+        share = _number(item.get("share"))
+        label = _e(name) if name is not None else '<span class="quiet">(no feature)</span>'
+        rows.append(
+            f'<tr data-feature="{_e(name if name is not None else "")}" '
+            f'data-rows="{_e(_raw(_number(item.get("rows"))))}" data-share="{_e(_raw(share))}">'
+            f'<th scope="row" class="mono">{label}</th>'
+            f'<td class="num">{_int(item.get("rows"))}</td><td class="num">{_pct(share)}</td>'
+            f'<td class="bar">{_hbar(share or 0, "accent")}</td></tr>'
+        )
+    more = ""
+    if len(top) > MAX_FEATURES:
+        more = f'<p class="more">… and {len(top) - MAX_FEATURES:,} more features</p>'
+    return (
+        head + '<table class="data bars"><thead><tr><th scope="col">Top reason</th>'
+        '<th scope="col" class="num">Rows</th><th scope="col" class="num">Share</th>'
+        '<th scope="col"><span class="sr">bar</span></th></tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table>{more}</section>"
     )
 
 

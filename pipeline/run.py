@@ -394,8 +394,9 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
 
 def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> None:
     """Remote workers install beamscore from its sdist (--setup_file), without extras: a model
-    that needs XGBoost or LightGBM has them installed through a requirements file of the exact
-    running versions, unless the user gave one, or a worker image of their own."""
+    that needs XGBoost or LightGBM (or shap, for --explain on a scikit-learn tree model) has them
+    installed through a requirements file of the exact running versions, unless the user gave
+    one, or a worker image of their own."""
     if "Direct" in runner:
         return
     from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
@@ -403,6 +404,10 @@ def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> 
     from models.boosters import worker_requirements
 
     needed = worker_requirements(decided.model)
+    if decided.spec.explain is not None and decided.spec.explain.method == "shap_tree":
+        from models.boosters import pins
+
+        needed.extend(pins(["shap"]))  # --explain's TreeExplainer (beamscore[explain])
     setup = options.view_as(SetupOptions)
     image = options.view_as(WorkerOptions).sdk_container_image
     if not needed or setup.requirements_file or image:
@@ -503,6 +508,11 @@ def finalize(job: _Run, result) -> ScoringResult:
     extra: dict = {}
     if launch_.spec.baseline and profile.get("drift"):
         extra["drift"] = profile["drift"]
+    if launch_.spec.explain is not None:
+        extra["explain"] = {
+            **launch_.spec.explain.manifest(),
+            "top_reasons": profile.get("top_reasons") or [],
+        }
     if job.tracker is not None:
         extra["mlflow_run_id"] = job.tracker.run_id
     _check_lock(out)

@@ -177,6 +177,12 @@ class RunLog:
                 files["drift.json"] = manifest["drift"]
             if profile:
                 files["profile.json"] = profile
+            explain = manifest.get("explain")
+            if explain:  # --explain: the top reasons as a table (MLflow's log_table layout)
+                files["top_reasons.json"] = {
+                    "columns": ["feature", "rows", "share"],
+                    "data": [[t["feature"], t["rows"], t["share"]] for t in explain["top_reasons"]],
+                }
             for name, data in files.items():
                 with open(os.path.join(tmp, name), "w") as f:
                     json.dump(data, f, indent=2)

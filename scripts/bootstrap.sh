@@ -1,5 +1,6 @@
 # Sourced by run_local.sh and run_tests.sh: makes .venv (Python 3.11+) and installs the project
-# into it with its test tools and both model-library extras (xgboost, lightgbm), at the versions
+# into it with its test tools, both model-library extras (xgboost, lightgbm) and the explain
+# extra (shap, for --explain on scikit-learn tree models), at the versions
 # of constraints.txt, when setup.py or constraints.txt changed.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,6 @@ WANT="$(cat "$ROOT/setup.py" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "installing the project into $VENV (first run takes a few minutes)" >&2
   "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,xgboost,lightgbm]" >&2
+  "$VENV/bin/python" -m pip install --quiet -c "$ROOT/constraints.txt" -e "$ROOT[test,xgboost,lightgbm,explain]" >&2
   echo "$WANT" >"$STAMP"
 fi

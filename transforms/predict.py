@@ -116,6 +116,8 @@ class PredictBatches(CountingDoFn):
         self._lineage: list[pa.Array] = []  # model_uri, model_version, run_id columns
         self._classes = pa.array(spec.facts.classes) if spec.facts.classes else None
         self._scored_unknown: dict[str, pa.Array] = {}  # feature -> its known categories
+        self._explainer: Any = None
+        self._feature_names = pa.array(list(spec.features), pa.string())
 
     def setup(self) -> None:
         for name, cats in self._spec.facts.categorical.items():
@@ -132,6 +134,12 @@ class PredictBatches(CountingDoFn):
             return _LoadedModel(model, time.monotonic() - start)
 
         self._loaded = self._handle.acquire(load, tag=ref.sha256)
+        if self._spec.explain is not None:
+            from models.explain import Explainer
+
+            self._explainer = Explainer(
+                self._loaded.model, self._spec.explain, len(self._spec.features)
+            )
         # The launcher checked that a float matrix scores exactly like a DataFrame; scikit-learn
         # still warns on every call that the matrix has no column names.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -159,16 +167,18 @@ class PredictBatches(CountingDoFn):
         spec = self._spec
         batch = chunk.batch
         n = batch.num_rows
-        outputs: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+        outputs: list[tuple[int, np.ndarray, np.ndarray | None, Any]] = []
         failures: list[tuple[int, int, str]] = []  # (start, stop, message)
         self._solve(loaded.model, batch, 0, n, None, outputs, failures)
         ok = np.zeros(n, dtype=bool)
-        pred = proba = None
+        pred = proba = reasons = None
         if outputs:
             outputs.sort(key=lambda o: o[0])
-            starts = np.concatenate([np.arange(s, s + len(p)) for s, p, _ in outputs])
-            pred = np.concatenate([p for _, p, _ in outputs])
-            proba = np.concatenate([q for _, _, q in outputs]) if spec.facts.classes else None
+            starts = np.concatenate([np.arange(s, s + len(p)) for s, p, _, _ in outputs])
+            pred = np.concatenate([p for _, p, _, _ in outputs])
+            proba = np.concatenate([q for _, _, q, _ in outputs]) if spec.facts.classes else None
+            if spec.explain is not None:
+                reasons = tuple(np.concatenate([r[i] for *_, r in outputs]) for i in (0, 1))
             finite = _finite(pred, proba)
             ok[starts[finite]] = True
             for position in np.flatnonzero(~finite):
@@ -176,6 +186,8 @@ class PredictBatches(CountingDoFn):
                 failures.append((index, index + 1, _not_finite(pred, proba, position)))
             if not finite.all():
                 pred, proba = pred[finite], (proba[finite] if proba is not None else None)
+                if reasons is not None:
+                    reasons = (reasons[0][finite], reasons[1][finite])
         if failures:
             yield from self._rejected(chunk, failures)
         if not ok.any():
@@ -184,7 +196,7 @@ class PredictBatches(CountingDoFn):
         self.count("rows_predicted", kept.num_rows, chunk.source)
         self._count_unknown(kept)
         _PROGRESS.add(kept.num_rows)
-        table = self._to_table(kept, pred, proba)
+        table = self._to_table(kept, pred, proba, reasons)
         if self._profiler is not None:
             if self._profile is None:
                 self._profile = self._profiler.create_accumulator()
@@ -290,22 +302,36 @@ class PredictBatches(CountingDoFn):
             ).T
         return part.select(list(self._spec.features)).to_pandas()
 
-    def _predict(self, model, features: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """The predictions (and probabilities) of n rows' features."""
+    def _predict(self, model, features: Any, n: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
+        """The predictions (and probabilities, and with --explain the top-K reasons) of n rows'
+        features."""
         facts = self._spec.facts
         if not facts.classes:
             pred = np.asarray(model.predict(features))
             if pred.ndim == 2 and pred.shape[1] == 1:
                 pred = pred[:, 0]
             _check_length(pred, n)
-            return pred, None
+            return pred, None, self._reasons(features, n)
         proba = np.asarray(model.predict_proba(features), dtype=np.float64)
         _check_length(proba, n)
         if facts.proba_argmax:
             pred = np.argmax(proba, axis=1)  # an index into the classes, taken when written
         else:
             pred = np.asarray(model.predict(features))
-        return pred, proba
+        return pred, proba, self._reasons(features, n)
+
+    def _reasons(self, features: Any, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """--explain: the K features with the largest absolute contributions of each row (their
+        indexes, -1 for none, and contributions), reduced from all contributions at once."""
+        if self._explainer is None:
+            return None
+        from models.explain import top_k
+
+        contrib, _ = self._explainer(features)
+        _check_length(contrib, n)
+        if not np.isfinite(contrib).all():
+            raise ValueError("the model's contributions for this row are not finite numbers")
+        return top_k(contrib, self._spec.explain.k)
 
     def _message(self, e: BaseException) -> str:
         """The model's message, with the feature a scikit-learn column index stands for."""
@@ -320,7 +346,7 @@ class PredictBatches(CountingDoFn):
                 text += f" (column {index} is one of the features {', '.join(sorted(set(names)))})"
         return text
 
-    def _to_table(self, kept: pa.RecordBatch, pred: np.ndarray, proba) -> pa.Table:
+    def _to_table(self, kept: pa.RecordBatch, pred: np.ndarray, proba, reasons=None) -> pa.Table:
         spec = self._spec
         schema = self._schema
         n = kept.num_rows
@@ -331,6 +357,13 @@ class PredictBatches(CountingDoFn):
             arrays.append(pa.array(_as_list(pred), type=spec.facts.prediction_type))
         if proba is not None:
             arrays.extend(pa.array(column) for column in np.ascontiguousarray(proba.T))
+        if reasons is not None:
+            index, values = reasons
+            for i in range(index.shape[1]):
+                column = index[:, i]
+                arrays.append(self._feature_names.take(pa.array(column, mask=column < 0)))
+            for i in range(values.shape[1]):
+                arrays.append(pa.array(values[:, i], pa.float64(), from_pandas=True))
         if not self._lineage or len(self._lineage[0]) < n:
             # Sized to the largest batch seen, not to --batch_size: memory follows the data.
             values = (spec.model.uri, spec.model.version, spec.run_id)

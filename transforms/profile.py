@@ -70,6 +70,7 @@ class ProfileFn(beam.CombineFn):
             "rows": 0,
             "values": np.zeros(0),
             "range": [math.inf, -math.inf],
+            "reasons": {},
         }
 
     def add_input(self, acc: dict[str, Any], element: tuple[pa.RecordBatch, pa.Table]):
@@ -89,6 +90,10 @@ class ProfileFn(beam.CombineFn):
                 for item in seen:
                     key = str(item["values"])
                     cats[key] = cats.get(key, 0) + item["counts"]
+        if "reason_1" in predictions.schema.names:  # --explain: how often each is the top reason
+            for item in pc.value_counts(predictions.column("reason_1")).to_pylist():
+                key = item["values"]
+                acc["reasons"][key] = acc["reasons"].get(key, 0) + item["counts"]
         if self._classes:
             for item in pc.value_counts(predictions.column("prediction")).to_pylist():
                 key = str(item["values"])
@@ -122,6 +127,8 @@ class ProfileFn(beam.CombineFn):
             ]
             for key, count in acc["classes"].items():
                 merged["classes"][key] = merged["classes"].get(key, 0) + count
+            for key, count in acc.get("reasons", {}).items():
+                merged["reasons"][key] = merged["reasons"].get(key, 0) + count
             for name, counts in acc["features"].items():
                 target = merged["features"].setdefault(name, {})
                 if "bins" in counts:
@@ -156,7 +163,18 @@ class ProfileFn(beam.CombineFn):
             if self._positive
             else None,
             "prediction_histogram": _histogram(acc["values"], acc["range"]),
+            "top_reasons": top_reasons(acc.get("reasons", {}), acc["rows"]),
         }
+
+
+def top_reasons(counts: dict, rows: int) -> list[dict[str, Any]]:
+    """--explain: the features that were rows' top reason (reason_1), most often first, with
+    their rows and share of the rows scored; rows without any reason count under None."""
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is None, str(kv[0])))
+    return [
+        {"feature": k, "rows": int(v), "share": round(v / rows, 6) if rows else None}
+        for k, v in items
+    ]
 
 
 def _bounded(values: np.ndarray) -> np.ndarray:

@@ -153,6 +153,12 @@ beam.coders.registry.register_coder(Chunk, ChunkCoder)
 beam.coders.registry.register_coder(pa.Table, TableCoder)
 
 
+def reason_fields(k: int) -> list[pa.Field]:
+    """--explain's columns: reason_1..K (input column names), then contribution_1..K."""
+    names = [pa.field(f"reason_{i}", pa.string()) for i in range(1, k + 1)]
+    return names + [pa.field(f"contribution_{i}", pa.float64()) for i in range(1, k + 1)]
+
+
 @dataclasses.dataclass(frozen=True)
 class ScoringSpec:
     """Everything the workers need, decided once at launch.
@@ -175,6 +181,7 @@ class ScoringSpec:
             of at least batch_size rows).
         key_types: the type each key is written with, where it differs from `columns` (a key
             that is also a feature keeps the input's type).
+        explain: --explain's plan (models.explain.ExplainPlan), or None when off.
     """
 
     run_id: str
@@ -191,6 +198,7 @@ class ScoringSpec:
     baseline: dict | None = None
     split_bytes: int = 64 << 20
     key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
+    explain: Any = None
 
     @property
     def wanted(self) -> tuple[str, ...]:
@@ -222,5 +230,6 @@ class ScoringSpec:
         fields = [pa.field(k, self.key_type(k)) for k in self.keys]
         fields.append(pa.field("prediction", self.facts.prediction_type))
         fields.extend(pa.field(name, pa.float64()) for name in self.facts.proba_columns)
+        fields.extend(reason_fields(self.explain.k if self.explain else 0))
         fields.extend(LINEAGE_FIELDS)
         return pa.schema(fields)
