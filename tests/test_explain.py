@@ -15,7 +15,7 @@ import pytest
 from models.baseline import baseline_from_frame
 from models.explain import top_k
 from tests import test_boosters
-from tests.conftest import assert_one_line_error, score_here
+from tests.conftest import assert_one_line_error, score
 
 booster_files = test_boosters.booster_files  # its session fixture (XGBoost and LightGBM files)
 ROWS = 120
@@ -50,7 +50,7 @@ def write(tmp_path, model, df: pd.DataFrame, name: str = "model.joblib", baselin
 
 
 def run(tmp_path, model_path, k: int | str):
-    cli = score_here(tmp_path / "in.parquet", model_path, tmp_path / "out", "--explain", str(k))
+    cli = score(tmp_path / "in.parquet", model_path, tmp_path / "out", "--explain", str(k))
     return cli
 
 
@@ -399,7 +399,7 @@ def test_without_explain_no_reason_columns(tmp_path):
     df = frame(11)
     model = LinearRegression().fit(df, labels(df, "reg"))
     path = write(tmp_path, model, df)
-    cli = score_here(tmp_path / "in.parquet", path, tmp_path / "out")
+    cli = score(tmp_path / "in.parquet", path, tmp_path / "out")
     assert cli.code == 0, cli.stderr
     assert not [c for c in cli.predictions().columns if c.startswith(("reason_", "contrib"))]
     assert "explain" not in cli.manifest
@@ -462,7 +462,7 @@ def test_report_and_mlflow_show_the_top_reasons(tmp_path):
     path = write(tmp_path, model, df)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     MlflowClient(uri).create_experiment("nightly", artifact_location=str(tmp_path / "artifacts"))
-    cli = score_here(
+    cli = score(
         tmp_path / "in.parquet",
         path,
         tmp_path / "out",
@@ -601,7 +601,7 @@ def test_mlflow_flavours(tmp_path, flavour):
         mlflow.set_tracking_uri(None)
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     k = len(FEATURES)
-    cli = score_here(
+    cli = score(
         tmp_path / "in.parquet",
         f"runs:/{active.info.run_id}/model",
         tmp_path / "out",
