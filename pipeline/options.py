@@ -142,6 +142,15 @@ FLAGS = (
         "log this run to MLflow in this experiment (default: MLFLOW_EXPERIMENT_NAME)",
     ),
     Flag(
+        "wait",
+        "true|false",
+        "true: the launcher waits for the job, then exits with its code (0, 1 or 3); false: it "
+        "returns (exit 0) as soon as the job is submitted, printing the job and where its "
+        "manifest will appear: the job commits its output and releases DIR's lock itself (what "
+        "a Flex Template launcher must use)",
+        default="true",
+    ),
+    Flag(
         "openlineage_url",
         "URL",
         "send OpenLineage run events (START, COMPLETE/FAIL) to this server (default: "
@@ -203,3 +212,13 @@ class ScoringOptions(PipelineOptions):
                 )
             else:
                 parser.add_argument(f"--{flag.name}", default=flag.default, help=flag.help)
+
+
+def wait_for_job(options: ScoringOptions) -> bool:
+    """--wait: whether the launcher waits for the job (true) or returns once it is submitted."""
+    value = str(options.wait).strip().lower()
+    if value not in ("true", "false"):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"--wait must be true or false, not {options.wait!r}")
+    return value == "true"
