@@ -567,10 +567,16 @@ def _launch_decided() -> None:
 
 
 class _QuietAfterSignal(logging.Filter):
-    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted."""
+    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted,
+    and of a commit stage that failed in this process (its message is the error line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (_SIGNALS and record.name.startswith("apache_beam"))
+        if not record.name.startswith("apache_beam"):
+            return True
+        if _SIGNALS:
+            return False
+        failed = record.exc_info[1] if record.exc_info else None
+        return not isinstance(failed, RunFailed) or "'Commit'" not in record.getMessage()
 
 
 @contextlib.contextmanager
