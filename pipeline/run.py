@@ -557,6 +557,43 @@ class _LaunchLogHeld(logging.Filter):
                     handler.handle(record)
 
 
+def dry_run_summary(job) -> str:
+    """One screen about a translated Dataflow job: its steps, what its workers need, what
+    submitting it would stage; the whole job description goes to a local file named here."""
+    from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
+
+    options = job.options
+    transforms = job.proto_pipeline.components.transforms.values()
+    steps = [t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name]
+    worker = options.view_as(WorkerOptions)
+    setup = options.view_as(SetupOptions)
+    image = worker.sdk_container_image or "Dataflow's default Beam SDK image"
+    machine = worker.machine_type or "Dataflow's default"
+    workers = worker.max_num_workers or "Dataflow's autoscaling default"
+    staged = []
+    if setup.setup_file:
+        staged.append(f"workflow.tar.gz (the sdist of {setup.setup_file})")
+    if setup.requirements_file:
+        with open(setup.requirements_file) as f:
+            needs = ", ".join(line.strip() for line in f if line.strip()) or "nothing"
+        staged.append(f"requirements.txt ({needs})")
+    staged += [f"{os.path.basename(p)} (--extra_package)" for p in setup.extra_packages or []]
+    if setup.save_main_session:
+        staged.append("pickled_main_session")
+    scratch = tempfile.mkdtemp(prefix="beamscore-dry-run-")
+    path = os.path.join(scratch, f"{options.view_as(GoogleCloudOptions).job_name}.json")
+    with open(path, "w") as f:
+        f.write(job.json())
+    return "\n".join(
+        [
+            f"DRY RUN: {len(steps)} steps: {', '.join(steps)}",
+            f"  workers:  image {image}; machine type {machine}; at most {workers} workers",
+            f"  staged at submission: {'; '.join(staged) or 'nothing'}",
+            f"  job description: {path}",
+        ]
+    )
+
+
 _LAUNCH_LOG: list[_LaunchLogHeld] = []  # set by main() while the launch decides
 
 
@@ -673,6 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     if res.dry_run:
         job = getattr(res.pipeline_result, "job", None)
         name = job.google_cloud_options.job_name if job is not None else "?"
+        if job is not None:
+            print(dry_run_summary(job))
         print(f"DRY RUN: Dataflow job {name} translated, not submitted; the output was not touched")
         return 0
     print(summary(res, res.output))
