@@ -563,8 +563,11 @@ def dry_run_summary(job) -> str:
     from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
 
     options = job.options
-    transforms = job.proto_pipeline.components.transforms.values()
-    steps = [t.unique_name for t in transforms if t.unique_name and "/" not in t.unique_name]
+    transforms = job.proto_pipeline.components.transforms
+    roots = list(job.proto_pipeline.root_transform_ids)
+    while len(roots) == 1 and transforms[roots[0]].subtransforms:  # the pipeline's own root
+        roots = list(transforms[roots[0]].subtransforms)
+    steps = [transforms[t].unique_name for t in roots]
     worker = options.view_as(WorkerOptions)
     setup = options.view_as(SetupOptions)
     image = worker.sdk_container_image or "Dataflow's default Beam SDK image"

@@ -109,6 +109,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
     inp, out = night(tmp_path), tmp_path / "out"
     first = run_here(*template_argv(inp, models_dir / "binary.joblib", out))
     assert first.code == 0, first.stderr
+    first_run = json.loads((out / "manifest.json").read_text())["run_id"]
     write_input(rows(50, seed=7, start_id=10_000), inp / "p9.parquet")  # tonight has more
 
     failures: list[str] = []
@@ -147,7 +148,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
     assert len(failures) == 1 and attempts[0] == "first" and attempts[-1] == "retry", attempts
     assert "storage hiccup" in attempts[1]
     manifest = assert_complete(out, 3 * ROWS_PER_FILE + 50)
-    assert manifest["run_id"] != first.manifest["run_id"]
+    assert manifest["run_id"] != first_run
     assert not (out / LOCK).exists()
 
 
@@ -270,7 +271,7 @@ def test_dry_run_prints_one_screen_and_writes_the_job_description(
     lines = cli.result.stdout.strip().splitlines()
     assert len(lines) == 5 and all(len(line) < 400 for line in lines), lines
     steps, workers, staged, description, last = lines
-    assert steps.startswith("DRY RUN: ") and "Predict" in steps and steps.endswith("Commit")
+    assert steps.startswith("DRY RUN: ") and "Predict" in steps and steps.endswith(", Commit")
     assert ("KeepLock" in steps) == (wait == "false")  # the workers beat a lock the job owns
     assert "at most 7 workers" in workers
     assert "workflow.tar.gz (the sdist of" in staged
