@@ -4,7 +4,8 @@ It does what the launcher used to do once the job was over, so that a job launch
 Template, Cloud Scheduler or Composer finishes its own night with no launcher waiting: counts
 reconciled, the input checked unchanged, BigQuery loaded (predictions of a succeeded run, errors
 of every run that completed), the staged files moved into DIR with the report and the manifest
-(through the journal of pipeline.output), MLflow and OpenLineage told, DIR's lock released.
+(through the journal of pipeline.output), MLflow and OpenLineage told, and, when no launcher
+waits, DIR's lock released.
 
 It is idempotent: a retry of its bundle, or a rerun of it after a crash inside it, finds the
 run's journal and finishes that same commit, or finds DIR already holding this run's manifest.
@@ -51,8 +52,8 @@ class CommitPlan:
         started_s: the same, in seconds since the epoch (the stage may run on another machine).
         mlflow_run_id: the MLflow run the launcher started, if any.
         outcome: where the stage writes what the launcher prints (None: nobody waits).
-        launcher_waits: a launcher waits for the job: on a failure it tells MLflow and
-            OpenLineage and releases the lock itself, as it always did; otherwise the stage does.
+        launcher_waits: a launcher waits for the job: it releases the lock, and on a failure
+            tells MLflow and OpenLineage, as it always did; otherwise the stage does.
     """
 
     launch: Launch
@@ -135,7 +136,8 @@ def commit_run(plan: CommitPlan) -> dict:
         outcome["mlflow_logged"] = tracker.finish(
             manifest, profile, errors_summary, manifest["duration_s"], report
         )
-    out.release_lock()
+    if not plan.launcher_waits:  # a waiting launcher, whose heartbeat runs, releases it
+        out.release_lock()
     _write_outcome(plan, outcome)
     return manifest
 
