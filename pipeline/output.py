@@ -43,9 +43,27 @@ STALE_AFTER_S = 10 * 60
 # A lock the job owns (--wait false: the launcher is gone) is kept fresh by the job's workers,
 # which may take minutes to start (a Dataflow worker boots and installs the package first).
 JOB_STALE_AFTER_S = 30 * 60
-# Test hook: with this variable set to "journal", a commit kills its own process (SIGKILL) right
-# after its journal is written, before any file moves: what a lost machine does at worst.
+# Test hook, right after a commit's journal is written, before any file moves: "journal" kills
+# the committing process (SIGKILL: what a lost machine does at worst); "sigterm_launcher" sends
+# SIGTERM to the launcher a DirectRunner worker process runs under, and lets it arrive.
 KILL_HOOK = "BEAMSCORE_TEST_KILL_IN_COMMIT"
+
+
+def _test_hook(what: str) -> None:
+    import signal
+
+    if what == "journal":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif what == "sigterm_launcher":
+        pid = os.getppid()
+        while pid > 1:  # up to the process that runs pipeline.run
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pipeline.run" in f.read():
+                    break
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(1)
 
 
 def _now() -> datetime.datetime:
@@ -526,10 +544,8 @@ class OutputDir:
         journal = {"run_id": self.run_id, "files": files, "manifest": manifest}
         write_json(FileSystems.join(self.staging, COMMIT), journal)
         self.journaled = True
-        if os.environ.get(KILL_HOOK) == "journal":
-            import signal
-
-            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(KILL_HOOK):
+            _test_hook(os.environ[KILL_HOOK])
         self._roll_forward(self.staging, journal)
         self.committed = True
 

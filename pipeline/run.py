@@ -367,13 +367,13 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     p = test_pipeline or beam.Pipeline(options=job.options)
     build(p, spec, job.out.staging, job.plan)
     result = None
+    if "Direct" in job.runner:
+        _COMMITTING.append(job.out)
     try:
         if not job.wait:
             job.out.hand_lock_to_job(_job_name(job.options, spec.run_id))
         result = p.run()
-        if not job.wait:
-            return result
-        state = result.wait_until_finish()
+        state = result.wait_until_finish() if job.wait else None
     except (KeyboardInterrupt, Interrupted):
         if result is not None and "Direct" not in job.runner:
             _cancel(result)
@@ -389,10 +389,26 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         raise RunFailed(
             f"the run could not complete: {one_line(e, 500, with_type=True, innermost=True)}"
         ) from e
+    finally:
+        _COMMITTING.clear()
+    if _SIGNALS:  # it arrived during the commit stage of a worker process, which finished
+        raise Interrupted(_SIGNALS[0])
+    if not job.wait:
+        return result
     if state not in (PipelineState.DONE, None):
         outcome = read_outcome(job.plan.outcome)
         raise RunFailed(outcome.get("error") or f"the run ended in state {state}")
     return result
+
+
+# The local output directories whose commit a stop signal waits for once its journal is written:
+# on the DirectRunner with worker processes, the commit stage runs in another process than the
+# launcher's handlers (in the launcher's own process, it holds them itself).
+_COMMITTING: list[OutputDir] = []
+
+
+def _commit_begun() -> bool:
+    return any(out.commit_state() == "half" for out in _COMMITTING)
 
 
 def _job_name(options: PipelineOptions, run_id: str) -> str:
@@ -627,7 +643,7 @@ def _signals_stop_the_run():
     def stop(signum, _frame):
         if not _SIGNALS:
             _SIGNALS.append(signum)
-            if not _HELD:
+            if not _HELD and not _commit_begun():
                 raise Interrupted(signum)
 
     quiet = _QuietAfterSignal()

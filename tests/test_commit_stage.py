@@ -173,6 +173,20 @@ def test_a_run_killed_inside_the_commit_is_finished_by_the_next_run(tmp_path, mo
     assert manifest["run_id"] != killed_run
 
 
+def test_sigterm_during_a_worker_process_commit_waits_for_it(tmp_path, models_dir):
+    """multi_processing: the commit stage runs in a worker process; a SIGTERM the launcher gets
+    once the commit's journal is written waits for the commit, then exits 143 (CONTRACT.md)."""
+    inp, out = night(tmp_path), tmp_path / "out"
+    args = template_argv(inp, models_dir / "binary.joblib", out)
+    procs = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    stopped = run_cli(*args, *procs, env={po.KILL_HOOK: "sigterm_launcher"})
+    assert stopped.code == 143, stopped.stderr
+    (line,) = [ln for ln in stopped.stderr.splitlines() if ln.startswith("error:")]
+    assert "interrupted by SIGTERM" in line and "committed before the stop" in line, line
+    assert_complete(out, 3 * ROWS_PER_FILE)
+    assert not (out / LOCK).exists()
+
+
 # --- the lock a job owns --------------------------------------------------------------------
 
 
