@@ -75,7 +75,6 @@ class ScoringResult:
     mlflow_logged: bool | None = None
     dry_run: bool = False
     errors_summary: dict | None = None
-    profile: dict | None = None
     lineage_sent: list[str] | None = None  # events not sent (None: lineage is off)
     submitted: str | None = None  # --wait false: the job's id (the launcher did not wait)
 
