@@ -2,9 +2,11 @@
 
     pattern -> match -> plan units -> (spread) -> read -> validate -> predict -> write
                                                    \\--------\\----------\\--> errors -> write
+    write -> summary -> commit
 
-Besides the output files, the graph writes one JSON file next to them in the staging directory
-for the launcher: the run summary (files written, per-file counts, profile, errors in brief).
+Besides the output files, the graph writes one JSON file next to them in the staging directory:
+the run summary (files written, per-file counts and totals, profile, errors in brief), which its
+last stage, the commit (pipeline.commit), reads.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
+from pipeline.commit import CommitFn, CommitPlan, KeepLock
 from transforms.numbering import NumberedErrors
 from transforms.predict import PredictBatches
 from transforms.profile import ProfileFn
@@ -26,22 +29,26 @@ from transforms.validate import ValidateBatches
 from transforms.write import ERRORS_DIR, PREDICTIONS, WriteOutputs
 
 
-def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str):
-    """Adds plan -> read -> validate -> predict -> write -> summary to a pipeline.
+def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str, commit: CommitPlan | None = None):
+    """Adds plan -> read -> validate -> predict -> write -> summary -> commit to a pipeline.
 
     Args:
         p: the pipeline to add to.
         spec: the launch decisions (the input pattern is matched again by the workers).
-        staging_dir: where this run's files go until the launcher commits them.
+        staging_dir: where this run's files go until the commit stage moves them.
+        commit: the commit stage's plan; None builds the graph up to the summary (tests).
 
     Returns:
-        The PCollection of the run summary's path.
+        The PCollection of the committed manifest (of the run summary's path, without commit).
     """
     read_label = (
         f"Read{ {'parquet': 'Parquet', 'csv': 'Csv', 'jsonl': 'JsonLines'}[spec.input_format] }"
     )
     planned = p | "PlanInput" >> PlanInput(spec)
-    read = planned["units"] | read_label >> beam.ParDo(ReadUnits(spec)).with_outputs(
+    units = planned["units"]
+    if commit is not None and not commit.launcher_waits:  # the workers keep the lock fresh
+        units = units | "KeepLock" >> beam.ParDo(KeepLock(commit.launch.output, spec.run_id))
+    read = units | read_label >> beam.ParDo(ReadUnits(spec)).with_outputs(
         ERRORS, UNITS, STATS, main="batches"
     )
     valid = read.batches | "Validate" >> beam.ParDo(ValidateBatches(spec)).with_outputs(
@@ -60,16 +67,20 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str):
     written = {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
         staging_dir, spec.output_schema
     )
-    return (
+    summary = (
         (planned[STATS], read[STATS], valid[STATS], scored[STATS], scored[PROFILE], written)
         | "SummaryParts" >> beam.Flatten()
         | "Summary" >> beam.CombineGlobally(RunSummary(profiler))
         | "WriteSummary" >> beam.Map(write_json, staging_dir, SUMMARY_FILE)
     )
+    if commit is None:
+        return summary
+    # A Reshuffle between them: a retried commit does not write the summary again.
+    return summary | "BeforeCommit" >> beam.Reshuffle() | "Commit" >> beam.ParDo(CommitFn(commit))
 
 
 def write_json(data: dict, staging_dir: str, name: str) -> str:
-    """Writes one of the run's JSON files into the staging directory, for the launcher."""
+    """Writes one of the run's JSON files into the staging directory, for the commit stage."""
     path = FileSystems.join(staging_dir, name)
     with FileSystems.create(path, mime_type="application/json") as f:
         f.write(json.dumps(data).encode())

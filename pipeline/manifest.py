@@ -5,9 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from apache_beam.metrics.metric import MetricsFilter
-
-from transforms.errors import NAMESPACE, STAGES, UNKNOWN_REJECTED, UNKNOWN_SCORED
+from transforms.errors import STAGES, UNKNOWN_REJECTED, UNKNOWN_SCORED
 
 PRODUCER = "beamscore"
 
@@ -104,17 +102,6 @@ def input_changes(
         return None
     more = f" and {len(problems) - most} more" if len(problems) > most else ""
     return "; ".join(problems[:most]) + more
-
-
-def counts_from(result, per_file: dict[str, dict[str, int]] | None) -> Counts:
-    """The run's counts from a finished PipelineResult and the per-file counts it wrote."""
-    totals: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter())["counters"]:
-        value = counter.committed if counter.committed is not None else counter.attempted
-        if counter.key.metric.namespace == NAMESPACE:
-            name = counter.key.metric.name
-            totals[name] = totals.get(name, 0) + int(value or 0)
-    return Counts(totals, per_file or {})
 
 
 def unknown_categories(launch, counts: Counts) -> dict[str, Any]:

@@ -7,6 +7,7 @@ flags (a test holds templates/metadata.json to it too).
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -33,6 +34,9 @@ class Flag:
     def switch(self) -> bool:
         return not self.metavar
 
+
+# The environment variable that changes --wait's default (templates/Dockerfile sets it to false).
+WAIT_VARIABLE = "BEAMSCORE_WAIT"
 
 # The values of --unknown_categories, the default first.
 UNKNOWN_CATEGORIES = ("reject", "score")
@@ -149,6 +153,16 @@ FLAGS = (
         "log this run to MLflow in this experiment (default: MLFLOW_EXPERIMENT_NAME)",
     ),
     Flag(
+        "wait",
+        "true|false",
+        "true: the launcher waits for the job, then exits with its code (0, 1 or 3); false: it "
+        "returns (exit 0) as soon as the job is submitted, printing the job and where its "
+        "manifest will appear: the job commits its output and releases DIR's lock itself (what "
+        "a Flex Template launcher must use; its image sets BEAMSCORE_WAIT=false, which changes "
+        "this default)",
+        default="true",
+    ),
+    Flag(
         "openlineage_url",
         "URL",
         "send OpenLineage run events (START, COMPLETE/FAIL) to this server (default: "
@@ -209,4 +223,17 @@ class ScoringOptions(PipelineOptions):
                     f"--{flag.name}", nargs="?", const="true", default="false", help=flag.help
                 )
             else:
-                parser.add_argument(f"--{flag.name}", default=flag.default, help=flag.help)
+                default = flag.default
+                if flag.name == "wait":  # the Flex Template image sets BEAMSCORE_WAIT=false
+                    default = os.environ.get(WAIT_VARIABLE) or default
+                parser.add_argument(f"--{flag.name}", default=default, help=flag.help)
+
+
+def wait_for_job(options: ScoringOptions) -> bool:
+    """--wait: whether the launcher waits for the job (true) or returns once it is submitted."""
+    value = str(options.wait).strip().lower()
+    if value not in ("true", "false"):
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(f"--wait must be true or false, not {options.wait!r}")
+    return value == "true"

@@ -40,6 +40,30 @@ COMMIT = "COMMIT"
 OUTPUT_DIRS = ("predictions", "errors")
 HEARTBEAT_S = 60
 STALE_AFTER_S = 10 * 60
+# A lock the job owns (--wait false: the launcher is gone) is kept fresh by the job's workers,
+# which may take minutes to start (a Dataflow worker boots and installs the package first).
+JOB_STALE_AFTER_S = 30 * 60
+# Test hook, right after a commit's journal is written, before any file moves: "journal" kills
+# the committing process (SIGKILL: what a lost machine does at worst); "sigterm_launcher" sends
+# SIGTERM to the launcher a DirectRunner worker process runs under, and lets it arrive.
+KILL_HOOK = "BEAMSCORE_TEST_KILL_IN_COMMIT"
+
+
+def _test_hook(what: str) -> None:
+    import signal
+
+    if what == "journal":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif what == "sigterm_launcher":
+        pid = os.getppid()
+        while pid > 1:  # up to the process that runs pipeline.run
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"pipeline.run" in f.read():
+                    break
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(1)
 
 
 def _now() -> datetime.datetime:
@@ -153,6 +177,32 @@ class LockLost(Exception):
     """Another run took this run's lock: it must not commit."""
 
 
+_JOB_BEATS: set[tuple[str, str]] = set()  # the job locks this process keeps fresh
+_JOB_BEATS_LOCK = threading.Lock()
+
+
+def keep_job_lock(path: str, run_id: str) -> None:
+    """Keeps a job-owned lock fresh from a worker: one daemon thread per process and lock
+    refreshes its heartbeat every HEARTBEAT_S while the lock is still this run's, and stops
+    once it is not (the commit stage released it, or another run took it over)."""
+    key = (path, run_id)
+    with _JOB_BEATS_LOCK:
+        if key in _JOB_BEATS:
+            return
+        _JOB_BEATS.add(key)
+
+    def beat() -> None:
+        out = OutputDir(path, run_id)
+        try:
+            while out.refresh_job_lock():
+                time.sleep(HEARTBEAT_S)
+        finally:
+            with _JOB_BEATS_LOCK:
+                _JOB_BEATS.discard(key)
+
+    threading.Thread(target=beat, daemon=True, name=f"lock-{run_id}").start()
+
+
 class OutputDir:
     """One run's view of DIR: holds the lock, stages and commits."""
 
@@ -169,6 +219,9 @@ class OutputDir:
         self._record_lock = threading.Lock()  # the heartbeat thread and the main thread write it
         self.journaled = False  # the commit's journal is written: DIR is this run's to finish
         self.committed = False  # the commit is done
+        self._adopted = False  # the commit stage checked the lock is this run's: it releases it
+        self._handed = False  # the launcher handed the lock to the job (--wait false)
+        self._record: dict = {}
 
     def join(self, *parts: str) -> str:
         return FileSystems.join(self.path, *parts)
@@ -227,6 +280,65 @@ class OutputDir:
             os.remove(self._lock_path)
             return True
 
+    def hand_lock_to_job(self, job: str) -> None:
+        """The launcher will not wait (--wait false): the lock now belongs to the job. Its
+        heartbeat stops here; the job's workers keep it fresh (keep_job_lock) and its commit
+        stage releases it. Until then no other run takes it over while its heartbeat is younger
+        than JOB_STALE_AFTER_S, whatever became of this process."""
+        self.update_lock(owner="job", job=job, stale_after_s=JOB_STALE_AFTER_S)
+        self._handed = True
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+
+    def adopt_lock(self) -> None:
+        """The commit stage, maybe in another process than the launcher that took the lock:
+        raises LockLost unless the lock is still this run's; clears a failed attempt's mark."""
+        held = self._read_lock()
+        record = held[0] if held else {}
+        if record.get("run_id") != self.run_id:
+            raise LockLost(
+                f"run {record['run_id']} took over the lock"
+                if record.get("run_id")
+                else f"the lock {self._lock_path} is gone"
+            )
+        self._record = record
+        self._generation = held[1]
+        self._adopted = True
+        if record.pop("ended", None) is not None:  # a retry of a failed commit attempt
+            self._refresh()
+
+    def mark_lock_ended(self, why: str) -> None:
+        """The job's commit failed: the lock says so, so the next run takes it over at once
+        (a retry of the same commit clears the mark, if the lock is still this run's)."""
+        with self._record_lock:
+            self._record["ended"] = why
+            self._refresh_locked()
+
+    def refresh_job_lock(self) -> bool:
+        """One heartbeat of a job-owned lock, from a worker; whether the lock is still this
+        run's (a storage hiccup counts as yes: the next beat tries again)."""
+        try:
+            held = self._read_lock()
+            if held is None or held[0].get("run_id") != self.run_id:
+                return False
+            self._record, self._generation = held
+            self._refresh()
+        except Exception as e:  # noqa: BLE001 - the next beat tries again
+            _LOG.warning("could not refresh the lock %s: %s", self._lock_path, one_line(e))
+        return True
+
+    def _read_lock(self) -> tuple[dict, int | None] | None:
+        """The lock's record and (on gs://) its generation, or None when there is no lock."""
+        if is_remote(self._lock_path):
+            from pipeline import gcs
+
+            current = gcs.read_with_generation(self._lock_path)
+            return None if current is None else (_json_object(current[0]) or {}, current[1])
+        record = read_json(self._lock_path)
+        return None if record is None else (record, None)
+
     def update_lock(self, **fields) -> None:
         """Adds fields to the lock record (written now, and at every heartbeat)."""
         with self._record_lock:
@@ -243,19 +355,29 @@ class OutputDir:
     def release_lock(self) -> None:
         """Stops the heartbeat and deletes the lock, only if it is still this run's."""
         self._stop.set()
-        if self._heartbeat is None:
+        if self._heartbeat is None and not self._adopted and not self._handed:
             return
-        self._heartbeat.join()
-        self._heartbeat = None
+        if self._heartbeat is not None:
+            self._heartbeat.join()
+            self._heartbeat = None
+        self._adopted = self._handed = False
         if self._lost is not None:
             return
         try:
-            if is_remote(self._lock_path):
-                from pipeline import gcs
+            if not is_remote(self._lock_path):
+                if (read_json(self._lock_path) or {}).get("run_id") == self.run_id:
+                    os.remove(self._lock_path)
+                return
+            from pipeline import gcs
 
-                gcs.delete_if_generation(self._lock_path, self._generation)
-            elif (read_json(self._lock_path) or {}).get("run_id") == self.run_id:
-                os.remove(self._lock_path)
+            # Workers or the launcher may refresh it meanwhile: a new generation, same run.
+            for _ in range(5):
+                if gcs.delete_if_generation(self._lock_path, self._generation):
+                    return
+                held = self._read_lock()
+                if held is None or held[0].get("run_id") != self.run_id:
+                    return
+                self._generation = held[1]
         except Exception as e:  # noqa: BLE001 - a stale lock is taken over by the next run
             _LOG.warning("could not remove the lock %s: %s", self._lock_path, e)
 
@@ -305,8 +427,18 @@ class OutputDir:
 
     @staticmethod
     def _is_dead(held: dict) -> bool:
-        """A lock's run is provably dead (same host, no such pid) or stale (no heartbeat)."""
-        if held.get("host") == socket.gethostname() and isinstance(held.get("pid"), int):
+        """A lock's run is provably dead (same host, no such pid), stale (no heartbeat), or
+        ended (its job's commit failed). A lock its job owns (the launcher did not wait) does
+        not die with the launcher's process: only its heartbeat counts, which the job's workers
+        keep fresh, with the longer JOB_STALE_AFTER_S it records."""
+        if held.get("ended"):
+            return True
+        job_owned = held.get("owner") == "job"
+        if (
+            not job_owned
+            and held.get("host") == socket.gethostname()
+            and isinstance(held.get("pid"), int)
+        ):
             try:
                 os.kill(held["pid"], 0)
             except ProcessLookupError:
@@ -319,7 +451,10 @@ class OutputDir:
             return True
         if beat.tzinfo is None:
             beat = beat.replace(tzinfo=datetime.UTC)
-        return (_now() - beat).total_seconds() > STALE_AFTER_S
+        stale_after = held.get("stale_after_s") if job_owned else None
+        if not isinstance(stale_after, int | float):
+            stale_after = STALE_AFTER_S
+        return (_now() - beat).total_seconds() > stale_after
 
     def _create_exclusive(self, record: dict) -> bool:
         data = json.dumps(record).encode()
@@ -361,10 +496,36 @@ class OutputDir:
                 self._delete_tree(run_dir)
 
     def discard_staging(self) -> None:
-        """Drops this run's staging, unless its commit journal is written: then the commit
-        stopped half-way, and the staging is what the next run needs to finish it."""
-        if not self.journaled:
+        """Drops this run's staging, unless its commit journal is written (by this process or
+        by the job's commit stage): then the commit stopped half-way, and the staging is what
+        the next run needs to finish it."""
+        if self.commit_state() == "none":
             self._delete_tree(self.staging)
+
+    def commit_state(self) -> str:
+        """What DIR holds of this run, whoever committed it: `committed` (its manifest is
+        DIR's), `half` (its journal is written, the commit not finished), `none`."""
+        if self.committed:
+            return "committed"
+        if self.journaled or FileSystems.exists(FileSystems.join(self.staging, COMMIT)):
+            return "half"
+        if (read_json(self.join(MANIFEST)) or {}).get("run_id") == self.run_id:
+            return "committed"
+        return "none"
+
+    def delete_staging(self) -> None:
+        """Drops this run's staging, whatever it holds (its commit is done)."""
+        self._delete_tree(self.staging)
+
+    def journal(self) -> dict | None:
+        """This run's commit journal, if its commit was begun and not finished."""
+        return read_json(FileSystems.join(self.staging, COMMIT))
+
+    def finish_commit(self, journal: dict) -> None:
+        """Finishes this run's own commit from its journal (a retried or rerun commit stage)."""
+        self.journaled = True
+        self._roll_forward(self.staging, journal)
+        self.committed = True
 
     def staged_files(self, summary: dict) -> list[str]:
         """The files the run's successful bundles wrote (as its summary names them), relative to
@@ -392,6 +553,8 @@ class OutputDir:
         journal = {"run_id": self.run_id, "files": files, "manifest": manifest}
         write_json(FileSystems.join(self.staging, COMMIT), journal)
         self.journaled = True
+        if os.environ.get(KILL_HOOK):
+            _test_hook(os.environ[KILL_HOOK])
         self._roll_forward(self.staging, journal)
         self.committed = True
 

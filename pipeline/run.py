@@ -1,8 +1,11 @@
 """Entry point: `python -m pipeline.run --input ... --model ... --output ... [Beam options]`.
 
 `run` reads as its three phases: `launch` (flags, every check that can be made before scoring,
-the output directory's lock), `score` (the Beam pipeline), `finalize` (counts reconciled,
-sinks loaded, the output committed with its manifest and report).
+the output directory's lock), `score` (the Beam pipeline, whose last stage commits the output:
+counts reconciled, sinks loaded, the output committed with its manifest and report; see
+pipeline.commit), `finalize` (what the job left in DIR, read back as an exit code). With
+`--wait false` the launcher returns once the job is submitted: the job owns DIR's lock and
+finishes its night alone.
 """
 
 from __future__ import annotations
@@ -34,25 +37,29 @@ from apache_beam.runners.runner import PipelineState
 
 from models.errors import one_line
 from pipeline import output as outdir
+from pipeline.commit import (
+    INCOMPLETE,
+    CommitPlan,
+    lineage_for,
+    lineage_inputs,
+    lineage_outputs,
+    plan_for,
+    read_outcome,
+)
 from pipeline.errors import ConfigError, Interrupted, RunFailed
 from pipeline.graph import build
-from pipeline.lineage import Dataset, Lineage, job_name_for
-from pipeline.manifest import (
-    Counts,
-    CountsDisagree,
-    build_manifest,
-    counts_from,
-    input_changes,
-)
-from pipeline.options import ScoringOptions, help_text
-from pipeline.output import MANIFEST, LockLost, OutputDir
+from pipeline.lineage import Lineage
+from pipeline.options import ScoringOptions, help_text, wait_for_job
+from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.prepare import Launch, prepare
+from pipeline.signals import HELD as _HELD
+from pipeline.signals import SIGNALS as _SIGNALS
+from pipeline.signals import signals_held as _signals_held
 from pipeline.tracking import RunLog, close_abandoned
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
 from transforms.predict import share_with_workers
 from transforms.profile import PSI_WARNING
-from transforms.summary import SUMMARY_FILE
 
 _LOG = logging.getLogger("pipeline")
 
@@ -69,8 +76,8 @@ class ScoringResult:
     mlflow_logged: bool | None = None
     dry_run: bool = False
     errors_summary: dict | None = None
-    profile: dict | None = None
     lineage_sent: list[str] | None = None  # events not sent (None: lineage is off)
+    submitted: str | None = None  # --wait false: the job's id (the launcher did not wait)
 
 
 @dataclasses.dataclass
@@ -85,6 +92,8 @@ class _Run:
     clock: float
     tracker: RunLog | None = None
     lineage: Lineage | None = None
+    wait: bool = True
+    plan: CommitPlan | None = None
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
@@ -101,17 +110,22 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if _dry_run(options):
         return _translate_only(options, test_pipeline)
     job = launch(options)
+    submitted = False
     try:
         result = score(job, test_pipeline)
-        res = finalize(job, result)
+        if not job.wait:
+            submitted = True  # the job holds the lock now, and releases it itself
+            return _submitted(job, result)
+        return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
         with contextlib.suppress(AttributeError):  # main() says what DIR holds now
-            e.commit_state = (_commit_state(job.out), job.out.path)
+            e.commit_state = (job.out.commit_state(), job.out.path)
         job.out.discard_staging()
-        if job.tracker is not None:
+        told = getattr(e, "told", False)  # the commit stage told MLflow and OpenLineage
+        if job.tracker is not None and not told:
             job.tracker.abort("KILLED" if stopped else "FAILED")
-        if job.lineage is not None:
+        if job.lineage is not None and not told:
             inputs = lineage_inputs(job.launch)
             if stopped:
                 job.lineage.abort(inputs)
@@ -119,27 +133,8 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
                 job.lineage.fail(one_line(e, with_type=not isinstance(e, RunFailed)), inputs)
         raise
     finally:
-        job.out.release_lock()
-    try:
-        if job.lineage is not None:
-            job.lineage.complete(*lineage_done(job.launch, res.manifest), res.manifest["status"])
-            res.lineage_sent = list(job.lineage.not_sent)
-        if job.tracker is not None:
-            report = job.out.join(outdir.REPORT) if res.manifest.get("report") else None
-            res.mlflow_logged = job.tracker.finish(
-                res.manifest, res.profile, res.errors_summary, res.seconds, report
-            )
-    except BaseException as e:
-        with contextlib.suppress(AttributeError):
-            e.commit_state = ("committed", job.out.path)
-        raise
-    return res
-
-
-def _commit_state(out: OutputDir) -> str:
-    if out.committed:
-        return "committed"
-    return "half" if out.journaled else "none"
+        if not submitted:
+            job.out.release_lock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,10 +214,11 @@ def launch(options: PipelineOptions) -> _Run:
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
     runner = _runner(options)
+    wait = wait_for_job(options.view_as(ScoringOptions))
     decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
     _worker_installs(options, decided, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
-    job = _Run(decided, options, runner, out, started, clock)
+    job = _Run(decided, options, runner, out, started, clock, wait=wait)
     try:
         with _signals_held():  # a stop signal waits until the lock can be released again
             out.acquire_lock()
@@ -235,7 +231,7 @@ def launch(options: PipelineOptions) -> _Run:
                 mlflow_run_id=job.tracker.run_id, mlflow_tracking_uri=decided.tracking_uri
             )
         out.recover()
-        job.lineage = _lineage(decided)
+        job.lineage = lineage_for(decided)
         if job.lineage is not None:
             job.lineage.start(lineage_inputs(decided), lineage_outputs(decided))
     except BaseException as e:
@@ -246,73 +242,6 @@ def launch(options: PipelineOptions) -> _Run:
         out.release_lock()
         raise
     return job
-
-
-def _lineage(decided: Launch) -> Lineage | None:
-    """The run's OpenLineage events, when --openlineage_url or OPENLINEAGE_URL names a server."""
-    spec = decided.spec
-    lineage = Lineage(
-        decided.openlineage_url,
-        job_name_for(decided.output, decided.run_date),
-        spec.run_id,
-        {
-            "uri": spec.model.uri,
-            "version": spec.model.version,
-            "sha256": spec.model.sha256,
-            "run_id": spec.model.run_id or None,
-        },
-        run_date=decided.run_date,
-    )
-    return lineage if lineage.enabled else None
-
-
-# Beyond this many input files, the lineage events name the input pattern, not each file.
-_LINEAGE_MAX_FILES = 1000
-
-
-def lineage_inputs(decided: Launch) -> list[Dataset]:
-    """The input datasets as the launcher matched them."""
-    if len(decided.files) > _LINEAGE_MAX_FILES:
-        return [Dataset(decided.input_pattern, files=len(decided.files))]
-    return [Dataset(f) for f in decided.files]
-
-
-def lineage_outputs(decided: Launch, manifest: dict | None = None) -> list[Dataset]:
-    """The output datasets: the predictions and errors directories and any BigQuery tables,
-    with what was written once the manifest is there."""
-    m = manifest or {}
-    outputs = m.get("outputs", {})
-    counts = m.get("counts", {})
-    datasets = [
-        Dataset(
-            FileSystems.join(decided.output, "predictions"),
-            rows=counts.get("rows_predicted"),
-            files=len(outputs["predictions"]) if "predictions" in outputs else None,
-        ),
-        Dataset(
-            FileSystems.join(decided.output, "errors"),
-            files=len(outputs["errors"]) if "errors" in outputs else None,
-        ),
-    ]
-    for key, sink in (("bigquery", decided.bigquery), ("bigquery_errors", decided.bigquery_errors)):
-        if sink is not None and (manifest is None or m.get(key)):
-            loaded = m.get(key) or {}
-            datasets.append(Dataset(f"bigquery:{sink.table.id}", rows=loaded.get("rows_loaded")))
-    return datasets
-
-
-def lineage_done(decided: Launch, manifest: dict) -> tuple[list[Dataset], list[Dataset]]:
-    """The inputs read (with their rows) and the outputs written, for the COMPLETE event."""
-    files = manifest["inputs"]
-    if len(files) > _LINEAGE_MAX_FILES:
-        inputs = [
-            Dataset(decided.input_pattern, rows=manifest["counts"]["rows_read"], files=len(files))
-        ]
-    else:
-        inputs = [
-            Dataset(f["path"], rows=None if f["failed"] else f["rows_read"], files=1) for f in files
-        ]
-    return inputs, lineage_outputs(decided, manifest)
 
 
 def _runner(options: PipelineOptions) -> str:
@@ -382,12 +311,15 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
             "--dry_run=True translates a Dataflow job; it needs --runner DataflowRunner"
         )
     clock = time.monotonic()
+    wait = wait_for_job(options.view_as(ScoringOptions))
     decided = prepare(
         options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
     )
     _worker_installs(options, decided, runner)
     p = test_pipeline or beam.Pipeline(options=options)
-    build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging)
+    started = datetime.datetime.now(datetime.UTC)
+    plan = plan_for(decided, runner, started, launcher_waits=wait)
+    build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
     result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
 
@@ -435,7 +367,8 @@ def _workers(options: PipelineOptions) -> str:
 
 
 def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
-    """Runs the Beam pipeline to the end; any failure is a RunFailed (the old output stays)."""
+    """Runs the Beam pipeline, its commit stage included, to the end (with --wait false: until
+    it is submitted); any failure is a RunFailed (the old output stays)."""
     spec = job.launch.spec
     _launch_decided()
     _LOG.info(
@@ -448,12 +381,24 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     )
     if "Direct" in job.runner:  # in-process workers take the launcher's model, not a new load
         share_with_workers(spec.model.sha256, job.launch.model)
+    job.plan = plan_for(
+        job.launch,
+        job.runner,
+        job.started,
+        mlflow_run_id=job.tracker.run_id if job.tracker is not None else None,
+        outcome=_outcome_path(job),
+        launcher_waits=job.wait,
+    )
     p = test_pipeline or beam.Pipeline(options=job.options)
-    build(p, spec, job.out.staging)
+    build(p, spec, job.out.staging, job.plan)
     result = None
+    if "Direct" in job.runner:
+        _COMMITTING.append(job.out)
     try:
+        if not job.wait:
+            job.out.hand_lock_to_job(_job_name(job.options, spec.run_id))
         result = p.run()
-        state = result.wait_until_finish()
+        state = result.wait_until_finish() if job.wait else None
     except (KeyboardInterrupt, Interrupted):
         if result is not None and "Direct" not in job.runner:
             _cancel(result)
@@ -461,12 +406,52 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     except Exception as e:  # noqa: BLE001 - whatever stopped the run, the old output stays
         if _SIGNALS:  # Beam wraps the interrupt raised inside a bundle
             raise Interrupted(_SIGNALS[0]) from None
+        outcome = read_outcome(job.plan.outcome)
+        if outcome.get("error"):  # the commit stage failed: its own words
+            failed = RunFailed(outcome["error"])
+            failed.told = not job.wait
+            raise failed from e
         raise RunFailed(
             f"the run could not complete: {one_line(e, 500, with_type=True, innermost=True)}"
         ) from e
+    finally:
+        _COMMITTING.clear()
+    if _SIGNALS:  # it arrived during the commit stage of a worker process, which finished
+        raise Interrupted(_SIGNALS[0])
+    if not job.wait:
+        return result
     if state not in (PipelineState.DONE, None):
-        raise RunFailed(f"the run ended in state {state}")
+        outcome = read_outcome(job.plan.outcome)
+        raise RunFailed(outcome.get("error") or f"the run ended in state {state}")
     return result
+
+
+# The local output directories whose commit a stop signal waits for once its journal is written:
+# on the DirectRunner with worker processes, the commit stage runs in another process than the
+# launcher's handlers (in the launcher's own process, it holds them itself).
+_COMMITTING: list[OutputDir] = []
+
+
+def _commit_begun() -> bool:
+    return any(out.commit_state() == "half" for out in _COMMITTING)
+
+
+def _job_name(options: PipelineOptions, run_id: str) -> str:
+    return options.view_as(GoogleCloudOptions).job_name or run_id
+
+
+def _outcome_path(job: _Run) -> str | None:
+    """Where the commit stage leaves what a waiting launcher prints: a local file for the
+    DirectRunner's workers, under --temp_location for remote ones; None when nobody waits
+    on a remote runner."""
+    if "Direct" in job.runner:
+        scratch = tempfile.mkdtemp(prefix="beamscore-outcome-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        return os.path.join(scratch, "outcome.json")
+    if not job.wait:
+        return None
+    temp = job.options.view_as(GoogleCloudOptions).temp_location
+    return FileSystems.join(temp, "beamscore", job.launch.spec.run_id, "outcome.json")
 
 
 def _cancel(result) -> None:
@@ -483,122 +468,41 @@ def _cancel(result) -> None:
 
 
 def finalize(job: _Run, result) -> ScoringResult:
-    """Reconciles the counts, loads BigQuery, and commits the output with its manifest."""
-    launch_, out = job.launch, job.out
-    run_summary = out.read_staged(SUMMARY_FILE)
-    if run_summary is None:
-        raise RunFailed(f"the run ended without its summary ({SUMMARY_FILE}); nothing committed")
-    counts = counts_from(result, run_summary["counts"])
-    try:
-        counts.check()
-    except CountsDisagree as e:
-        raise RunFailed(f"the run's counts do not reconcile, nothing was committed: {e}") from e
-    changed = input_changes(launch_.fingerprints, counts.files)
-    if changed:
+    """What the job's commit stage left: DIR's manifest, read back as the exit code."""
+    outcome = read_outcome(job.plan.outcome)
+    manifest = read_json(job.out.join(MANIFEST)) or {}
+    if manifest.get("run_id") != job.launch.spec.run_id:
         raise RunFailed(
-            f"the input changed while the run read it ({changed}); nothing was committed: "
-            "rerun once the input is complete"
+            f"the job ended without committing its output ({job.out.path} holds no manifest of "
+            f"run {job.launch.spec.run_id}); nothing was committed"
         )
-    status = "succeeded"
-    if counts.files_failed or counts.error_rate > launch_.max_error_rate:
-        status = "failed"
-    files = out.staged_files(run_summary)
-    outputs = {d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")}
-    profile, errors_summary = run_summary["profile"], run_summary["errors"]
-    extra: dict = {}
-    if launch_.spec.baseline and profile.get("drift"):
-        extra["drift"] = profile["drift"]
-    if launch_.spec.explain is not None:
-        extra["explain"] = {
-            **launch_.spec.explain.manifest(),
-            "top_reasons": profile.get("top_reasons") or [],
-        }
-    if job.tracker is not None:
-        extra["mlflow_run_id"] = job.tracker.run_id
-    _check_lock(out)
-    extra.update(_load_bigquery(launch_, out, files, counts, status))
-    seconds = time.monotonic() - job.clock
-    manifest = build_manifest(
-        launch=launch_,
-        counts=counts,
-        status=status,
-        started_at=job.started.isoformat(),
-        finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
-        seconds=seconds,
-        runner=job.runner,
-        outputs=outputs,
-        extra=extra,
-    )
-    _check_lock(out)
-    try:
-        with _signals_held():
-            out.commit(manifest, files, profile=profile, errors_summary=errors_summary)
-    except Exception as e:  # a storage error: retryable, and the message says what DIR holds
-        loaded = [extra[k]["table"] for k in ("bigquery", "bigquery_errors") if extra.get(k)]
-        bigquery = (
-            f"; BigQuery already holds this run's rows in {', '.join(loaded)} (the rerun "
-            "replaces them)"
-            if loaded
-            else ""
-        )
-        if out.journaled:  # the journal is written: the next run of this command finishes it
-            raise RunFailed(
-                f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
-                f"{_INCOMPLETE.format(out.path)}{bigquery}"
-            ) from e
-        raise RunFailed(
-            f"committing the output failed before it began ({one_line(e, with_type=True)}): "
-            f"nothing was committed, {out.path} holds the previous output{bigquery}"
-        ) from e
-    code = 0 if status == "succeeded" else 1
-    return ScoringResult(
+    res = ScoringResult(
         result,
         manifest,
-        code,
-        launch_.output,
-        seconds,
-        errors_summary=errors_summary,
-        profile=profile,
+        0 if manifest["status"] == "succeeded" else 1,
+        job.launch.output,
+        manifest["duration_s"],
+        mlflow_logged=outcome.get("mlflow_logged"),
+        errors_summary=outcome.get("errors_summary"),
     )
+    if job.lineage is not None:
+        res.lineage_sent = [*job.lineage.not_sent, *outcome.get("lineage_not_sent", [])]
+    return res
 
 
-def _check_lock(out: OutputDir) -> None:
-    try:
-        out.check_lock()
-    except LockLost as e:
-        raise RunFailed(f"this run lost the lock of {out.path} ({e}); nothing was committed") from e
-
-
-def _load_bigquery(
-    launch_: Launch, out: OutputDir, files: list[str], counts: Counts, status: str
-) -> dict:
-    """Loads the staged predictions (a succeeded run only) and errors (every run that completed)
-    into BigQuery, in one transaction.
-
-    Returns:
-        The manifest entries (`bigquery`, `bigquery_errors`).
-    """
-    from pipeline.bigquery import errors_to_parquet, replace_partitions
-
-    def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
-        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
-
-    keys, loads = [], []
-    if launch_.bigquery is not None and status == "succeeded":
-        keys.append("bigquery")
-        loads.append((launch_.bigquery, staged("predictions"), counts.rows_predicted))
-    with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
-        if launch_.bigquery_errors is not None:
-            table = os.path.join(tmp, "errors.parquet")
-            try:
-                records = errors_to_parquet(staged("errors"), table)
-            except Exception as e:  # noqa: BLE001 - nothing is loaded yet: retryable
-                raise RunFailed(f"could not read the errors output for BigQuery: {e}") from e
-            keys.append("bigquery_errors")
-            loads.append((launch_.bigquery_errors, [table] if records else [], records))
-        if not loads:
-            return {}
-        return dict(zip(keys, replace_partitions(loads, launch_.run_date, launch_.spec.run_id)))
+def _submitted(job: _Run, result) -> ScoringResult:
+    """--wait false: the job runs (on the DirectRunner: ran) without the launcher."""
+    job_id = None
+    with contextlib.suppress(Exception):
+        job_id = result.job_id()
+    return ScoringResult(
+        result,
+        {},
+        0,
+        job.launch.output,
+        time.monotonic() - job.clock,
+        submitted=job_id or _job_name(job.options, job.launch.spec.run_id),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -664,10 +568,6 @@ def summary(res: ScoringResult, launch_output: str) -> str:
     return "\n".join(lines)
 
 
-_SIGNALS: list[int] = []  # the stop signal this process received (one at most)
-_HELD: list[bool] = []  # not empty while a stop signal must wait (the commit)
-
-
 class _LaunchLogHeld(logging.Filter):
     """Holds the launcher's INFO lines ("loaded model ...") until the launch has decided
     everything, so a configuration error stays the one line on stderr; warnings pass."""
@@ -698,6 +598,46 @@ class _LaunchLogHeld(logging.Filter):
                     handler.handle(record)
 
 
+def dry_run_summary(job) -> str:
+    """One screen about a translated Dataflow job: its steps, what its workers need, what
+    submitting it would stage; the whole job description goes to a local file named here."""
+    from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
+
+    options = job.options
+    transforms = job.proto_pipeline.components.transforms
+    roots = list(job.proto_pipeline.root_transform_ids)
+    while len(roots) == 1 and transforms[roots[0]].subtransforms:  # the pipeline's own root
+        roots = list(transforms[roots[0]].subtransforms)
+    steps = [transforms[t].unique_name for t in roots]
+    worker = options.view_as(WorkerOptions)
+    setup = options.view_as(SetupOptions)
+    image = worker.sdk_container_image or "Dataflow's default Beam SDK image"
+    machine = worker.machine_type or "Dataflow's default"
+    workers = worker.max_num_workers or "Dataflow's autoscaling default"
+    staged = []
+    if setup.setup_file:
+        staged.append(f"workflow.tar.gz (the sdist of {setup.setup_file})")
+    if setup.requirements_file:
+        with open(setup.requirements_file) as f:
+            needs = ", ".join(line.strip() for line in f if line.strip()) or "nothing"
+        staged.append(f"requirements.txt ({needs})")
+    staged += [f"{os.path.basename(p)} (--extra_package)" for p in setup.extra_packages or []]
+    if setup.save_main_session:
+        staged.append("pickled_main_session")
+    scratch = tempfile.mkdtemp(prefix="beamscore-dry-run-")
+    path = os.path.join(scratch, f"{options.view_as(GoogleCloudOptions).job_name}.json")
+    with open(path, "w") as f:
+        f.write(job.json())
+    return "\n".join(
+        [
+            f"DRY RUN: {len(steps)} steps: {', '.join(steps)}",
+            f"  workers:  image {image}; machine type {machine}; at most {workers} workers",
+            f"  staged at submission: {'; '.join(staged) or 'nothing'}",
+            f"  job description: {path}",
+        ]
+    )
+
+
 _LAUNCH_LOG: list[_LaunchLogHeld] = []  # set by main() while the launch decides
 
 
@@ -708,10 +648,16 @@ def _launch_decided() -> None:
 
 
 class _QuietAfterSignal(logging.Filter):
-    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted."""
+    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted,
+    and of a commit stage that failed in this process (its message is the error line)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (_SIGNALS and record.name.startswith("apache_beam"))
+        if not record.name.startswith("apache_beam"):
+            return True
+        if _SIGNALS:
+            return False
+        failed = record.exc_info[1] if record.exc_info else None
+        return not isinstance(failed, RunFailed) or "'Commit'" not in record.getMessage()
 
 
 @contextlib.contextmanager
@@ -722,7 +668,7 @@ def _signals_stop_the_run():
     def stop(signum, _frame):
         if not _SIGNALS:
             _SIGNALS.append(signum)
-            if not _HELD:
+            if not _HELD and not _commit_begun():
                 raise Interrupted(signum)
 
     quiet = _QuietAfterSignal()
@@ -740,29 +686,13 @@ def _signals_stop_the_run():
         _SIGNALS.clear()
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """A stop signal that arrives inside waits for the block to end, then stops the run: the
-    commit is never left half done by SIGINT or SIGTERM."""
-    _HELD.append(True)
-    try:
-        yield
-    finally:
-        _HELD.pop()
-    if _SIGNALS:
-        raise Interrupted(_SIGNALS[0])
-
-
-_INCOMPLETE = "{} is incomplete until this command runs again, which finishes the commit first"
-
-
 def _what_dir_holds(e: BaseException) -> str:
     """What a run that ended in `e` left in its output directory, as run() noted it."""
     state, path = getattr(e, "commit_state", ("none", None))
     if state == "committed":
         return f"this run's output had been committed before the stop: {path} holds it complete"
     if state == "half":
-        return f"the commit stopped half-way: {_INCOMPLETE.format(path)}"
+        return f"the commit stopped half-way: {INCOMPLETE.format(path)}"
     return "nothing was committed, the previous output is intact"
 
 
@@ -815,9 +745,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 4
     _launch_decided()  # a run that never reached scoring (a dry run) still shows them
+    if res.submitted is not None:
+        print(
+            f"SUBMITTED: job {res.submitted} runs and commits its output by itself; its "
+            f"manifest will appear at {res.output}/{MANIFEST}"
+        )
+        return 0
     if res.dry_run:
         job = getattr(res.pipeline_result, "job", None)
         name = job.google_cloud_options.job_name if job is not None else "?"
+        if job is not None:
+            print(dry_run_summary(job))
         print(f"DRY RUN: Dataflow job {name} translated, not submitted; the output was not touched")
         return 0
     print(summary(res, res.output))

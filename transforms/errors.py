@@ -1,9 +1,9 @@
 """Error records (one per rejected input record) and the run's counts.
 
-Counts are kept twice, as double-entry bookkeeping: run-wide as Beam metrics, and per input file
-in a small `stats` output each DoFn emits once per bundle (metrics per file would make one
-counter per file: too many for Dataflow with thousands of files). The launcher checks that the
-two agree.
+Counts are kept twice, as double-entry bookkeeping: run-wide (as Beam metrics, and as bundle
+totals in the `stats` output), and per input file in the same small `stats` output each DoFn
+emits once per bundle (metrics per file would make one counter per file: too many for Dataflow
+with thousands of files). The commit stage checks that the two agree.
 """
 
 from __future__ import annotations
@@ -38,17 +38,26 @@ class CountingDoFn(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._tally: dict[str, dict[str, int]] = {}
+        self._totals: dict[str, int] = {}
 
     def finish_bundle(self) -> Iterator[Any]:
         if self._tally:
             tally, self._tally = self._tally, {}
             yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(("counts", tally)))
+        if self._totals:
+            totals, self._totals = self._totals, {}
+            yield beam.pvalue.TaggedOutput(STATS, GlobalWindows.windowed_value(("totals", totals)))
 
     def count(self, name: str, n: int, source: str | None = None) -> None:
-        """Adds n to a run-wide counter and, given a source file, to that file's own count."""
+        """Adds n to a run-wide counter and, given a source file, to that file's own count.
+
+        The run-wide count is kept twice: as a Beam metric (what a launcher that waits reads)
+        and in the bundle's `totals` (what the commit stage, inside the pipeline, reads: a
+        failed bundle's are dropped with its outputs, as its metrics are not committed)."""
         if not n:
             return
         Metrics.counter(NAMESPACE, name).inc(n)
+        self._totals[name] = self._totals.get(name, 0) + n
         if source is not None:
             self.note(source, **{name: n})
 

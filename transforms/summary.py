@@ -1,8 +1,9 @@
-"""The run summary: what the launcher reads once the pipeline is done, merged in one combine.
+"""The run summary: what the commit stage reads once the rest of the pipeline is done, merged
+in one combine.
 
 Every step hands in small parts as (kind, payload) pairs, once per bundle: the files a writer
-wrote, a step's per-file counts, the scoring step's profile, the errors writer's brief. One
-CombineGlobally merges them into one JSON file in the staging directory.
+wrote, a step's per-file counts and run-wide totals, the scoring step's profile, the errors
+writer's brief. One CombineGlobally merges them into one JSON file in the staging directory.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class RunSummary(beam.CombineFn):
     def create_accumulator(self) -> dict[str, Any]:
         return {
             "files": [],
+            "totals": {},
             "counts": self._counts.create_accumulator(),
             "profile": self._profiler.create_accumulator(),
             "errors": self._errors.create_accumulator(),
@@ -39,6 +41,8 @@ class RunSummary(beam.CombineFn):
             acc["files"].extend(payload)
         elif kind == "counts":
             acc["counts"] = self._counts.add_input(acc["counts"], payload)
+        elif kind == "totals":
+            _add(acc["totals"], payload)
         elif kind == "profile":
             acc["profile"] = self._profiler.merge_accumulators([acc["profile"], payload])
         elif kind == "errors":
@@ -51,6 +55,7 @@ class RunSummary(beam.CombineFn):
         merged = self.create_accumulator()
         for acc in accumulators:
             merged["files"].extend(acc["files"])
+            _add(merged["totals"], acc["totals"])
             merged["counts"] = self._counts.add_input(merged["counts"], acc["counts"])
             merged["profile"] = self._profiler.merge_accumulators(
                 [merged["profile"], acc["profile"]]
@@ -61,7 +66,13 @@ class RunSummary(beam.CombineFn):
     def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
         return {
             "files": sorted(acc["files"]),
+            "totals": dict(sorted(acc["totals"].items())),
             "counts": self._counts.extract_output(acc["counts"]),
             "profile": self._profiler.extract_output(acc["profile"]),
             "errors": self._errors.extract_output(acc["errors"]),
         }
+
+
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for name, n in more.items():
+        into[name] = into.get(name, 0) + n

@@ -1,0 +1,389 @@
+"""The commit: the pipeline's last stage, a singleton step after the run summary.
+
+It does what the launcher used to do once the job was over, so that a job launched by a Flex
+Template, Cloud Scheduler or Composer finishes its own night with no launcher waiting: counts
+reconciled, the input checked unchanged, BigQuery loaded (predictions of a succeeded run, errors
+of every run that completed), the staged files moved into DIR with the report and the manifest
+(through the journal of pipeline.output), MLflow and OpenLineage told, and, when no launcher
+waits, DIR's lock released.
+
+It is idempotent: a retry of its bundle, or a rerun of it after a crash inside it, finds the
+run's journal and finishes that same commit, or finds DIR already holding this run's manifest.
+A failed commit fails the job (the step raises), with the message a person reads; a launcher
+that waits (--wait true) reads that message from `CommitPlan.outcome` and exits as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import os
+import tempfile
+import time
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from models.errors import one_line
+from pipeline import output as outdir
+from pipeline.errors import Interrupted, RunFailed
+from pipeline.lineage import Dataset, Lineage, job_name_for
+from pipeline.manifest import Counts, CountsDisagree, build_manifest, input_changes
+from pipeline.output import LockLost, OutputDir, read_json, write_json
+from pipeline.prepare import Launch
+from pipeline.signals import signals_held
+from transforms.summary import SUMMARY_FILE
+
+_LOG = logging.getLogger(__name__)
+
+INCOMPLETE = "{} is incomplete until this command runs again, which finishes the commit first"
+
+
+@dataclasses.dataclass
+class CommitPlan:
+    """What the commit stage needs from the launcher; pickled into the job.
+
+    Attributes:
+        launch: the launch decisions, without the loaded model.
+        runner: the Beam runner's name.
+        started_at: when the launcher started (ISO 8601, UTC).
+        started_s: the same, in seconds since the epoch (the stage may run on another machine).
+        mlflow_run_id: the MLflow run the launcher started, if any.
+        outcome: where the stage writes what the launcher prints (None: nobody waits).
+        launcher_waits: a launcher waits for the job: it releases the lock, and on a failure
+            tells MLflow and OpenLineage, as it always did; otherwise the stage does.
+    """
+
+    launch: Launch
+    runner: str
+    started_at: str
+    started_s: float
+    mlflow_run_id: str | None = None
+    outcome: str | None = None
+    launcher_waits: bool = True
+
+
+def plan_for(launch: Launch, runner: str, started: datetime.datetime, **more) -> CommitPlan:
+    """The plan of a launch: the model itself stays with the launcher."""
+    return CommitPlan(
+        dataclasses.replace(launch, model=None),
+        runner,
+        started.isoformat(),
+        started.timestamp(),
+        **more,
+    )
+
+
+class CommitFn(beam.DoFn):
+    """The commit stage's step: takes the run summary's path, yields the committed manifest."""
+
+    def __init__(self, plan: CommitPlan):
+        self._plan = plan
+
+    def process(self, summary_path: str):
+        yield commit_run(self._plan)
+
+
+class KeepLock(beam.DoFn):
+    """Passes elements through; its setup keeps a job-owned lock fresh from each worker
+    process (pipeline.output.keep_job_lock) while the job runs without a waiting launcher."""
+
+    def __init__(self, output: str, run_id: str):
+        self._output = output
+        self._run_id = run_id
+
+    def setup(self) -> None:
+        outdir.keep_job_lock(self._output, self._run_id)
+
+    def process(self, element):
+        yield element
+
+
+def commit_run(plan: CommitPlan) -> dict:
+    """The commit stage's work, whole: the manifest DIR holds once it is done.
+
+    A failure raises (the job fails) after writing its message to `plan.outcome`; when no
+    launcher waits, it also ends the MLflow run, sends the OpenLineage FAIL event and marks the
+    lock ended, so the next run need not wait for it to go stale.
+    """
+    launch_ = plan.launch
+    out = OutputDir(launch_.output, launch_.spec.run_id)
+    tracker = _tracker(plan)
+    lineage = lineage_for(launch_)
+    try:
+        with signals_held():  # on the DirectRunner the launcher's signals wait for the commit
+            manifest, profile, errors_summary = _commit(plan, out)
+    except BaseException as e:
+        stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
+        message = str(e) if isinstance(e, RunFailed) else one_line(e, with_type=True)
+        _write_outcome(plan, {"error": message, "stopped": stopped})
+        if not plan.launcher_waits:
+            if tracker is not None:
+                tracker.abort("KILLED" if stopped else "FAILED")
+            if lineage is not None:
+                lineage.fail(message, lineage_inputs(launch_))
+            if out.commit_state() == "none":
+                _safely("mark the lock ended", out.mark_lock_ended, message)
+        raise
+    outcome: dict = {"errors_summary": _brief(errors_summary)}
+    if lineage is not None:
+        lineage.complete(*lineage_done(launch_, manifest), manifest["status"])
+        outcome["lineage_not_sent"] = list(lineage.not_sent)
+    if tracker is not None:
+        report = out.join(outdir.REPORT) if manifest.get("report") else None
+        outcome["mlflow_logged"] = tracker.finish(
+            manifest, profile, errors_summary, manifest["duration_s"], report
+        )
+    if not plan.launcher_waits:  # a waiting launcher, whose heartbeat runs, releases it
+        out.release_lock()
+    _write_outcome(plan, outcome)
+    return manifest
+
+
+def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict | None]:
+    """Commits the run (or finishes its commit); returns the manifest, profile, errors brief."""
+    journal = out.journal()
+    if journal is not None:  # a retry, or a rerun after a crash: finish that same commit
+        _LOG.warning("finishing the commit of run %s from its journal", out.run_id)
+        _adopt_lock(out)
+        _move_committed(out, lambda: out.finish_commit(journal))
+        return journal["manifest"], None, None
+    committed = read_json(out.join(outdir.MANIFEST)) or {}
+    if committed.get("run_id") == out.run_id:  # a retry after the commit itself was done
+        out.committed = True
+        out.delete_staging()  # what a retried summary step wrote again
+        with contextlib.suppress(LockLost):  # done already: a lock gone is no failure
+            out.adopt_lock()
+        return committed, None, None
+    launch_ = plan.launch
+    run_summary = out.read_staged(SUMMARY_FILE)
+    if run_summary is None:
+        raise RunFailed(f"the run ended without its summary ({SUMMARY_FILE}); nothing committed")
+    counts = Counts(run_summary.get("totals", {}), run_summary["counts"])
+    try:
+        counts.check()
+    except CountsDisagree as e:
+        raise RunFailed(f"the run's counts do not reconcile, nothing was committed: {e}") from e
+    changed = input_changes(launch_.fingerprints, counts.files)
+    if changed:
+        raise RunFailed(
+            f"the input changed while the run read it ({changed}); nothing was committed: "
+            "rerun once the input is complete"
+        )
+    status = "succeeded"
+    if counts.files_failed or counts.error_rate > launch_.max_error_rate:
+        status = "failed"
+    files = out.staged_files(run_summary)
+    outputs = {d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")}
+    profile, errors_summary = run_summary["profile"], run_summary["errors"]
+    extra: dict = {}
+    if launch_.spec.baseline and profile.get("drift"):
+        extra["drift"] = profile["drift"]
+    if launch_.spec.explain is not None:
+        extra["explain"] = {
+            **launch_.spec.explain.manifest(),
+            "top_reasons": profile.get("top_reasons") or [],
+        }
+    if plan.mlflow_run_id:
+        extra["mlflow_run_id"] = plan.mlflow_run_id
+    _adopt_lock(out)
+    extra.update(_load_bigquery(launch_, out, files, counts, status))
+    seconds = time.time() - plan.started_s
+    manifest = build_manifest(
+        launch=launch_,
+        counts=counts,
+        status=status,
+        started_at=plan.started_at,
+        finished_at=datetime.datetime.now(datetime.UTC).isoformat(),
+        seconds=seconds,
+        runner=plan.runner,
+        outputs=outputs,
+        extra=extra,
+    )
+    _adopt_lock(out)
+
+    loaded = [extra[k]["table"] for k in ("bigquery", "bigquery_errors") if extra.get(k)]
+    _move_committed(
+        out,
+        lambda: out.commit(manifest, files, profile=profile, errors_summary=errors_summary),
+        loaded,
+    )
+    return manifest, profile, errors_summary
+
+
+def _move_committed(out: OutputDir, commit, loaded: list[str] = ()) -> None:
+    """Runs the commit's moves; a storage error is RunFailed saying what DIR holds now."""
+    try:
+        commit()
+    except Exception as e:  # a storage error: retryable, and the message says what DIR holds
+        bigquery = (
+            f"; BigQuery already holds this run's rows in {', '.join(loaded)} (the rerun "
+            "replaces them)"
+            if loaded
+            else ""
+        )
+        if out.journaled:  # the journal is written: the next run of this command finishes it
+            raise RunFailed(
+                f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
+                f"{INCOMPLETE.format(out.path)}{bigquery}"
+            ) from e
+        raise RunFailed(
+            f"committing the output failed before it began ({one_line(e, with_type=True)}): "
+            f"nothing was committed, {out.path} holds the previous output{bigquery}"
+        ) from e
+
+
+def _adopt_lock(out: OutputDir) -> None:
+    try:
+        out.adopt_lock()
+    except LockLost as e:
+        raise RunFailed(f"this run lost the lock of {out.path} ({e}); nothing was committed") from e
+
+
+def _load_bigquery(
+    launch_: Launch, out: OutputDir, files: list[str], counts: Counts, status: str
+) -> dict:
+    """Loads the staged predictions (a succeeded run only) and errors (every run that completed)
+    into BigQuery, in one transaction.
+
+    Returns:
+        The manifest entries (`bigquery`, `bigquery_errors`).
+    """
+    from pipeline.bigquery import errors_to_parquet, replace_partitions
+
+    def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
+        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
+
+    keys, loads = [], []
+    if launch_.bigquery is not None and status == "succeeded":
+        keys.append("bigquery")
+        loads.append((launch_.bigquery, staged("predictions"), counts.rows_predicted))
+    with tempfile.TemporaryDirectory(prefix="beamscore-errors-") as tmp:
+        if launch_.bigquery_errors is not None:
+            table = os.path.join(tmp, "errors.parquet")
+            try:
+                records = errors_to_parquet(staged("errors"), table)
+            except Exception as e:  # noqa: BLE001 - nothing is loaded yet: retryable
+                raise RunFailed(f"could not read the errors output for BigQuery: {e}") from e
+            keys.append("bigquery_errors")
+            loads.append((launch_.bigquery_errors, [table] if records else [], records))
+        if not loads:
+            return {}
+        return dict(zip(keys, replace_partitions(loads, launch_.run_date, launch_.spec.run_id)))
+
+
+def _tracker(plan: CommitPlan):
+    """The launcher's MLflow run, reopened by its id (None: nothing is logged)."""
+    if not plan.mlflow_run_id:
+        return None
+    from pipeline.tracking import RunLog
+
+    tracker = RunLog(plan.launch.tracking_uri, plan.launch.mlflow_experiment)
+    tracker.run_id = plan.mlflow_run_id
+    return tracker
+
+
+def _brief(errors_summary: dict | None) -> dict | None:
+    """The errors in brief as the launcher's closing lines show them (the first groups)."""
+    if errors_summary is None:
+        return None
+    groups = errors_summary.get("groups", [])[:3]
+    return {"groups": [{**g, "examples": g["examples"][:1]} for g in groups]}
+
+
+def _write_outcome(plan: CommitPlan, outcome: dict) -> None:
+    if plan.outcome:
+        _safely("write the commit's outcome", write_json, plan.outcome, outcome)
+
+
+def _safely(what: str, fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as e:  # noqa: BLE001 - what the launcher prints, not the run's data
+        _LOG.warning("could not %s: %s", what, one_line(e, with_type=True))
+
+
+def read_outcome(path: str | None) -> dict:
+    """What the commit stage left for a waiting launcher ({} when it left nothing)."""
+    if not path:
+        return {}
+    try:
+        outcome = read_json(path) or {}
+        FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - nothing there: the stage never ran
+        return {}
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+# OpenLineage: the launcher sends START (and FAIL when the job fails before its commit stage),
+# the commit stage COMPLETE.
+
+
+def lineage_for(decided: Launch) -> Lineage | None:
+    """The run's OpenLineage events, when --openlineage_url or OPENLINEAGE_URL names a server."""
+    spec = decided.spec
+    lineage = Lineage(
+        decided.openlineage_url,
+        job_name_for(decided.output, decided.run_date),
+        spec.run_id,
+        {
+            "uri": spec.model.uri,
+            "version": spec.model.version,
+            "sha256": spec.model.sha256,
+            "run_id": spec.model.run_id or None,
+        },
+        run_date=decided.run_date,
+    )
+    return lineage if lineage.enabled else None
+
+
+# Beyond this many input files, the lineage events name the input pattern, not each file.
+_LINEAGE_MAX_FILES = 1000
+
+
+def lineage_inputs(decided: Launch) -> list[Dataset]:
+    """The input datasets as the launcher matched them."""
+    if len(decided.files) > _LINEAGE_MAX_FILES:
+        return [Dataset(decided.input_pattern, files=len(decided.files))]
+    return [Dataset(f) for f in decided.files]
+
+
+def lineage_outputs(decided: Launch, manifest: dict | None = None) -> list[Dataset]:
+    """The output datasets: the predictions and errors directories and any BigQuery tables,
+    with what was written once the manifest is there."""
+    m = manifest or {}
+    outputs = m.get("outputs", {})
+    counts = m.get("counts", {})
+    datasets = [
+        Dataset(
+            FileSystems.join(decided.output, "predictions"),
+            rows=counts.get("rows_predicted"),
+            files=len(outputs["predictions"]) if "predictions" in outputs else None,
+        ),
+        Dataset(
+            FileSystems.join(decided.output, "errors"),
+            files=len(outputs["errors"]) if "errors" in outputs else None,
+        ),
+    ]
+    for key, sink in (("bigquery", decided.bigquery), ("bigquery_errors", decided.bigquery_errors)):
+        if sink is not None and (manifest is None or m.get(key)):
+            loaded = m.get(key) or {}
+            datasets.append(Dataset(f"bigquery:{sink.table.id}", rows=loaded.get("rows_loaded")))
+    return datasets
+
+
+def lineage_done(decided: Launch, manifest: dict) -> tuple[list[Dataset], list[Dataset]]:
+    """The inputs read (with their rows) and the outputs written, for the COMPLETE event."""
+    files = manifest["inputs"]
+    if len(files) > _LINEAGE_MAX_FILES:
+        inputs = [
+            Dataset(decided.input_pattern, rows=manifest["counts"]["rows_read"], files=len(files))
+        ]
+    else:
+        inputs = [
+            Dataset(f["path"], rows=None if f["failed"] else f["rows_read"], files=1) for f in files
+        ]
+    return inputs, lineage_outputs(decided, manifest)
