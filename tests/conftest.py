@@ -153,9 +153,10 @@ def _in_process(argv: list[str], env: dict | None) -> subprocess.CompletedProces
     root = logging.getLogger()
     level = root.level
     saved = dict(os.environ)
+    wanted = _environment(env)
     try:
         os.environ.clear()
-        os.environ.update(_environment(env))
+        os.environ.update(wanted)
         root.addHandler(handler)
         root.setLevel(logging.INFO)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

@@ -18,7 +18,7 @@ from pipeline import output as po
 from pipeline.errors import ConfigError
 from pipeline.output import LOCK, OutputDir, write_json
 from tests.conftest import float_rows as rows
-from tests.conftest import run_cli, run_here, write_input
+from tests.conftest import run_cli, write_input
 
 ROWS_PER_FILE = 300
 
@@ -77,7 +77,7 @@ def test_template_launch_returns_at_submission_and_the_job_commits(
     argv = template_argv(inp, models_dir / "binary.joblib", out)
     if mode != "in_memory":
         argv += more
-    cli_ = run_here(*argv)
+    cli_ = run_cli(*argv)
     assert cli_.code == 0, cli_.stderr
     (line,) = cli_.result.stdout.strip().splitlines()
     assert line.startswith("SUBMITTED: job ") and f"{out}/manifest.json" in line, line
@@ -88,10 +88,10 @@ def test_template_launch_returns_at_submission_and_the_job_commits(
 
 def test_wait_is_checked_and_waiting_keeps_todays_summary(tmp_path, models_dir):
     inp, out = night(tmp_path, files=1), tmp_path / "out"
-    bad = run_here(*template_argv(inp, models_dir / "binary.joblib", out, "--wait=maybe"))
+    bad = run_cli(*template_argv(inp, models_dir / "binary.joblib", out, "--wait=maybe"))
     assert bad.code == 2 and "--wait must be true or false" in bad.stderr
     assert not out.exists()
-    waited = run_here(*template_argv(inp, models_dir / "binary.joblib", out, "--wait=true"))
+    waited = run_cli(*template_argv(inp, models_dir / "binary.joblib", out, "--wait=true"))
     assert waited.code == 0, waited.stderr
     assert waited.result.stdout.startswith("SUCCEEDED: 300 rows read, 300 predicted")
     assert_complete(out, ROWS_PER_FILE)
@@ -107,7 +107,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
     from pipeline import commit
 
     inp, out = night(tmp_path), tmp_path / "out"
-    first = run_here(*template_argv(inp, models_dir / "binary.joblib", out))
+    first = run_cli(*template_argv(inp, models_dir / "binary.joblib", out))
     assert first.code == 0, first.stderr
     first_run = json.loads((out / "manifest.json").read_text())["run_id"]
     write_input(rows(50, seed=7, start_id=10_000), inp / "p9.parquet")  # tonight has more
@@ -143,7 +143,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
         yield from real_process(self, summary_path)
 
     monkeypatch.setattr(commit.CommitFn, "process", process)
-    again = run_here(*template_argv(inp, models_dir / "binary.joblib", out))
+    again = run_cli(*template_argv(inp, models_dir / "binary.joblib", out))
     assert again.code == 0, again.stderr
     assert len(failures) == 1 and attempts[0] == "first" and attempts[-1] == "retry", attempts
     assert "storage hiccup" in attempts[1]
@@ -155,12 +155,12 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
 def test_a_run_killed_inside_the_commit_is_finished_by_the_next_run(tmp_path, models_dir):
     inp, out = night(tmp_path), tmp_path / "out"
     args = template_argv(inp, models_dir / "binary.joblib", out)
-    assert run_here(*args).code == 0
+    assert run_cli(*args).code == 0
     write_input(rows(50, seed=7, start_id=10_000), inp / "p9.parquet")
 
     # On the DirectRunner the commit stage runs in the launcher's process: SIGKILL right after
     # the commit's journal is written, before any file moves.
-    killed = run_cli(*args, env={po.KILL_HOOK: "journal"})
+    killed = run_cli(*args, env={po.KILL_HOOK: "journal"}, process=True)
     assert killed.code == -9, killed.stderr
     (journal,) = out.glob("_staging/*/COMMIT")
     killed_run = json.loads(journal.read_text())["run_id"]
@@ -179,7 +179,7 @@ def test_sigterm_during_a_worker_process_commit_waits_for_it(tmp_path, models_di
     inp, out = night(tmp_path), tmp_path / "out"
     args = template_argv(inp, models_dir / "binary.joblib", out)
     procs = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    stopped = run_cli(*args, *procs, env={po.KILL_HOOK: "sigterm_launcher"})
+    stopped = run_cli(*args, *procs, env={po.KILL_HOOK: "sigterm_launcher"}, process=True)
     assert stopped.code == 143, stopped.stderr
     (line,) = [ln for ln in stopped.stderr.splitlines() if ln.startswith("error:")]
     assert "interrupted by SIGTERM" in line and "committed before the stop" in line, line
@@ -270,14 +270,20 @@ def test_workers_keep_the_job_lock_fresh_until_it_is_not_theirs(tmp_path, monkey
 
 @pytest.mark.parametrize("wait", ["true", "false"])
 def test_dry_run_prints_one_screen_and_writes_the_job_description(
-    tmp_path, models_dir, monkeypatch, wait
+    tmp_path, models_dir, gcs, monkeypatch, wait
 ):
-    from tests.test_dataflow import DATAFLOW
+    from tests.test_dataflow import DATAFLOW, _written_under
 
     monkeypatch.setenv("NO_GCE_CHECK", "True")
-    write_input(rows(50), tmp_path / "in" / "a.parquet")
-    cli = run_here(
-        *template_argv(tmp_path / "in", models_dir / "binary.joblib", tmp_path / "out"),
+    prefix = f"commit-stage/{tmp_path.name}"
+    local = write_input(rows(50), tmp_path / "in" / "a.parquet")
+    gcs["bucket"].blob(f"{prefix}/in/a.parquet").upload_from_filename(local)
+    gcs["bucket"].blob(f"{prefix}/m.joblib").upload_from_filename(models_dir / "binary.joblib")
+    out = f"gs://scoring/{prefix}/out"
+    cli = run_cli(
+        f"--input=gs://scoring/{prefix}/in/*.parquet",
+        f"--model=gs://scoring/{prefix}/m.joblib",
+        f"--output={out}",
         *DATAFLOW,
         f"--wait={wait}",
     )
@@ -293,4 +299,4 @@ def test_dry_run_prints_one_screen_and_writes_the_job_description(
     job = json.loads(path.read_text())
     assert job["name"] == "beamscore-test"
     assert last.startswith("DRY RUN: Dataflow job beamscore-test translated, not submitted")
-    assert not (tmp_path / "out").exists()
+    assert not _written_under(gcs, out)
