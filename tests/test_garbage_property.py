@@ -17,7 +17,7 @@ import joblib
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.run import main
@@ -54,10 +54,11 @@ def nan_model(tmp_path_factory):
 
 
 def input_ids(data: bytes, ext: str) -> set[str]:
-    """Every value the input spells in its id column (first CSV field, or JSON "id")."""
+    """Every value the input spells in its id column (first CSV field, or JSON "id"). Lines end
+    at \n, \r\n or a bare \r, as the pipeline reads them (newline="" lets csv see all three)."""
     text = data.decode("utf-8", errors="replace")
     if ext == "csv":
-        return {row[0] for row in csv.reader(io.StringIO(text)) if row}
+        return {row[0] for row in csv.reader(io.StringIO(text, newline="")) if row}
     ids = set()
     for line in text.splitlines():
         with contextlib.suppress(ValueError, AttributeError):
@@ -72,6 +73,7 @@ def input_ids(data: bytes, ext: str) -> set[str]:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
+@example(ext="csv", nan=False, garbage=[(0, b"\r,0.0")])  # a bare CR: a line end
 @given(
     ext=st.sampled_from(["csv", "jsonl"]),
     nan=st.booleans(),
