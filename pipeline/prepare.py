@@ -41,6 +41,7 @@ from transforms.sources import (
 )
 from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
 from transforms.validate import cast_column
+from transforms.values import is_text
 
 _LOG = logging.getLogger(__name__)
 _TYPES = {
@@ -709,12 +710,6 @@ def _number_share(values: np.ndarray) -> float:
     return float(pd.to_numeric(pd.Series(values), errors="coerce").notna().mean())
 
 
-def _is_text(t: pa.DataType) -> bool:
-    if pa.types.is_dictionary(t):
-        t = t.value_type
-    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
-
-
 def decide_feature_type(
     name: str, first: pa.Table | None, facts: ModelFacts, inputs: _Inputs
 ) -> pa.DataType:
@@ -735,7 +730,7 @@ def decide_feature_type(
     if pa.types.is_union(declared):  # JSON values of several kinds
         texts = any(pa.types.is_string(declared[i].type) for i in range(declared.num_fields))
         return pa.string() if texts and not numeric_required else pa.float64()
-    if _is_text(declared):
+    if is_text(declared):
         values = _text_values(first, name)
         share = _number_share(values)
         if numeric_required and len(values) and share == 0:
@@ -777,7 +772,7 @@ def decide_key_type(name: str, first: pa.Table | None, fmt: str) -> pa.DataType:
             if wide in kinds:
                 return wide
         return pa.string()
-    if _is_text(declared):
+    if is_text(declared):
         if fmt == "csv":
             values = _text_values(first, name)
             if len(values) and all(_CANONICAL_INT.fullmatch(v) for v in values):
@@ -804,7 +799,7 @@ def _signature_type(
         # CSV/JSON sample: text that is (nearly) all numbers is a numeric column with dirt.
         or (
             inputs.fmt != "parquet"
-            and _is_text(declared)
+            and is_text(declared)
             and (pa.types.is_floating(wanted) or pa.types.is_integer(wanted))
             and _number_share(_text_values(first, name)) >= 0.9
         )

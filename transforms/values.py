@@ -123,7 +123,7 @@ def cast(values, target: pa.DataType, *, key: bool, name: str) -> Cast:
         )
     if pa.types.is_boolean(target):
         return _reject(values, target, f"{label}: {{!r}} is a {kind(t)}, not a boolean")
-    if _temporal(t) != _temporal(target):  # a number is no date, a date no number
+    if pa.types.is_temporal(t) != pa.types.is_temporal(target):  # a number is no date
         return _reject(values, target, f"{label}: {{!r}} is a {kind(t)}, not a {kind(target)}")
     if pa.types.is_integer(t) and pa.types.is_floating(target):
         return _int_to_float(values, target, key, label)
@@ -153,10 +153,6 @@ def _round_trip(values: pa.Array, done: Cast, label: str) -> Cast:
         return done
     reason = f"{label}: {{!r}} does not convert exactly to {done.values.type}"
     return Cast(_nulled(done.values, altered), [*done.failures, (altered, reason)])
-
-
-def _temporal(t: pa.DataType) -> bool:
-    return pa.types.is_temporal(t)
 
 
 def _reject(values: pa.Array, target: pa.DataType, reason: str) -> Cast:
