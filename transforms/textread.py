@@ -753,13 +753,14 @@ def parse_jsonl(
     numbers as floats, rounding whole numbers above 2^53), and a column of values of several
     kinds becomes a dense union of one child per kind, cast kind by kind (transforms.values).
     """
+    rounded = False  # Arrow read a column named in `exact` as floats: parse it exactly
     try:
         utf8 = decode(data, text)
         if not utf8.isascii():
             utf8.decode("utf-8")
         table = _read_json(utf8)
-        named = set(table.column_names) if exact is None else exact & set(table.column_names)
-        if not any(pa.types.is_floating(table.schema.field(c).type) for c in named):
+        rounded = _floats_in(table, exact)
+        if not rounded:
             return Parsed(table, [], BlockLines(utf8, first_line, None, table.num_rows))
     except (UnicodeDecodeError, pa.ArrowInvalid):
         pass
@@ -782,9 +783,22 @@ def parse_jsonl(
                 Rejection(line, f"not a JSON object but a {type(value).__name__}", r.line)
             )
             continue
-        good.append((r.line, value))
+        good.append((r.line, line, value))
     lines = _Resolved(np.asarray([g[0] for g in good], dtype=np.int64))
-    return Parsed(json_table([g[1] for g in good]), rejected, lines)
+    if good and not rounded:  # the records left, in one Arrow call where it takes them
+        try:
+            table = _read_json("\n".join(g[1] for g in good).encode("utf-8"))
+            if not _floats_in(table, exact):
+                return Parsed(table, rejected, lines)
+        except pa.ArrowInvalid:
+            pass  # values of several kinds in a column
+    return Parsed(json_table([g[2] for g in good]), rejected, lines)
+
+
+def _floats_in(table: pa.Table, exact: frozenset[str] | None) -> bool:
+    """Whether Arrow read a column named in `exact` (None: any) as floats."""
+    named = set(table.column_names) if exact is None else exact & set(table.column_names)
+    return any(pa.types.is_floating(table.schema.field(c).type) for c in named)
 
 
 def _read_json(data: bytes) -> pa.Table:

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from transforms.errors import CountingDoFn, error_record
 from transforms.spec import ERRORS, KEY_COPY, Chunk, ScoringSpec
 from transforms.values import cast
+from transforms.values import mask as _mask
 
 
 def cast_column(values: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray | None]:
@@ -146,7 +147,3 @@ class ValidateBatches(CountingDoFn):
         for index, value in zip(indices, picked):
             reasons.setdefault(int(index), []).append(fmt.format(value))
         bad |= mask
-
-
-def _mask(values: pa.Array) -> np.ndarray:
-    return values.fill_null(False).to_numpy(zero_copy_only=False)

@@ -143,7 +143,7 @@ def _round_trip(values: pa.Array, done: Cast, label: str) -> Cast:
     """A cast key kept only where it converts back to exactly the value given."""
     try:
         back = pc.cast(done.values, values.type)
-        altered = _mask(pc.not_equal(back, values))
+        altered = mask(pc.not_equal(back, values))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         altered = np.zeros(len(values), dtype=bool)
         for i, (given, made) in enumerate(zip(values, done.values)):
@@ -157,11 +157,12 @@ def _round_trip(values: pa.Array, done: Cast, label: str) -> Cast:
 
 def _reject(values: pa.Array, target: pa.DataType, reason: str) -> Cast:
     """Every non-null value rejected for the same reason."""
-    mask = _mask(values.is_valid())
-    return Cast(pa.nulls(len(values), target), [(mask, reason)] if mask.any() else [])
+    rejected = mask(values.is_valid())
+    return Cast(pa.nulls(len(values), target), [(rejected, reason)] if rejected.any() else [])
 
 
-def _mask(values) -> np.ndarray:
+def mask(values) -> np.ndarray:
+    """A boolean Arrow column as a NumPy mask, null as False."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     return values.fill_null(False).to_numpy(zero_copy_only=False)
@@ -192,9 +193,9 @@ def _union(values: pa.UnionArray, target: pa.DataType, key: bool, name: str) -> 
             done = cast(child, target, key=key, name=name)
         parts.append(done.values)
         positions.append(where)
-        for mask, reason in done.failures:
+        for failed, reason in done.failures:
             full = np.zeros(n, dtype=bool)
-            full[where[mask]] = True
+            full[where[failed]] = True
             failures.append((full, reason))
     if not parts:
         return Cast(pa.nulls(n, target), [])
@@ -207,7 +208,7 @@ def _int_to_float(values: pa.Array, target: pa.DataType, key: bool, label: str) 
     if not key:
         return Cast(out, [])  # the model takes the nearest float, as scikit-learn converts it
     ints = values.cast(pa.int64()) if not pa.types.is_uint64(values.type) else values
-    big = _mask(pc.greater_equal(pc.abs(out.cast(pa.float64())), float(_EXACT_FLOAT)))
+    big = mask(pc.greater_equal(pc.abs(out.cast(pa.float64())), float(_EXACT_FLOAT)))
     if not big.any():
         return Cast(out, [])
     given = ints.fill_null(0).to_numpy(zero_copy_only=False)
@@ -222,7 +223,7 @@ def _int_to_float(values: pa.Array, target: pa.DataType, key: bool, label: str) 
 
 def _float_to_int(values: pa.Array, target: pa.DataType, key: bool, label: str) -> Cast:
     v = values.cast(pa.float64()).fill_null(0.0).to_numpy(zero_copy_only=False)
-    valid = _mask(values.is_valid())
+    valid = mask(values.is_valid())
     info = np.iinfo(target.to_pandas_dtype())
     with np.errstate(all="ignore"):
         whole = np.isfinite(v) & (np.floor(v) == v)
@@ -256,7 +257,7 @@ def _int_to_int(values: pa.Array, target: pa.DataType, label: str) -> Cast:
     info = np.iinfo(target.to_pandas_dtype())
     low, high = pa.scalar(int(info.min)), pa.scalar(int(info.max))
     wide = values.cast(pa.decimal128(38, 0))
-    outside = _mask(
+    outside = mask(
         pc.or_(pc.less(wide, low.cast(wide.type)), pc.greater(wide, high.cast(wide.type)))
     )
     reason = f"{label}: {{!r}} is outside the {target} range"
@@ -266,7 +267,7 @@ def _int_to_int(values: pa.Array, target: pa.DataType, label: str) -> Cast:
 def _timestamp_to_date(values: pa.Array, target: pa.DataType, label: str) -> Cast:
     dates = pc.cast(values, target, safe=False)
     back = pc.cast(dates, values.type)
-    timed = _mask(pc.not_equal(back, values))
+    timed = mask(pc.not_equal(back, values))
     if not timed.any():
         return Cast(dates, [])
     reason = f"{label}: {{!r}} is a timestamp with a time of day, and {label.split()[-1]} is a date"
@@ -306,8 +307,8 @@ def _from_text(values: pa.Array, target: pa.DataType, key: bool, name: str, labe
     if pa.types.is_floating(target) or pa.types.is_integer(target):
         trimmed = pc.ascii_trim_whitespace(values)
         pattern = _NUMBER if pa.types.is_floating(target) else _WHOLE
-        number = _mask(pc.match_substring_regex(trimmed, pattern, ignore_case=True))
-        not_number = _mask(values.is_valid()) & ~number
+        number = mask(pc.match_substring_regex(trimmed, pattern, ignore_case=True))
+        not_number = mask(values.is_valid()) & ~number
         failures = []
         if not_number.any():
             failures.append((not_number, f"{label}: {{!r}} is not a {kind(target)}"))
@@ -326,8 +327,8 @@ def _spelled(values: pa.Array, target: pa.DataType, name: str, label: str) -> Ca
     hint = f"set --column_types {name}:string to keep it as text"
     failures = []
     if pa.types.is_integer(target):
-        canonical = _mask(pc.match_substring_regex(values, _CANONICAL_WHOLE))
-        not_spelled = _mask(values.is_valid()) & ~canonical
+        canonical = mask(pc.match_substring_regex(values, _CANONICAL_WHOLE))
+        not_spelled = mask(values.is_valid()) & ~canonical
         if not_spelled.any():
             reason = f"{label}: {{!r}} would not be written as spelled as {target}; {hint}"
             failures.append((not_spelled, reason))
@@ -340,7 +341,7 @@ def _spelled(values: pa.Array, target: pa.DataType, name: str, label: str) -> Ca
     done = _generic(values, target, label)
     failures += [(m, f"{label}: {{!r}} is not a {kind(target)}; {hint}") for m, _ in done.failures]
     written = pc.cast(done.values, pa.string())
-    altered = _mask(pc.not_equal(written, values))  # a value rejected above is null here
+    altered = mask(pc.not_equal(written, values))  # a value rejected above is null here
     if altered.any():
         reason = f"{label}: {{!r}} would not be written as spelled as {target}; {hint}"
         failures.append((altered, reason))
