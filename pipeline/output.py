@@ -34,6 +34,7 @@ _LOG = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 REPORT = "report.html"
+QUALITY = "quality.json"  # python -m pipeline.evaluate's, of the committed run
 LOCK = "_lock"
 STAGING = "_staging"
 COMMIT = "COMMIT"
@@ -577,8 +578,9 @@ class OutputDir:
     def _roll_forward(self, run_dir: str, journal: dict) -> None:
         keep = {self.join(f) for f in journal["files"]}
         old = [f for d in OUTPUT_DIRS for f in list_files(self.join(d)) if f not in keep]
-        if self.join(REPORT) not in keep and FileSystems.exists(self.join(REPORT)):
-            old.append(self.join(REPORT))  # the previous run's page must not outlive it
+        for name in (REPORT, QUALITY):  # the previous run's page and quality must not outlive it
+            if self.join(name) not in keep and FileSystems.exists(self.join(name)):
+                old.append(self.join(name))
         if old:
             FileSystems.delete(old)
         pending = [f for f in journal["files"] if FileSystems.exists(FileSystems.join(run_dir, f))]

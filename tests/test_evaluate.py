@@ -1,0 +1,269 @@
+"""Delayed-label quality (`python -m pipeline.evaluate`) on nights scored by the CLI: the metrics
+are scikit-learn's on the joined rows, every label and prediction is accounted for, and the
+night's MLflow run gains them."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn import metrics as skm
+
+from tests.conftest import Cli, assert_one_line_error, float_rows, score, write_input
+
+
+def evaluate(night: Path, labels: Path | str, *more: str, env: dict | None = None) -> Cli:
+    """`python -m pipeline.evaluate` in this process (its entry point), as run_cli does."""
+    from pipeline import evaluate as cli
+    from tests.conftest import _environment
+
+    argv = ["--predictions", str(night), "--labels", str(labels), *more]
+    if "--label_column" not in more:
+        argv += ["--label_column", "y"]
+    out, err = io.StringIO(), io.StringIO()
+    saved, wanted = dict(os.environ), _environment(env)
+    try:
+        os.environ.clear()
+        os.environ.update(wanted)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(argv)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return Cli(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()), night)
+
+
+def quality(night: Path) -> dict:
+    return json.loads((night / "quality.json").read_text())
+
+
+def predictions(night: Path) -> pd.DataFrame:
+    files = sorted((night / "predictions").glob("*.parquet"))
+    return pa.concat_tables([pq.read_table(f) for f in files]).to_pandas()
+
+
+def _night(tmp: Path, model: Path, seed: int, *more: str) -> Path:
+    write_input(float_rows(60, seed=seed), tmp / "in.parquet")
+    cli = score(tmp / "in.parquet", model, tmp / "night", *more)
+    assert cli.code == 0, cli.stderr
+    return tmp / "night"
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    from tests.test_mlflow_tracking import sqlite_store
+
+    return sqlite_store(tmp_path_factory.mktemp("mlflow"))
+
+
+@pytest.fixture(scope="module")
+def binary_night(tmp_path_factory, models_dir, mlflow_uri) -> Path:
+    """A binary night logged to MLflow (a sqlite store under tmp)."""
+    tmp = tmp_path_factory.mktemp("binary")
+    flags = ("--mlflow_tracking_uri", mlflow_uri, "--mlflow_experiment", "nightly")
+    return _night(tmp, models_dir / "binary.joblib", 21, *flags)
+
+
+@pytest.fixture(scope="module")
+def regressor_night(tmp_path_factory, models_dir) -> Path:
+    return _night(tmp_path_factory.mktemp("regressor"), models_dir / "regressor.joblib", 23)
+
+
+def test_binary_metrics_are_sklearns_and_the_nights_mlflow_run_gains_them(
+    tmp_path, binary_night, mlflow_uri
+):
+    rng = np.random.default_rng(5)
+    ids = [str(i) for i in range(10, 60)]  # ids 0..9 get no label
+    ys = rng.integers(0, 2, len(ids)).tolist()
+    rows = list(zip(ids, ys))
+    rows += [(str(i), 1) for i in range(1000, 1005)]  # labels of no prediction of the night
+    rows += [("007", 1)]  # int key 7 is written "7": "007" is not it (rejected, not a miss)
+    rows += [("5", 2)]  # not one of the model's classes (0, 1): rejected
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(rows, columns=["id", "y"]).to_csv(labels, index=False)
+
+    cli = evaluate(binary_night, labels, env={"MLFLOW_TRACKING_URI": mlflow_uri})
+    assert cli.code == 0, cli.stderr
+    assert cli.stderr == ""  # no warning of MLflow's or scikit-learn's
+    q = quality(binary_night)
+    assert q["model_kind"] == "binary" and q["positive_class"] == "1"
+    assert q["rows_scored"] == 60 and q["rows_labelled"] == 50
+    assert q["rows_unmatched"] == {"predictions": 10, "labels": 5}
+    assert q["labels_read"] == 57 and q["labels_rejected"]["rows"] == 2
+    reasons = " | ".join(e["reason"] for e in q["labels_rejected"]["examples"])
+    assert "'007' would not be written as spelled as int64" in reasons
+    assert "2 is not one of the model's classes (0, 1)" in reasons
+    assert q["key_casts"] == {"id": {"night": "int64", "labels": ["string"]}}
+
+    # The expectation, computed here on the joined rows.
+    p = predictions(binary_night)
+    want = pd.DataFrame({"id": [int(i) for i in ids], "y": ys}).merge(p, on="id")
+    assert len(want) == 50
+    y, proba = want.y.to_numpy(), want[["proba_0", "proba_1"]].to_numpy()
+    expected = {
+        "roc_auc": skm.roc_auc_score(y, want.proba_1),
+        "log_loss": skm.log_loss(y, proba, labels=[0, 1]),
+        "accuracy": skm.accuracy_score(y, want.prediction),
+        "precision": skm.precision_score(y, want.prediction),
+        "recall": skm.recall_score(y, want.prediction),
+    }
+    assert q["metrics"] == pytest.approx(expected, rel=1e-12)
+    assert "EVALUATED: 50 of 60 predictions labelled (binary)" in cli.result.stdout
+
+    from mlflow import MlflowClient
+
+    manifest = json.loads((binary_night / "manifest.json").read_text())
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(manifest["mlflow_run_id"])
+    for name, value in expected.items():
+        assert run.data.metrics[f"quality_{name}"] == pytest.approx(value, rel=1e-12)
+    assert run.data.metrics["quality_rows_unmatched_predictions"] == 10
+    assert run.data.metrics["quality_rows_unmatched_labels"] == 5
+    assert "quality.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    assert run.info.status == "FINISHED"  # the night's outcome is not changed
+
+
+def test_multiclass_jsonl_labels_with_keys_as_json_text_or_numbers(tmp_path, models_dir):
+    night = _night(tmp_path, models_dir / "multiclass.pkl", 22)
+    rng = np.random.default_rng(6)
+    classes = ["high", "low", "mid"]
+    lines, kept = [], []
+    for i in range(60):
+        y = classes[rng.integers(0, 3)]
+        key = str(i) if i % 2 else i  # "7" (JSON text) is the key 7 as the night wrote it
+        if i == 3:
+            y = "medium"  # not a class
+        elif i == 4:
+            key = "4.0"  # text that is not the key's spelling
+        else:
+            kept.append((i, y))
+        lines.append(json.dumps({"id": key, "y": y, "extra": "ignored"}))
+    (tmp_path / "labels.jsonl").write_text("\n".join(lines) + "\n{not json\n")
+
+    cli = evaluate(night, tmp_path / "labels.jsonl")
+    assert cli.code == 0, cli.stderr
+    q = quality(night)
+    assert q["model_kind"] == "multiclass" and q["classes"] == classes
+    assert q["rows_labelled"] == 58
+    assert q["rows_unmatched"] == {"predictions": 2, "labels": 0}
+    assert q["labels_read"] == 61 and q["labels_rejected"]["rows"] == 3
+    assert "not valid JSON" in json.dumps(q["labels_rejected"])
+    want = pd.DataFrame(kept, columns=["id", "y"]).merge(predictions(night), on="id")
+    proba = want[[f"proba_{c}" for c in classes]].to_numpy()
+    assert q["metrics"] == pytest.approx(
+        {
+            "accuracy": skm.accuracy_score(want.y, want.prediction),
+            "log_loss": skm.log_loss(want.y, proba, labels=classes),
+        },
+        rel=1e-12,
+    )
+
+
+def test_regressor_parquet_labels_and_a_rerun_replaces_quality(tmp_path, regressor_night):
+    ids = np.arange(60, dtype=np.int64)
+    target = np.linspace(-3, 3, 60)
+    target[7] = np.nan  # not a finite number: rejected
+    labels = pa.table(
+        {"id": pa.array(ids), "y": pa.array(target.tolist()[:8] + [None] + target.tolist()[9:])}
+    )
+    pq.write_table(labels, tmp_path / "labels.parquet")
+    for _ in range(2):  # evaluating again is safe: the same numbers, one file
+        cli = evaluate(regressor_night, tmp_path / "labels.parquet")
+        assert cli.code == 0, cli.stderr
+    q = quality(regressor_night)
+    assert q["model_kind"] == "regressor" and q["rows_labelled"] == 58
+    assert q["rows_unmatched"] == {"predictions": 2, "labels": 0}
+    reasons = [e["reason"] for e in q["labels_rejected"]["examples"]]
+    assert any("is not a finite number" in r for r in reasons)
+    assert any("label y is null" in r for r in reasons)
+    keep = np.isfinite(target) & (ids != 8)
+    want = pd.DataFrame({"id": ids[keep], "y": target[keep]}).merge(
+        predictions(regressor_night), on="id"
+    )
+    assert q["metrics"] == pytest.approx(
+        {
+            "rmse": np.sqrt(skm.mean_squared_error(want.y, want.prediction)),
+            "mae": skm.mean_absolute_error(want.y, want.prediction),
+            "r2": skm.r2_score(want.y, want.prediction),
+        },
+        rel=1e-12,
+    )
+    assert sorted(p.name for p in regressor_night.iterdir() if p.name.startswith("quality")) == [
+        "quality.json"
+    ]
+
+
+def test_a_key_held_by_two_labels_is_exit_2_naming_it(tmp_path, regressor_night):
+    before = (
+        (regressor_night / "quality.json").read_bytes()
+        if (regressor_night / "quality.json").exists()
+        else None
+    )
+    pd.DataFrame({"id": [1, 2, 3, 3], "y": [0.1, 0.2, 0.3, 0.4]}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    cli = evaluate(regressor_night, tmp_path / "labels.csv")
+    assert_one_line_error(cli, "key (id=3)", "2 labels")
+    after = (
+        (regressor_night / "quality.json").read_bytes()
+        if (regressor_night / "quality.json").exists()
+        else None
+    )
+    assert after == before  # nothing written
+
+
+def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, binary_night):
+    pd.DataFrame({"id": [1, 2], "y": [0.5, 1.5]}).to_csv(tmp_path / "ok.csv", index=False)
+    pd.DataFrame({"ID": [1, 2], "y": [0.5, 1.5]}).to_csv(tmp_path / "nokey.csv", index=False)
+    pd.DataFrame({"id": [9001], "y": [0.5]}).to_csv(tmp_path / "other.csv", index=False)
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "data.txt").write_text("x")
+    cases = [
+        ((tmp_path / "foreign", tmp_path / "ok.csv"), "holds no manifest.json of this tool"),
+        ((regressor_night, tmp_path / "ok.csv", "--label_column", "target"), "lacks label column"),
+        ((regressor_night, tmp_path / "nokey.csv"), "lacks key/label column(s) id (the file has"),
+        ((regressor_night, tmp_path / "ok.csv", "--key_columns", "f0"), "not a key column"),
+        ((regressor_night, tmp_path / "none-*.csv"), "no label file matches"),
+        ((regressor_night, tmp_path / "other.csv"), "no prediction of"),
+        ((binary_night, tmp_path / "ok.csv"), "give its server with --mlflow_tracking_uri"),
+    ]
+    for args, words in cases:
+        before = sorted(p.name for p in Path(args[0]).iterdir())
+        cli = evaluate(*args, env={"MLFLOW_TRACKING_URI": None})
+        assert_one_line_error(cli, words)
+        assert sorted(p.name for p in Path(args[0]).iterdir()) == before
+
+
+def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(tmp_path, models_dir):
+    from tests.test_lineage import serving
+
+    night = _night(tmp_path, models_dir / "regressor.joblib", 24)
+    pd.DataFrame({"id": range(60), "y": np.linspace(0, 1, 60)}).to_csv(
+        tmp_path / "labels.csv", index=False
+    )
+    with serving() as receiver:
+        cli = evaluate(night, tmp_path / "labels.csv", "--openlineage_url", receiver.url)
+    assert cli.code == 0, cli.stderr
+    assert "lineage:     sent" in cli.result.stdout
+    [event] = receiver.events
+    assert event["eventType"] == "COMPLETE"
+    assert event["job"]["name"].endswith("night:evaluate")
+    assert [d["name"] for d in event["outputs"]] == [str(night / "quality.json")]
+    assert {d["name"] for d in event["inputs"]} == {
+        str(night / "predictions"),
+        str(tmp_path / "labels.csv"),
+    }
+    run_id = quality(night)["run_id"]
+    rescored = score(tmp_path / "in.parquet", models_dir / "regressor.joblib", night)
+    assert rescored.code == 0, rescored.stderr
+    assert rescored.manifest["run_id"] != run_id
+    assert not (night / "quality.json").exists()  # the old night's quality is not the new one's
