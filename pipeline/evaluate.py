@@ -39,6 +39,7 @@ from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
+from pipeline.prepare import _absolute, _filled, parse_run_date
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
 from transforms.sources import (
@@ -59,7 +60,7 @@ _LOG = logging.getLogger("pipeline.evaluate")
 USAGE = (
     "usage: python -m pipeline.evaluate --predictions DIR --labels PATTERN --label_column NAME "
     "[--key_columns a,b] [--labels_format parquet|csv|jsonl] [--mlflow_tracking_uri URI] "
-    "[--openlineage_url URL]"
+    "[--openlineage_url URL] [--run_date YYYY-MM-DD]"
 )
 HELP = f"""{USAGE}
 
@@ -81,6 +82,9 @@ Joins a past night's predictions with the labels that arrived later and writes D
       manifest names an MLflow run, which gains the metrics
   --openlineage_url URL
       send an OpenLineage COMPLETE event to this server (default: OPENLINEAGE_URL)
+  --run_date YYYY-MM-DD
+      fills {{run_date}} in --predictions and --labels (as in the scoring run's --output);
+      the night's manifest must be of that date
 """
 # Rejected labels kept as examples in quality.json.
 EXAMPLES = 5
@@ -100,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--labels_format", choices=FORMATS)
     p.add_argument("--mlflow_tracking_uri")
     p.add_argument("--openlineage_url")
+    p.add_argument("--run_date")
     return p
 
 
@@ -500,13 +505,24 @@ def evaluate(argv: list[str]) -> tuple[dict, str | None, list[str] | None]:
     if rest:
         raise ConfigError(f"unexpected argument(s) {' '.join(rest)} (see --help)")
     anonymous_if_emulated()
-    directory = args.predictions.rstrip("/")
     started = datetime.datetime.now(datetime.UTC)
+    run_date = None
+    if args.run_date is not None or "{run_date}" in args.predictions + args.labels:
+        if args.run_date is None:
+            raise ConfigError("--predictions or --labels holds {run_date}: give --run_date")
+        run_date = parse_run_date(args.run_date, started.date())
+    directory = _absolute(_filled("--predictions", args.predictions, run_date or "")).rstrip("/")
+    args.labels = _absolute(_filled("--labels", args.labels, run_date or ""))
     if directory.startswith("gs://"):
         from pipeline import gcs
 
         gcs.check_flag(directory, "--predictions")
     manifest = read_night(directory)
+    if run_date and manifest.get("run_date") != run_date:
+        raise ConfigError(
+            f"--predictions {directory} holds the night of {manifest.get('run_date')}, "
+            f"not --run_date {run_date}"
+        )
     night_keys = list(manifest.get("key_columns") or [])
     keys = _keys(args.key_columns, night_keys)
     label = args.label_column.strip()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -30,13 +31,17 @@ def evaluate(night: Path, labels: Path | str, *more: str, env: dict | None = Non
     if "--label_column" not in more:
         argv += ["--label_column", "y"]
     out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)  # as main()'s basicConfig would log to stderr
+    root = logging.getLogger()
     saved, wanted = dict(os.environ), _environment(env)
     try:
         os.environ.clear()
         os.environ.update(wanted)
+        root.addHandler(handler)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.main(argv)
     finally:
+        root.removeHandler(handler)
         os.environ.clear()
         os.environ.update(saved)
     return Cli(subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue()), night)
@@ -235,6 +240,7 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, bina
         ((regressor_night, tmp_path / "none-*.csv"), "no label file matches"),
         ((regressor_night, tmp_path / "other.csv"), "no prediction of"),
         ((binary_night, tmp_path / "ok.csv"), "give its server with --mlflow_tracking_uri"),
+        ((regressor_night, tmp_path / "ok.csv", "--run_date", "2001-01-01"), "night of 20"),
     ]
     for args, words in cases:
         before = sorted(p.name for p in Path(args[0]).iterdir())
@@ -243,10 +249,12 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, bina
         assert sorted(p.name for p in Path(args[0]).iterdir()) == before
 
 
-def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(tmp_path, models_dir):
+def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(
+    tmp_path, models_dir, regressor_night
+):
     from tests.test_lineage import serving
 
-    night = _night(tmp_path, models_dir / "regressor.joblib", 24)
+    night = regressor_night
     pd.DataFrame({"id": range(60), "y": np.linspace(0, 1, 60)}).to_csv(
         tmp_path / "labels.csv", index=False
     )
@@ -263,7 +271,24 @@ def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(tmp_path, mod
         str(tmp_path / "labels.csv"),
     }
     run_id = quality(night)["run_id"]
-    rescored = score(tmp_path / "in.parquet", models_dir / "regressor.joblib", night)
+    rescored = score(night.parent / "in.parquet", models_dir / "regressor.joblib", night)
     assert rescored.code == 0, rescored.stderr
     assert rescored.manifest["run_id"] != run_id
     assert not (night / "quality.json").exists()  # the old night's quality is not the new one's
+
+
+def test_a_night_and_labels_in_cloud_storage(tmp_path, regressor_night, gcs):
+    bucket = gcs["bucket"]
+    day = json.loads((regressor_night / "manifest.json").read_text())["run_date"]
+    for f in regressor_night.rglob("*"):
+        if f.is_file() and f.name != "quality.json":
+            bucket.blob(f"ev/{day}/{f.relative_to(regressor_night)}").upload_from_filename(f)
+    labels = pd.DataFrame({"id": range(0, 60, 2), "y": np.linspace(0, 1, 30)})
+    bucket.blob(f"ev/labels/{day}/a.csv").upload_from_string(labels.to_csv(index=False))
+    cli = evaluate(
+        "gs://scoring/ev/{run_date}", "gs://scoring/ev/labels/{run_date}/*.csv", "--run_date", day
+    )
+    assert cli.code == 0, cli.stderr
+    q = json.loads(bucket.blob(f"ev/{day}/quality.json").download_as_bytes())
+    assert q["rows_labelled"] == 30 and q["rows_unmatched"] == {"predictions": 30, "labels": 0}
+    assert q["predictions"] == f"gs://scoring/ev/{day}"
