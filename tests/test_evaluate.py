@@ -292,3 +292,15 @@ def test_a_night_and_labels_in_cloud_storage(tmp_path, regressor_night, gcs):
     q = json.loads(bucket.blob(f"ev/{day}/quality.json").download_as_bytes())
     assert q["rows_labelled"] == 30 and q["rows_unmatched"] == {"predictions": 30, "labels": 0}
     assert q["predictions"] == f"gs://scoring/ev/{day}"
+
+
+def test_join_refuses_a_labelled_key_two_predictions_hold_and_keeps_the_nights_order():
+    from pipeline.errors import ConfigError
+    from pipeline.evaluate import join
+
+    night = pa.table({"id": [9, 5, 5, 1], "prediction": [0.9, 0.5, 0.6, 0.1]})
+    labels = pa.table({"id": [1, 9, 7], "y": [1.0, 9.0, 7.0]})
+    joined = join(night, labels, ["id"])  # key 5 twice, but unlabelled: no matter
+    assert joined["id"].to_pylist() == [9, 1] and joined["__label"].to_pylist() == [9.0, 1.0]
+    with pytest.raises(ConfigError, match=r"key \(id=5\) is held by 2 labelled predictions"):
+        join(night, pa.table({"id": [5], "y": [0.5]}), ["id"])
