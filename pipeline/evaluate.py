@@ -384,7 +384,7 @@ def _typed(
                 reasons.append((nonfinite, f"label {name}: {{!r}} is not a finite number", values))
                 bad |= nonfinite
         elif is_label and kind.classes:
-            known = np.array([str(v) in kind.classes for v in values.to_pylist()], dtype=bool)
+            known = class_index(values, kind.classes) >= 0
             unknown = ~bad & ~known
             if unknown.any():
                 listed = ", ".join(kind.classes)
@@ -418,6 +418,23 @@ def _without_hint(reason: str) -> str:
     return reason.split("; set --column_types", 1)[0]
 
 
+def class_index(values, classes: tuple[str, ...]) -> np.ndarray:
+    """Each value's position among the classes (named as the proba_<class> columns name them,
+    Python's spelling of the class), -1 for a value that is not a class."""
+    typed = None
+    try:
+        typed = pc.cast(pa.array(classes), values.type)
+        if [str(v) for v in typed.to_pylist()] != list(classes):
+            typed = None  # a class Arrow spells otherwise: by Python's spelling, value by value
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if typed is not None:
+        found = pc.index_in(values, value_set=typed)
+        return np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    lookup = {c: i for i, c in enumerate(classes)}
+    return np.array([lookup.get(str(v), -1) for v in values.to_pylist()], dtype=np.int64)
+
+
 # ---------------------------------------------------------------------------------------------
 # The join and the metrics
 
@@ -428,7 +445,11 @@ def join(predictions: pa.Table, labels: pa.Table, keys: list[str]) -> pa.Table:
     _unique(labels, keys, "labels")
     p = predictions.append_column("__p", pa.array(np.arange(predictions.num_rows)))
     lab = labels.rename_columns([*keys, "__label"])
-    joined = p.join(lab, keys=keys, join_type="inner")
+    try:
+        joined = p.join(lab, keys=keys, join_type="inner")
+    except pa.ArrowNotImplementedError as e:
+        types = ", ".join(f"{k} {predictions.schema.field(k).type}" for k in keys)
+        raise ConfigError(f"cannot match labels by keys of these types ({types}): {e}") from e
     _unique(joined, keys, "labelled predictions of the night")
     return joined.sort_by("__p")
 
@@ -436,7 +457,10 @@ def join(predictions: pa.Table, labels: pa.Table, keys: list[str]) -> pa.Table:
 def _unique(table: pa.Table, keys: list[str], what: str) -> None:
     if not table.num_rows:
         return
-    counts = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    try:
+        counts = table.group_by(keys, use_threads=False).aggregate([([], "count_all")])
+    except pa.ArrowNotImplementedError as e:
+        raise ConfigError(f"cannot match labels by keys {', '.join(keys)}: {e}") from e
     repeated = counts.filter(pc.greater(counts["count_all"], 1))
     if repeated.num_rows:
         first = repeated.slice(0, 1).to_pylist()[0]
@@ -472,9 +496,8 @@ def metrics(joined: pa.Table, kind: Kind) -> tuple[dict[str, float | None], dict
         y = np.asarray(joined["__label"].to_pylist(), dtype=object)
         pred = np.asarray(joined["prediction"].to_pylist(), dtype=object)
         return {"accuracy": float(np.mean(y == pred))}, notes
-    index = {c: i for i, c in enumerate(kind.classes)}
-    y = np.array([index[str(v)] for v in joined["__label"].to_pylist()])
-    pred = np.array([index.get(str(v), -1) for v in joined["prediction"].to_pylist()])
+    y = class_index(joined["__label"], kind.classes)
+    pred = class_index(joined["prediction"], kind.classes)
     proba = np.column_stack([joined[f"proba_{c}"].to_numpy() for c in kind.classes])
     labels = list(range(len(kind.classes)))
     with warnings.catch_warnings():
@@ -582,9 +605,9 @@ def evaluate(argv: list[str]) -> tuple[dict, str | None, list[str] | None]:
         quality["metric_notes"] = notes
     if tracker is not None:
         quality["mlflow_run_id"] = manifest["mlflow_run_id"]
-    assert labels.rows_read == joined.num_rows + quality["rows_unmatched"]["labels"] + (
-        labels.rows_rejected
-    ), "labels not accounted for"
+    accounted = joined.num_rows + quality["rows_unmatched"]["labels"] + labels.rows_rejected
+    if labels.rows_read != accounted:  # a bug: never a quality.json with labels lost
+        raise RuntimeError(f"labels read {labels.rows_read:,} != accounted for {accounted:,}")
     path = FileSystems.join(directory, QUALITY)
     again = read_json(FileSystems.join(directory, MANIFEST)) or {}
     if again.get("run_id") != manifest["run_id"]:

@@ -304,3 +304,18 @@ def test_join_refuses_a_labelled_key_two_predictions_hold_and_keeps_the_nights_o
     assert joined["id"].to_pylist() == [9, 1] and joined["__label"].to_pylist() == [9.0, 1.0]
     with pytest.raises(ConfigError, match=r"key \(id=5\) is held by 2 labelled predictions"):
         join(night, pa.table({"id": [5], "y": [0.5]}), ["id"])
+
+
+@pytest.mark.parametrize(
+    "values, classes, expected",
+    [
+        (pa.array([1, 0, 2, None]), ("0", "1"), [1, 0, -1, -1]),
+        (pa.array(["mid", "x", "high"]), ("high", "low", "mid"), [2, -1, 0]),
+        (pa.array([1.0, 0.5, 0.0]), ("0.0", "1.0"), [1, -1, 0]),
+        (pa.array([True, False, None]), ("False", "True"), [1, 0, -1]),
+    ],
+)
+def test_class_index_names_classes_as_the_proba_columns_do(values, classes, expected):
+    from pipeline.evaluate import class_index
+
+    assert class_index(values, classes).tolist() == expected
