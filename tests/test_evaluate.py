@@ -180,9 +180,9 @@ def test_regressor_parquet_labels_and_a_rerun_replaces_quality(tmp_path, regress
     labels = pa.table(
         {"id": pa.array(ids), "y": pa.array(target.tolist()[:8] + [None] + target.tolist()[9:])}
     )
-    pq.write_table(labels, tmp_path / "labels.parquet")
+    pq.write_table(labels, tmp_path / "labels.bin")  # a name that does not say the format
     for _ in range(2):  # evaluating again is safe: the same numbers, one file
-        cli = evaluate(regressor_night, tmp_path / "labels.parquet")
+        cli = evaluate(regressor_night, tmp_path / "labels.bin", "--labels_format", "parquet")
         assert cli.code == 0, cli.stderr
     q = quality(regressor_night)
     assert q["model_kind"] == "regressor" and q["rows_labelled"] == 58
@@ -238,6 +238,8 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, bina
         ((regressor_night, tmp_path / "nokey.csv"), "lacks key/label column(s) id (the file has"),
         ((regressor_night, tmp_path / "ok.csv", "--key_columns", "f0"), "not a key column"),
         ((regressor_night, tmp_path / "none-*.csv"), "no label file matches"),
+        ((regressor_night, tmp_path / "ok.csv", "--labels_format", "xls"), "invalid choice"),
+        ((regressor_night, tmp_path / "foreign" / "data.txt"), "--labels_format parquet|csv"),
         ((regressor_night, tmp_path / "other.csv"), "no prediction of"),
         ((binary_night, tmp_path / "ok.csv"), "give its server with --mlflow_tracking_uri"),
         ((regressor_night, tmp_path / "ok.csv", "--run_date", "2001-01-01"), "night of 20"),
