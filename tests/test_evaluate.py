@@ -96,6 +96,9 @@ def test_binary_metrics_are_sklearns_and_the_nights_mlflow_run_gains_them(
     labels = tmp_path / "labels.csv"
     pd.DataFrame(rows, columns=["id", "y"]).to_csv(labels, index=False)
 
+    refused = evaluate(binary_night, labels, env={"MLFLOW_TRACKING_URI": None})
+    assert_one_line_error(refused, "give its server with --mlflow_tracking_uri")
+    assert not (binary_night / "quality.json").exists()
     cli = evaluate(binary_night, labels, env={"MLFLOW_TRACKING_URI": mlflow_uri})
     assert cli.code == 0, cli.stderr
     assert cli.stderr == ""  # no warning of MLflow's or scikit-learn's
@@ -226,7 +229,7 @@ def test_a_key_held_by_two_labels_is_exit_2_naming_it(tmp_path, regressor_night)
     assert after == before  # nothing written
 
 
-def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, binary_night):
+def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night):
     pd.DataFrame({"id": [1, 2], "y": [0.5, 1.5]}).to_csv(tmp_path / "ok.csv", index=False)
     pd.DataFrame({"ID": [1, 2], "y": [0.5, 1.5]}).to_csv(tmp_path / "nokey.csv", index=False)
     pd.DataFrame({"id": [9001], "y": [0.5]}).to_csv(tmp_path / "other.csv", index=False)
@@ -241,12 +244,11 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night, bina
         ((regressor_night, tmp_path / "ok.csv", "--labels_format", "xls"), "invalid choice"),
         ((regressor_night, tmp_path / "foreign" / "data.txt"), "--labels_format parquet|csv"),
         ((regressor_night, tmp_path / "other.csv"), "no prediction of"),
-        ((binary_night, tmp_path / "ok.csv"), "give its server with --mlflow_tracking_uri"),
         ((regressor_night, tmp_path / "ok.csv", "--run_date", "2001-01-01"), "night of 20"),
     ]
     for args, words in cases:
         before = sorted(p.name for p in Path(args[0]).iterdir())
-        cli = evaluate(*args, env={"MLFLOW_TRACKING_URI": None})
+        cli = evaluate(*args)
         assert_one_line_error(cli, words)
         assert sorted(p.name for p in Path(args[0]).iterdir()) == before
 
