@@ -53,7 +53,7 @@ from transforms.sources import (
 )
 from transforms.spec import TextFormat
 from transforms.textread import RecordBlocks, csv_header, json_array_message, parse_csv, parse_jsonl
-from transforms.values import cast
+from transforms.values import cast, mask
 
 _LOG = logging.getLogger("pipeline.evaluate")
 
@@ -90,13 +90,10 @@ Joins a past night's predictions with the labels that arrived later and writes D
 EXAMPLES = 5
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see --help)")
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(add_help=False, allow_abbrev=False)
+    from pipeline.run import _OneLineParser  # a bad value is one line, exit 2
+
+    p = _OneLineParser(add_help=False, allow_abbrev=False)
     p.add_argument("--predictions", required=True)
     p.add_argument("--labels", required=True)
     p.add_argument("--label_column", required=True)
@@ -372,13 +369,13 @@ def _typed(
         for failed, reason in done.failures:
             reasons.append((failed & ~bad, _without_hint(reason), block.column(name)))
             bad |= failed
-        null = ~bad & ~_mask(values.is_valid())
+        null = ~bad & ~mask(values.is_valid())
         if null.any():
             what = f"label {name} is null" if is_label else f"key {name} is null"
             reasons.append((null, what + ": such a row matches no prediction", None))
             bad |= null
         if is_label and kind.name == "regressor":
-            finite = _mask(pc.is_finite(values))
+            finite = mask(pc.is_finite(values))
             nonfinite = ~bad & ~finite
             if nonfinite.any():
                 reasons.append((nonfinite, f"label {name}: {{!r}} is not a finite number", values))
@@ -407,10 +404,6 @@ def _typed(
         return pa.table(columns)
     keep = pa.array(~bad)
     return pa.table({name: values.filter(keep) for name, values in columns.items()})
-
-
-def _mask(values) -> np.ndarray:
-    return np.asarray(values.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _without_hint(reason: str) -> str:
