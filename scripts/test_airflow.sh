@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the Airflow example's tests (tests_airflow/): Airflow's own DagBag imports
-# examples/airflow_dag.py and dag.test() runs it on the DirectRunner. Not part of ./run_tests.sh,
+# Runs the Airflow examples' tests (tests_airflow/): Airflow's own DagBag imports
+# examples/airflow_dag.py and examples/composer_dag.py, and dag.test() runs them (the first on the
+# DirectRunner, the second against the Cloud Storage emulator). Not part of ./run_tests.sh,
 # since installing Airflow takes a while: Airflow lives in its own virtualenv, .cache/airflow/venv,
 # built once and rebuilt only when its requirements change. The DAG's task runs the launcher with
 # the project's .venv (./run_tests.sh builds it; BEAMSCORE_PYTHON=/path/to/python overrides it).
@@ -42,7 +43,7 @@ mkdir -p "$CACHE"
   flock 9
   WANT="$(cat "$REQUIREMENTS" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1) $("$PY" --version)"
   if [ ! -f "$CACHE/ready" ] || [ "$(cat "$CACHE/ready")" != "$WANT" ]; then
-    echo "installing Airflow into $CACHE/venv (about a minute)" >&2
+    echo "installing Airflow and its Google provider into $CACHE/venv (about five minutes)" >&2
     rm -f "$CACHE/ready"
     "$PY" -m venv --clear "$CACHE/venv"
     "$CACHE/venv/bin/python" -m pip install --quiet -c "$CONSTRAINTS" -r "$REQUIREMENTS" pytest >&2
