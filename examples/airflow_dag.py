@@ -37,6 +37,13 @@ Deploy:
      itself, without Google Cloud or the three Dataflow Variables: the test runs the DAG so).
 
 A manual run scores its logical date: trigger one with the date to score (again).
+
+Model quality once the labels arrive: the `evaluate` task runs `python -m pipeline.evaluate` on
+the night `evaluate_days_back` days before the one scored (a DAG param, default 30: the night whose
+labels are complete), after `score` whatever its outcome. It needs the Variables
+beamscore_labels_pattern (the labels' files, `{run_date}` filled with that night's date) and
+beamscore_label_column (optional: beamscore_label_key_columns); without them it is skipped. Its exit
+codes map as the launcher's: 3 retried, anything else but 0 failed without retry.
 """
 
 from __future__ import annotations
@@ -46,10 +53,24 @@ import os
 import shlex
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
-from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable, Param, TriggerRule
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 RETRYABLE = 3  # the launcher's exit code for a run that could not complete
+
+
+def run_beamscore(hook: SubprocessHook, argv: list[str], cwd: str) -> None:
+    """Runs a beamscore command; raises unless it exits 0 (retried only for exit 3)."""
+    try:
+        result = hook.run_command(argv, cwd=cwd)
+    except OSError as e:  # no such interpreter or directory: configuration, not retried
+        raise AirflowFailException(f"cannot start the beamscore launcher: {e}") from e
+    if result.exit_code == RETRYABLE:
+        raise AirflowException(f"beamscore exited 3 (retried): {result.output}")
+    if result.exit_code != 0:
+        raise AirflowFailException(
+            f"beamscore exited {result.exit_code} (not retried): {result.output}"
+        )
 
 
 class BeamscoreOperator(BaseOperator):
@@ -140,16 +161,7 @@ class BeamscoreOperator(BaseOperator):
         if runner == "DataflowRunner":
             argv += self._dataflow_flags()
         argv += shlex.split(self.extra_flags)
-        try:
-            result = self._hook.run_command(argv, cwd=self.home)
-        except OSError as e:  # no such interpreter or directory: configuration, not retried
-            raise AirflowFailException(f"cannot start the beamscore launcher: {e}") from e
-        if result.exit_code == RETRYABLE:
-            raise AirflowException(f"beamscore exited 3 (retried): {result.output}")
-        if result.exit_code != 0:
-            raise AirflowFailException(
-                f"beamscore exited {result.exit_code} (not retried): {result.output}"
-            )
+        run_beamscore(self._hook, argv, self.home)
 
     def _dataflow_flags(self) -> list[str]:
         launched = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
@@ -177,6 +189,81 @@ class BeamscoreOperator(BaseOperator):
         self._hook.send_sigterm()
 
 
+class BeamscoreEvaluateOperator(BaseOperator):
+    """Runs `python -m pipeline.evaluate` on a past night; skipped when no labels are configured.
+
+    Every argument but BaseOperator's is templated; an empty one is unset.
+
+    Args:
+        home: the beamscore checkout, the working directory.
+        output_dir: the night's output directory (`{run_date}` is filled with run_date).
+        run_date: the night to evaluate, YYYY-MM-DD.
+        labels_pattern: the labels' files (`{run_date}` filled likewise).
+        label_column: the column of the labels that holds the true value.
+        key_columns: the columns joining labels to predictions; default: the night's keys.
+        mlflow_tracking_uri: the MLflow server of the night's run, if it was logged.
+        python: the interpreter of the beamscore install; default: home's .venv.
+        **kwargs: BaseOperator's arguments.
+    """
+
+    template_fields = (
+        "home",
+        "output_dir",
+        "run_date",
+        "labels_pattern",
+        "label_column",
+        "key_columns",
+        "mlflow_tracking_uri",
+        "python",
+    )
+
+    def __init__(
+        self,
+        *,
+        home: str,
+        output_dir: str,
+        run_date: str,
+        labels_pattern: str = "",
+        label_column: str = "",
+        key_columns: str = "",
+        mlflow_tracking_uri: str = "",
+        python: str = "",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.home = home
+        self.output_dir = output_dir
+        self.run_date = run_date
+        self.labels_pattern = labels_pattern
+        self.label_column = label_column
+        self.key_columns = key_columns
+        self.mlflow_tracking_uri = mlflow_tracking_uri
+        self.python = python
+        self._hook = SubprocessHook()
+
+    def execute(self, context) -> None:
+        """Evaluates the night; raises unless pipeline.evaluate exits 0."""
+        if not self.labels_pattern or not self.label_column:
+            raise AirflowSkipException(
+                "no labels configured (Variables beamscore_labels_pattern, beamscore_label_column)"
+            )
+        if not self.home or not self.output_dir:
+            raise AirflowFailException("not set (Variables beamscore_*): home, output_dir")
+        python = self.python or os.path.join(self.home, ".venv", "bin", "python")
+        argv = [python, "-m", "pipeline.evaluate", "--predictions", self.output_dir]
+        argv += ["--run_date", self.run_date, "--labels", self.labels_pattern]
+        argv += ["--label_column", self.label_column]
+        if self.key_columns:
+            argv += ["--key_columns", self.key_columns]
+        if self.mlflow_tracking_uri:
+            argv += ["--mlflow_tracking_uri", self.mlflow_tracking_uri]
+        run_beamscore(self._hook, argv, self.home)
+
+    def on_kill(self) -> None:
+        """Stops pipeline.evaluate when Airflow stops the task."""
+        self._hook.send_sigterm()
+
+
 with DAG(
     dag_id="beamscore_nightly",
     # Data intervals, so that {{ ds }}, the start of the night's interval, is yesterday's date.
@@ -186,9 +273,10 @@ with DAG(
     default_args={"retries": 2, "retry_delay": datetime.timedelta(minutes=10)},
     tags=["beamscore"],
     doc_md=__doc__,
+    params={"evaluate_days_back": Param(30, type="integer", minimum=0)},
 ) as dag:
     # .get(name, ''): a Variable not set fails the task at once, where a template error is retried.
-    BeamscoreOperator(
+    score = BeamscoreOperator(
         task_id="score",
         home="{{ var.value.get('beamscore_home', '') }}",
         input_pattern="{{ var.value.get('beamscore_input_pattern', '') }}",
@@ -203,3 +291,16 @@ with DAG(
         bucket="{{ var.value.get('beamscore_bucket', '') }}",
         extra_flags="{{ var.value.get('beamscore_extra_flags', '') }}",
     )
+    evaluate = BeamscoreEvaluateOperator(
+        task_id="evaluate",
+        home="{{ var.value.get('beamscore_home', '') }}",
+        output_dir="{{ var.value.get('beamscore_output_dir', '') }}",
+        run_date="{{ macros.ds_add(ds, -params.evaluate_days_back) }}",
+        labels_pattern="{{ var.value.get('beamscore_labels_pattern', '') }}",
+        label_column="{{ var.value.get('beamscore_label_column', '') }}",
+        key_columns="{{ var.value.get('beamscore_label_key_columns', '') }}",
+        mlflow_tracking_uri="{{ var.value.get('beamscore_mlflow_tracking_uri', '') }}",
+        python="{{ var.value.get('beamscore_python', '') }}",
+        trigger_rule=TriggerRule.ALL_DONE,  # a past night is evaluated whatever tonight's outcome
+    )
+    score >> evaluate

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,21 +33,24 @@ def variables(tmp_path, beamscore_home, demo) -> dict:
     }
 
 
-def run_dag(dags_folder: Path, variables: dict, monkeypatch):
+def run_dag(dags_folder: Path, variables: dict, monkeypatch, task_id="score", conf=None):
     """Runs the DAG once with these Variables (beamscore_<name>); returns the task instance."""
     for name, value in variables.items():
         monkeypatch.setenv(f"AIRFLOW_VAR_BEAMSCORE_{name.upper()}", value)
     dag = load_dag(dags_folder)
-    task = dag.get_task("score")
+    task = dag.get_task(task_id)
     task.retry_delay = datetime.timedelta(0)  # the retries themselves, without the wait
-    run = dag.test(logical_date=LOGICAL_DATE)
-    return run.get_task_instance("score"), task
+    run = dag.test(logical_date=LOGICAL_DATE, run_conf=conf)
+    return run.get_task_instance(task_id), task
 
 
 def test_dagbag_imports_the_dag(dags_folder):
     dag = load_dag(dags_folder)
-    assert dag.task_ids == ["score"]
+    assert sorted(dag.task_ids) == ["evaluate", "score"]
     assert dag.get_task("score").retries == 2
+    assert dag.get_task("score").downstream_task_ids == {"evaluate"}
+    assert dag.get_task("evaluate").trigger_rule == "all_done"
+    assert dag.params["evaluate_days_back"] == 30
 
 
 def test_a_night_scores_every_row_and_logs_the_launcher(dags_folder, variables, monkeypatch, capfd):
@@ -60,6 +65,59 @@ def test_a_night_scores_every_row_and_logs_the_launcher(dags_folder, variables, 
     assert (counts["rows_read"], counts["rows_predicted"], counts["rows_failed"]) == (ROWS, ROWS, 0)
     assert manifest["model"]["uri"] == "models:/churn@champion"
     assert f"SUCCEEDED: {ROWS} rows read" in capfd.readouterr().out
+    assert run_dag_state(ti, "evaluate") == "skipped"  # no labels configured
+
+
+def run_dag_state(ti, task_id: str) -> str:
+    return ti.get_dagrun().get_task_instance(task_id).state
+
+
+_LABELS = """
+import sys
+from models.demo import make_rows
+rows, files = int(sys.argv[2]), 4  # models.demo.write_demo's split of the input
+per_file = rows // files
+frames = [make_rows(per_file, seed=100 + i, start_id=i * per_file) for i in range(files)]
+import pandas as pd
+pd.concat(frames)[["customer_id", "churned"]].to_csv(sys.argv[1], index=False)
+"""
+
+
+def test_the_evaluate_task_joins_a_past_night_with_its_labels(
+    dags_folder, variables, beamscore_home, tmp_path, monkeypatch
+):
+    """The night is scored, then evaluated (evaluate_days_back 0: the same night)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    labels = tmp_path / "labels" / RUN_DATE / "labels.csv"
+    labels.parent.mkdir(parents=True)
+    subprocess.run(
+        [BEAMSCORE_PYTHON, "-c", _LABELS, str(labels), str(ROWS)],
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(beamscore_home)},
+    )
+    variables["labels_pattern"] = str(tmp_path / "labels" / "{run_date}" / "*.csv")
+    variables["label_column"] = "churned"
+    ti, _ = run_dag(dags_folder, variables, monkeypatch, "evaluate", conf={"evaluate_days_back": 0})
+    assert (ti.state, ti.try_number) == ("success", 1)
+    night = Path(variables["output_dir"].format(run_date=RUN_DATE))
+    quality = json.loads((night / "quality.json").read_text())
+    assert (quality["rows_scored"], quality["rows_labelled"]) == (ROWS, ROWS)
+    assert quality["rows_unmatched"] == {"predictions": 0, "labels": 0}
+    predictions = pd.concat(
+        pq.read_table(f).to_pandas() for f in sorted((night / "predictions").glob("*.parquet"))
+    )
+    joined = predictions.merge(pd.read_csv(labels), on="customer_id")
+    assert len(joined) == ROWS
+    metrics = quality["metrics"]
+    assert metrics["accuracy"] == pytest.approx(
+        accuracy_score(joined["churned"], joined["prediction"])
+    )
+    assert metrics["roc_auc"] == pytest.approx(
+        roc_auc_score(joined["churned"] == "yes", joined["proba_yes"])
+    )
 
 
 def test_bad_configuration_exit_2_fails_without_retry(
