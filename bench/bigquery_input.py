@@ -299,7 +299,10 @@ def main() -> None:
             print(f"| {case} | {day_rows:,} | {med:.2f} | {shown} | {day_rows / med:,.0f} |")
     finally:
         proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 if __name__ == "__main__":

@@ -54,23 +54,30 @@ def tables(bigquery_emulator):
 
 @pytest.fixture(scope="module")
 def night(tables, models_dir, tmp_path_factory):
-    """The night scored once: --input_filter with {run_date}, the run's output."""
+    """The night scored once: --input_filter with {run_date}, the run's output (and the
+    OpenLineage events it sent, on cli.lineage)."""
+    from tests.test_lineage import serving
+
     out = tmp_path_factory.mktemp("bq_input") / "out"
-    cli = run_cli(
-        "--input",
-        f"bq://{NIGHT}",
-        "--input_filter",
-        "day = '{run_date}'",
-        "--run_date",
-        DAY,
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        out,
-        "--max_error_rate",
-        "0.01",
-    )
+    with serving() as receiver:
+        cli = run_cli(
+            "--input",
+            f"bq://{NIGHT}",
+            "--input_filter",
+            "day = '{run_date}'",
+            "--run_date",
+            DAY,
+            "--model",
+            models_dir / "binary.joblib",
+            "--output",
+            out,
+            "--max_error_rate",
+            "0.01",
+            "--openlineage_url",
+            receiver.url,
+        )
     assert cli.code == 0, cli.stderr
+    cli.lineage = receiver.events
     return cli
 
 
@@ -109,6 +116,13 @@ def test_a_night_of_a_table_scored_as_the_model_scores_it(night, tables, models_
     snapshot = datetime.datetime.fromisoformat(table["snapshot_time"])
     started = datetime.datetime.fromisoformat(m["started_at"].replace("Z", "+00:00"))
     assert abs((snapshot - started).total_seconds()) < 60
+    # OpenLineage: the input is the table in BigQuery's namespace, at the session's snapshot.
+    start, complete = night.lineage
+    for event in (start, complete):
+        (table_in,) = event["inputs"]
+        assert (table_in["namespace"], table_in["name"]) == ("bigquery", NIGHT)
+        assert table_in["facets"]["version"]["datasetVersion"] == table["snapshot_time"]
+    assert complete["inputs"][0]["inputFacets"]["inputStatistics"]["rowCount"] == 1000
     # The emulator hands a small table out as one stream: the launcher split it in two
     # (SplitReadStream) for the two work units the DirectRunner's default wants.
     assert table["streams"] == 2
