@@ -243,3 +243,43 @@ def test_bigquery_unreachable_is_exit_3_and_the_output_stays(night, tmp_path, mo
     assert "BigQuery is unreachable" in cli.stderr and "Traceback" not in cli.stderr
     assert (out / "manifest.json").read_bytes() == before
     assert json.loads(before)["status"] == "succeeded"
+
+
+def test_dataflow_dry_run_of_a_table_input(tables, models_dir, gcs, monkeypatch):
+    """A Dataflow job for a table: the launch checks and the session, then the translated job
+    reads the session's streams (4 per worker asked for: --max_num_workers 7)."""
+    from pipeline.run import run
+    from tests.test_dataflow import DATAFLOW
+
+    monkeypatch.setenv("NO_GCE_CHECK", "True")
+    gcs["bucket"].blob("bq_input/binary.joblib").upload_from_filename(models_dir / "binary.joblib")
+    res = run(
+        [
+            "--input",
+            f"bq://{NIGHT}",
+            "--input_filter",
+            "day = '{run_date}'",
+            "--run_date",
+            DAY,
+            "--model",
+            "gs://scoring/bq_input/binary.joblib",
+            "--output",
+            "gs://scoring/bq_input/out",
+            *DATAFLOW,
+        ]
+    )
+    assert res.dry_run and res.exit_code == 0
+    assert not list(gcs["bucket"].list_blobs(prefix="bq_input/out")), "a dry run writes nothing"
+    job = res.pipeline_result.job
+    top = {
+        t.unique_name
+        for t in job.proto_pipeline.components.transforms.values()
+        if t.unique_name and "/" not in t.unique_name
+    }
+    assert {"PlanInput", "ReadBigQueryStreams", "Validate", "Predict", "Write"} <= top, top
+    leaves = {
+        t.unique_name
+        for t in job.proto_pipeline.components.transforms.values()
+        if not t.subtransforms
+    }
+    assert any("PlanStreams" in name for name in leaves), leaves
