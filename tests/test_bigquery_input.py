@@ -283,3 +283,37 @@ def test_dataflow_dry_run_of_a_table_input(tables, models_dir, gcs, monkeypatch)
         if not t.subtransforms
     }
     assert any("PlanStreams" in name for name in leaves), leaves
+
+
+def test_a_stream_that_fails_is_exit_3_and_nothing_is_committed(night, tmp_path, monkeypatch):
+    """A stream BigQuery cannot serve (here: one the session does not hold, NOT_FOUND on
+    ReadRows) fails the run: exit 3, the previous output as it was."""
+    from transforms import bqread
+
+    split = bqread.split_streams
+
+    def with_a_lost_stream(client, streams, wanted):
+        return (*split(client, streams, wanted), f"{streams[0].rsplit('/', 1)[0]}/lost")
+
+    monkeypatch.setattr(bqread, "split_streams", with_a_lost_stream)
+    out = tmp_path / "o"
+    shutil.copytree(night.output, out)
+    before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    cli = run_cli(
+        "--input",
+        f"bq://{NIGHT}",
+        "--input_filter",
+        "day = '{run_date}'",
+        "--run_date",
+        DAY,
+        "--model",
+        night.manifest["model"]["uri"],
+        "--output",
+        out,
+        "--max_error_rate",
+        "0.01",
+    )
+    assert cli.code == 3, cli.stderr
+    assert "/lost of bq://" in cli.stderr and "Traceback" not in cli.stderr
+    after = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
+    assert after == before
