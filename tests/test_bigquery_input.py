@@ -317,3 +317,18 @@ def test_a_stream_that_fails_is_exit_3_and_nothing_is_committed(night, tmp_path,
     assert "/lost of bq://" in cli.stderr and "Traceback" not in cli.stderr
     after = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
     assert after == before
+
+
+def test_input_filter_is_for_a_table_only(models_dir, tmp_path):
+    cli = run_cli(
+        "--input",
+        tmp_path / "in" / "*.parquet",
+        "--input_filter",
+        "day = '{run_date}'",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        tmp_path / "o",
+    )
+    assert_one_line_error(cli, "--input_filter filters the rows of a BigQuery table input")
+    assert not (tmp_path / "o").exists()
