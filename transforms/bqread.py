@@ -247,10 +247,13 @@ def create_session(
     arrow_schema = found.arrow_schema if schema else None
     sample_rows: list[pa.RecordBatch] = []
     if found.streams:
+        rows = client.read_rows(found.streams[0])
         try:
-            first = next(iter(read_stream(client, found.streams[0], arrow_schema)), None)
+            first = next(iter(_batches(rows, arrow_schema)), None)
         except Exception as e:  # noqa: BLE001
             raise _sorted_failure(e, "reading the first rows of the table") from e
+        finally:
+            rows.cancel()  # the rest of the stream is the workers' to read
         if first is not None:
             sample_rows.append(first.slice(0, 1000))
     if arrow_schema is None:
@@ -263,7 +266,15 @@ def read_stream(
 ) -> Iterator[pa.RecordBatch]:
     """The record batches of one stream, from row `offset`. The client reconnects from the
     last row it received when the connection breaks in a way it can retry."""
-    for response in client.read_rows(stream, offset=offset):
+    rows = client.read_rows(stream, offset=offset)
+    try:
+        yield from _batches(rows, schema)
+    finally:
+        rows.cancel()  # a no-op for a stream read to its end; frees it otherwise
+
+
+def _batches(responses: Any, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+    for response in responses:
         data = response.arrow_record_batch.serialized_record_batch
         if not data:
             continue
