@@ -4,6 +4,8 @@
 #   PROJECT=my-proj REGION=europe-west1 BUCKET=my-bucket ./run_dataflow.sh \
 #     --input 'gs://my-bucket/in/{run_date}/*.parquet' --model gs://my-bucket/models/m.joblib \
 #     --output 'gs://my-bucket/scores/{run_date}'
+#   or, for a BigQuery table (read through the Storage Read API):
+#     --input bq://my-proj.sales.events --input_filter "event_date = '{run_date}'" ...
 set -euo pipefail
 cd "$(dirname "$0")"
 # A missing setting is bad configuration: exit 2, as for the tool's own flags.

@@ -346,6 +346,8 @@ _LINEAGE_MAX_FILES = 1000
 
 def lineage_inputs(decided: Launch) -> list[Dataset]:
     """The input datasets as the launcher matched them."""
+    if decided.spec.table is not None:  # a BigQuery table, at the session's snapshot
+        return [Dataset(decided.input_pattern, version=decided.spec.table.snapshot_time)]
     if len(decided.files) > _LINEAGE_MAX_FILES:
         return [Dataset(decided.input_pattern, files=len(decided.files))]
     return [Dataset(f) for f in decided.files]
@@ -378,7 +380,11 @@ def lineage_outputs(decided: Launch, manifest: dict | None = None) -> list[Datas
 def lineage_done(decided: Launch, manifest: dict) -> tuple[list[Dataset], list[Dataset]]:
     """The inputs read (with their rows) and the outputs written, for the COMPLETE event."""
     files = manifest["inputs"]
-    if len(files) > _LINEAGE_MAX_FILES:
+    if decided.spec.table is not None:
+        version = decided.spec.table.snapshot_time
+        read = manifest["counts"]["rows_read"]
+        inputs = [Dataset(decided.input_pattern, rows=read, version=version)]
+    elif len(files) > _LINEAGE_MAX_FILES:
         inputs = [
             Dataset(decided.input_pattern, rows=manifest["counts"]["rows_read"], files=len(files))
         ]

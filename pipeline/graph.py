@@ -42,7 +42,13 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str, commit: CommitP
         The PCollection of the committed manifest (of the run summary's path, without commit).
     """
     read_label = (
-        f"Read{ {'parquet': 'Parquet', 'csv': 'Csv', 'jsonl': 'JsonLines'}[spec.input_format] }"
+        "Read"
+        + {
+            "parquet": "Parquet",
+            "csv": "Csv",
+            "jsonl": "JsonLines",
+            "bigquery": "BigQueryStreams",
+        }[spec.input_format]
     )
     planned = p | "PlanInput" >> PlanInput(spec)
     units = planned["units"]
@@ -62,7 +68,9 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str, commit: CommitP
     errors = (planned[ERRORS], read[ERRORS], valid[ERRORS], scored[ERRORS]) | "AllErrors" >> (
         beam.Flatten()
     )
-    if spec.input_format != "parquet":  # a Parquet reader numbers its rows file-wide itself
+    if spec.table is not None:  # rows are numbered within their stream, which is named
+        errors = errors | "NameStreams" >> beam.Map(with_stream, spec.table.streams)
+    elif spec.input_format != "parquet":  # a Parquet reader numbers its rows file-wide itself
         errors = errors | "NumberErrors" >> NumberedErrors(read[UNITS])
     written = {PREDICTIONS: scored.predictions, ERRORS_DIR: errors} | "Write" >> WriteOutputs(
         staging_dir, spec.output_schema
@@ -77,6 +85,15 @@ def build(p: beam.Pipeline, spec: ScoringSpec, staging_dir: str, commit: CommitP
         return summary
     # A Reshuffle between them: a retried commit does not write the summary again.
     return summary | "BeforeCommit" >> beam.Reshuffle() | "Commit" >> beam.ParDo(CommitFn(commit))
+
+
+def with_stream(record: dict, streams: tuple[str, ...]) -> dict:
+    """An error record of a table input with the stream its row came from (`row_index` is
+    the row's position within that stream)."""
+    unit = record.pop("_unit", None)
+    if unit is not None:
+        record["stream"] = streams[unit]
+    return record
 
 
 def write_json(data: dict, staging_dir: str, name: str) -> str:

@@ -45,16 +45,20 @@ class Dataset:
 
     Attributes:
         uri: `gs://bucket/path` (a file, a directory or a glob pattern), a local path or
-            `file:///path`, or `bigquery:project.dataset.table` (`project:dataset.table` also).
+            `file:///path`, or `bigquery:project.dataset.table` (`project:dataset.table` also;
+            `bq://project.dataset.table`, the --input spelling, too).
         rows: rows read (an input) or written (an output), where known.
         files: files read or written, where known.
         fields: the schema as (column name, type) pairs, where known.
+        version: the version of the dataset read (a BigQuery table input's snapshot time),
+            sent as the `version` dataset facet.
     """
 
     uri: str
     rows: int | None = None
     files: int | None = None
     fields: Sequence[tuple[str, str]] = ()
+    version: str | None = None
 
     def naming(self) -> tuple[str, str]:
         """The OpenLineage (namespace, name) of the dataset, by the naming spec.
@@ -72,8 +76,8 @@ class Dataset:
         parts = urlsplit(self.uri)
         if parts.scheme == "gs":
             naming = GCS(bucket_name=parts.netloc, object_key=parts.path.lstrip("/") or "/")
-        elif parts.scheme == "bigquery":
-            names = parts.path.replace(":", ".", 1).split(".")
+        elif parts.scheme in ("bigquery", "bq"):
+            names = (parts.netloc + parts.path).replace(":", ".", 1).split(".")
             if len(names) != 3:
                 raise ValueError(f"{self.uri!r} is not bigquery:project.dataset.table")
             naming = BigQuery(project_id=names[0], dataset_name=names[1], table_name=names[2])
@@ -363,13 +367,21 @@ def _output(d: Dataset, producer: str):
 
 
 def _schema(d: Dataset, producer: str) -> dict[str, Any]:
-    """The dataset's schema facet, when its fields are known."""
+    """The dataset's version and schema facets, where known."""
     from openlineage.client.facet_v2 import schema_dataset
 
+    facets: dict[str, Any] = {}
+    if d.version:
+        from openlineage.client.facet_v2 import dataset_version_dataset
+
+        facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
+            datasetVersion=d.version, producer=producer
+        )
     if not d.fields:
-        return {}
+        return facets
     fields = [schema_dataset.SchemaDatasetFacetFields(name, type_) for name, type_ in d.fields]
-    return {"schema": schema_dataset.SchemaDatasetFacet(fields=fields, producer=producer)}
+    facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields, producer=producer)
+    return facets
 
 
 def _producer() -> str:

@@ -202,5 +202,20 @@ def build_manifest(
         "runner": runner,
         "model_load_s_launcher": round(launch.model_load_s, 3),
     }
+    if spec.table is not None:
+        manifest["input_table"] = table_section(spec.table)
     manifest.update(extra or {})
     return manifest
+
+
+def table_section(table) -> dict[str, Any]:
+    """A BigQuery table input in the manifest: which table, which rows, which version of it."""
+    return {
+        "table": table.table_id,
+        "uri": table.uri,
+        "filter": table.row_filter or None,
+        "snapshot_time": table.snapshot_time,
+        "snapshot_time_source": table.snapshot_source,
+        "read_session": table.session,
+        "streams": len(table.streams),
+    }

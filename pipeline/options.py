@@ -45,9 +45,17 @@ FLAGS = (
     Flag(
         "input",
         "PATTERN",
-        "input files, local or gs:// (*, ?, [..], **); may contain {run_date}. Quote it, so the "
-        "shell does not expand it",
+        "input files, local or gs:// (*, ?, [..], **), or a BigQuery table "
+        "bq://project.dataset.table (read through the Storage Read API); may contain {run_date}. "
+        "Quote it, so the shell does not expand it",
         required=True,
+    ),
+    Flag(
+        "input_filter",
+        "EXPR",
+        "with a bq:// input: the rows to read, a BigQuery SQL boolean expression on the table's "
+        "columns (the Storage Read API's row restriction), e.g. \"event_date = '{run_date}'\"; "
+        "{run_date} is filled (default: the whole table)",
     ),
     Flag(
         "input_format",

@@ -28,6 +28,8 @@ from pipeline import gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
 from pipeline.options import UNKNOWN_CATEGORIES, ScoringOptions
+from transforms import bqread
+from transforms.bqread import is_table
 from transforms.read import hinted
 from transforms.sources import (
     FORMATS,
@@ -134,6 +136,7 @@ class _Flags:
     bigquery_errors: TableRef | None
     openlineage_url: str | None
     unknown_categories: str
+    input_filter: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +148,7 @@ class _Inputs:
     first: pa.Table | None  # None: every input file is empty
     first_path: str | None
     fingerprints: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    table: Any = None  # a BigQuery table input's read session (transforms.bqread.TableInput)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,8 +188,13 @@ def prepare(
         output.check_owned(flags.output)
     else:
         output.check_usable(flags.output)
-    inputs = match_inputs(flags)
-    model = load_model(flags, staging_root)
+    if is_table(flags.input_pattern):  # the table's columns, then the model, then the session
+        table_types = _table_columns(flags)
+        model = load_model(flags, staging_root)
+        inputs = open_table(flags, model, table_types, _streams_wanted(opts))
+    else:
+        inputs = match_inputs(flags)
+        model = load_model(flags, staging_root)
     features, keys, columns, facts, key_types = decide_columns(flags, inputs, model)
     if flags.unknown_categories == "score":
         facts = facts.scoring_unknown_categories()
@@ -204,6 +213,7 @@ def prepare(
         baseline=_drift_baseline(model.ref, features),
         key_types=key_types,
         explain=decide_explain(opts.explain, model, features, keys, columns, facts, inputs.first),
+        table=inputs.table,
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(
@@ -260,6 +270,16 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
             f"logging to MLflow experiment {mlflow_experiment!r} needs --mlflow_tracking_uri "
             "or MLFLOW_TRACKING_URI"
         )
+    if is_table(opts.input) and opts.input_format is not None:
+        raise ConfigError(
+            f"--input_format {opts.input_format} is for files; --input {opts.input} is a "
+            "BigQuery table, read as the table's own types: leave --input_format out"
+        )
+    if opts.input_filter is not None and not is_table(opts.input):
+        raise ConfigError(
+            "--input_filter filters the rows of a BigQuery table input (--input bq://...); "
+            f"--input {opts.input} is files"
+        )
     if opts.input_format is not None and opts.input_format not in FORMATS:
         raise ConfigError(f"--input_format {opts.input_format!r} is not one of parquet, csv, jsonl")
     if opts.unknown_categories not in UNKNOWN_CATEGORIES:
@@ -289,6 +309,9 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         bigquery_errors=errors_table,
         openlineage_url=opts.openlineage_url,
         unknown_categories=opts.unknown_categories,
+        input_filter=_filled("--input_filter", opts.input_filter, run_date).strip()
+        if opts.input_filter
+        else None,
     )
 
 
@@ -463,6 +486,102 @@ def match_inputs(flags: _Flags) -> _Inputs:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
     return _Inputs(files, fmt, None, None, fingerprints)
+
+
+# The BigQuery types a feature may have: what the model takes (numbers, booleans, text).
+_FEATURE_TYPES = {
+    "INTEGER",
+    "INT64",
+    "FLOAT",
+    "FLOAT64",
+    "NUMERIC",
+    "BIGNUMERIC",
+    "BOOLEAN",
+    "BOOL",
+    "STRING",
+}
+
+
+def _table_columns(flags: _Flags) -> dict[str, str]:
+    """A BigQuery table input's columns and their BigQuery types (exit 2: no such table, or
+    one the Storage Read API cannot read; exit 3: BigQuery unreachable)."""
+    try:
+        names, types = bqread.table_columns(flags.input_pattern)
+    except bqread.TableRefused as e:
+        raise ConfigError(str(e)) from e
+    except bqread.TableUnreachable as e:
+        raise RunFailed(str(e)) from e
+    return {name: types[name] for name in names}
+
+
+def _streams_wanted(opts: ScoringOptions) -> int:
+    """How many streams to ask a read session for: a few per worker the runner was asked for
+    (0 on Dataflow without a worker count: BigQuery decides from the table's size)."""
+    flags = opts.get_all_options()
+    workers = flags.get("max_num_workers") or flags.get("num_workers")
+    if workers:
+        return min(4 * int(workers), 1000)
+    if "Dataflow" in str(flags.get("runner") or ""):
+        return 0
+    return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
+
+
+def open_table(flags: _Flags, model: _Model, types: dict[str, str], streams: int) -> _Inputs:
+    """A BigQuery table input: the columns the run needs are checked against the table, then
+    the run's read session is created (only those columns, --input_filter as its row
+    restriction) and its first rows sampled, as a file's are."""
+    uri = flags.input_pattern
+    names = list(types)
+    features = _features(flags, model)
+    missing = [f for f in features if f not in types]
+    if missing:
+        raise ConfigError(
+            f"BigQuery table {uri} lacks model feature column(s): {hinted(missing, names)}"
+        )
+    keys = flags.keys if flags.keys is not None else tuple(c for c in names if c not in features)
+    absent = [k for k in keys if k not in types]
+    if absent:
+        raise ConfigError(f"BigQuery table {uri} lacks key column(s): {hinted(absent, names)}")
+    bad = {
+        f: types[f]
+        for f in features
+        if types[f].upper() not in _FEATURE_TYPES and f not in flags.overrides
+    }
+    if bad:
+        listed = ", ".join(f"{f} ({t})" for f, t in bad.items())
+        raise ConfigError(
+            f"BigQuery table {uri}: feature column(s) {listed} are of a type the model cannot "
+            "take (numbers, booleans or text); convert them in a table the run reads"
+        )
+    wanted = list(dict.fromkeys(keys + features))
+    try:
+        table, first = bqread.create_session(uri, wanted, flags.input_filter or "", streams)
+        if 0 < len(table.streams) < streams:  # more work units than the service handed out
+            split = bqread.split_streams(bqread.read_client(), table.streams, streams)
+            table = dataclasses.replace(table, streams=split)
+    except bqread.TableRefused as e:
+        raise ConfigError(str(e)) from e
+    except bqread.TableUnreachable as e:
+        raise RunFailed(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - SplitReadStream: sorted like the rest
+        if is_unreachable(e):
+            raise RunFailed(f"BigQuery is unreachable: {one_line(e)}") from e
+        raise ConfigError(f"BigQuery table {uri}: {one_line(e)}") from e
+    if not first.num_rows:
+        where = (
+            f"--input_filter {flags.input_filter!r} selects no rows of"
+            if flags.input_filter
+            else "no rows in"
+        )
+        _LOG.warning("%s BigQuery table %s: the run reads 0 rows", where, uri)
+    _LOG.info(
+        "BigQuery table %s: read session %s, %d stream(s), snapshot %s",
+        uri,
+        table.session,
+        len(table.streams),
+        table.snapshot_time,
+    )
+    return _Inputs((uri,), "bigquery", first, uri, {uri: (0, 0)}, table)
 
 
 def _check_unique_names(names: list[str], path: str) -> None:
@@ -798,7 +917,7 @@ def _signature_type(
         or (pa.types.is_boolean(wanted) and pa.types.is_boolean(declared))
         # CSV/JSON sample: text that is (nearly) all numbers is a numeric column with dirt.
         or (
-            inputs.fmt != "parquet"
+            inputs.fmt not in ("parquet", "bigquery")
             and is_text(declared)
             and (pa.types.is_floating(wanted) or pa.types.is_integer(wanted))
             and _number_share(_text_values(first, name)) >= 0.9

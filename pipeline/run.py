@@ -657,7 +657,22 @@ class _QuietAfterSignal(logging.Filter):
         if _SIGNALS:
             return False
         failed = record.exc_info[1] if record.exc_info else None
+        if _is_stream_failure(failed):  # a BigQuery stream: the error line names it
+            return False
         return not isinstance(failed, RunFailed) or "'Commit'" not in record.getMessage()
+
+
+def _is_stream_failure(e: BaseException | None) -> bool:
+    """Whether an exception is, or was raised from, a BigQuery stream that failed."""
+    from transforms.read import StreamFailed
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StreamFailed):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 @contextlib.contextmanager

@@ -107,8 +107,14 @@ class RunLog:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
-        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution).
-        source = resolve_dataset_source(launch.input_pattern)
+        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution); a
+        # BigQuery table, which MLflow does not resolve, a "bigquery" one at its snapshot.
+        table = launch.spec.table
+        source = (
+            _bigquery_source(table.table_id, table.row_filter, table.snapshot_time)
+            if table is not None
+            else resolve_dataset_source(launch.input_pattern)
+        )
         dataset = MetaDataset(source=source, name=f"input-{launch.run_date}")
         self._client.log_inputs(
             self.run_id,
@@ -283,3 +289,37 @@ def _plot(profile: dict[str, Any], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _bigquery_source(table: str, row_filter: str, snapshot_time: str):
+    """An MLflow dataset source for a BigQuery table input (source type "bigquery")."""
+    from mlflow.data.dataset_source import DatasetSource
+
+    class BigQueryDatasetSource(DatasetSource):
+        def __init__(self, spec: dict):
+            self._spec = spec
+
+        @staticmethod
+        def _get_source_type() -> str:
+            return "bigquery"
+
+        def load(self, **kwargs):
+            raise NotImplementedError("read the table with the BigQuery client")
+
+        @staticmethod
+        def _can_resolve(raw_source) -> bool:
+            return False
+
+        @classmethod
+        def _resolve(cls, raw_source):
+            raise NotImplementedError
+
+        def to_dict(self) -> dict:
+            return dict(self._spec)
+
+        @classmethod
+        def from_dict(cls, source_dict: dict):
+            return cls(source_dict)
+
+    spec = {"table": table, "filter": row_filter or None, "snapshot_time": snapshot_time}
+    return BigQueryDatasetSource(spec)

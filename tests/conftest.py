@@ -326,12 +326,20 @@ def bigquery_emulator(tmp_path_factory):
         assert time.monotonic() < deadline, f"bqemulator not ready:\n{log.read_text()[-3000:]}"
         time.sleep(0.1)
     os.environ["BIGQUERY_EMULATOR_HOST"] = url
+    os.environ["BIGQUERY_STORAGE_EMULATOR_HOST"] = f"127.0.0.1:{grpc}"  # Storage Read API
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
 
     client = bigquery.Client(project=BQ_PROJECT, credentials=AnonymousCredentials())
-    yield {"host": url, "client": client, "project": BQ_PROJECT}
+    yield {
+        "host": url,
+        "storage_host": f"127.0.0.1:{grpc}",
+        "client": client,
+        "project": BQ_PROJECT,
+        "process": proc,
+    }
     os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
+    os.environ.pop("BIGQUERY_STORAGE_EMULATOR_HOST", None)
     proc.terminate()
     try:
         proc.wait(timeout=10)

@@ -29,6 +29,12 @@ from transforms.textread import (
 )
 
 _LOG = logging.getLogger(__name__)
+
+
+class StreamFailed(Exception):
+    """A stream of a BigQuery read session could not be read to its end (the run fails)."""
+
+
 _PARQUET_BUFFER_BYTES = 1 << 20
 
 
@@ -49,9 +55,12 @@ class ReadUnits(CountingDoFn):
 
     def process(self, unit: Unit) -> Iterator[Any]:
         spec = self._spec
-        reader = {"parquet": self._parquet, "csv": self._csv, "jsonl": self._jsonl}[
-            spec.input_format
-        ]
+        reader = {
+            "parquet": self._parquet,
+            "csv": self._csv,
+            "jsonl": self._jsonl,
+            "bigquery": self._bigquery,
+        }[spec.input_format]
         self._rows = self._lines = 0
         failed = False
         path = unit.path
@@ -63,6 +72,11 @@ class ReadUnits(CountingDoFn):
                 self.count("rows_read", item.batch.num_rows, path)
                 yield item
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the other files
+            if spec.table is not None:  # a stream that fails: the run fails (exit 3)
+                raise StreamFailed(
+                    f"reading {unit.stream} of {path} failed after {self._rows:,} rows: "
+                    f"{one_line(e, with_type=True)}"
+                ) from e
             failed = True
             message = (
                 str(e)
@@ -125,6 +139,20 @@ class ReadUnits(CountingDoFn):
             ):
                 yield Chunk(unit.path, unit.index, self._rows, batch)
                 self._rows += batch.num_rows
+
+    def _bigquery(self, unit: Unit) -> Iterator[Any]:
+        """One stream of the run's read session; its rows are numbered within the stream."""
+        from transforms.bqread import read_client, read_stream
+
+        table = self._spec.table
+        if getattr(self, "_client", None) is None:
+            self._client = read_client()
+        schema, size = table.arrow_schema, self._spec.batch_size
+        for batch in read_stream(self._client, unit.stream, schema):
+            for part in pa.Table.from_batches([batch]).to_batches(max_chunksize=size):
+                if part.num_rows:
+                    yield Chunk(unit.path, unit.index, self._rows, part)
+                    self._rows += part.num_rows
 
     def _lacks_columns(self, unit: Unit, names: list[str], rows: int) -> dict | None:
         """One rejection for all `rows` of a unit whose file lacks a feature or key column."""

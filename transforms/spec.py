@@ -55,6 +55,7 @@ class Unit(NamedTuple):
         stop: one past the last row group or byte offset; None: to the end of the file.
         in_quotes: (CSV) whether byte `start` lies inside a quoted value.
         columns: (CSV) the file's header names.
+        stream: (BigQuery) the read session's stream this unit reads; `path` is the table.
     """
 
     path: str
@@ -63,6 +64,7 @@ class Unit(NamedTuple):
     stop: int | None
     in_quotes: bool = False
     columns: tuple[str, ...] = ()
+    stream: str = ""
 
 
 class Chunk(NamedTuple):
@@ -165,7 +167,7 @@ class ScoringSpec:
 
     Attributes:
         run_id: this run's id (lineage, errors).
-        input_format: parquet, csv or jsonl.
+        input_format: parquet, csv, jsonl, or bigquery (a table).
         input_pattern: the input file pattern (the workers match it again).
         output: the output directory (never read as input).
         text: how text input is decoded and split.
@@ -182,6 +184,8 @@ class ScoringSpec:
         key_types: the type each key is written with, where it differs from `columns` (a key
             that is also a feature keeps the input's type).
         explain: --explain's plan (models.explain.ExplainPlan), or None when off.
+        table: a BigQuery table input's read session (transforms.bqread.TableInput), or None
+            for files (input_format is then "bigquery").
     """
 
     run_id: str
@@ -199,6 +203,7 @@ class ScoringSpec:
     split_bytes: int = 64 << 20
     key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
     explain: Any = None
+    table: Any = None
 
     @property
     def wanted(self) -> tuple[str, ...]:

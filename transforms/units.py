@@ -225,6 +225,18 @@ class PlanInput(beam.PTransform):
     def expand(self, pbegin):
         from transforms.spec import STATS
 
+        if self._spec.table is not None:
+            planned = (
+                pbegin
+                | "Table" >> beam.Create([self._spec.table.uri])
+                | "PlanStreams"
+                >> beam.ParDo(PlanStreams(self._spec)).with_outputs(ERRORS, STATS, main="units")
+            )
+            return {
+                "units": planned.units | "SpreadUnits" >> beam.Reshuffle(),
+                ERRORS: planned[ERRORS],
+                STATS: planned[STATS],
+            }
         planned = (
             pbegin
             | "MatchInput" >> MatchInput(self._spec)
@@ -245,3 +257,18 @@ class PlanInput(beam.PTransform):
             ERRORS: planned[ERRORS],
             STATS: planned[STATS],
         }
+
+
+class PlanStreams(CountingDoFn):
+    """A BigQuery table input -> one work unit per stream of the run's read session (created
+    at launch, so every worker reads the same snapshot). The table counts as one input read
+    once (what the commit stage checks against the launch)."""
+
+    def __init__(self, spec: ScoringSpec):
+        self._spec = spec
+
+    def process(self, uri: str) -> Iterator[Unit]:
+        self.count("files", 1, uri)
+        self.note(uri, bytes=0, mtime_ms=0)
+        for index, stream in enumerate(self._spec.table.streams):
+            yield Unit(uri, index, 0, None, stream=stream)
