@@ -7,7 +7,9 @@ Four tasks, none of which holds a worker slot while the night's data or the job 
    malformed fails the DAG run here, at once and without retry.
 2. `wait_for_input` waits for the night's input on Cloud Storage: the marker object
    (`beamscore_input_marker`, e.g. `gs://my-bucket/in/{run_date}/_SUCCESS`) when one is set,
-   otherwise any object matching the input pattern. It pokes every 5 minutes in reschedule mode
+   otherwise any object matching the input pattern. A BigQuery table input (`bq://...`, with
+   `beamscore_input_filter` selecting the night's rows) waits only for a marker; without one the
+   task is skipped and the launch goes ahead. It pokes every 5 minutes in reschedule mode
    (the slot is freed between pokes) and fails without retry after INPUT_TIMEOUT, with Airflow's
    "Sensor has timed out" naming the object it waited for.
 3. `score` launches the Flex Template with the Google provider's
@@ -37,10 +39,12 @@ Deploy on Composer (Airflow 3; the Google provider is part of Composer's image):
      `output` and `model`, e.g. `gs://my-bucket/in/{run_date}/*.parquet`,
      `gs://my-bucket/scores/{run_date}` and `models:/churn@champion`.
    - Optional: beamscore_input_marker (an object the upstream export writes last; `{run_date}`
-     filled); beamscore_mlflow_tracking_uri; beamscore_bucket (Dataflow's temp and staging files go
-     to gs://<bucket>/dataflow/); beamscore_parameters (more template parameters as a JSON object,
-     e.g. `{"max_error_rate": "0.001", "bigquery_table": "proj.ds.scores"}`); beamscore_environment
-     (the launch request's environment as a JSON object, e.g. `{"maxWorkers": 8}`).
+     filled); beamscore_input_filter (with a `bq://` input: the template's `input_filter`, e.g.
+     `event_date = '{run_date}'`); beamscore_mlflow_tracking_uri; beamscore_bucket (Dataflow's
+     temp and staging files go to gs://<bucket>/dataflow/); beamscore_parameters (more template
+     parameters as a JSON object, e.g. `{"max_error_rate": "0.001", "bigquery_table":
+     "proj.ds.scores"}`); beamscore_environment (the launch request's environment as a JSON
+     object, e.g. `{"maxWorkers": 8}`).
 
 A manual run scores its logical date: trigger one with the date to score (again).
 """
@@ -53,8 +57,8 @@ import json
 from airflow.providers.google.cloud.hooks.gcs import GCSHook
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
 from airflow.providers.google.cloud.sensors.gcs import GCSObjectExistenceSensor
-from airflow.sdk import DAG, CronDataIntervalTimetable, Variable, task
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk import DAG, CronDataIntervalTimetable, TriggerRule, Variable, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 INPUT_TIMEOUT = datetime.timedelta(hours=6)  # how long the night's input may be late
 REQUIRED = ["template", "project", "region", "input_pattern", "output_dir", "model"]
@@ -96,9 +100,10 @@ def plan_night(ds: str, dag_run_id: str) -> dict:
         "run_date": ds,
         "wait": "false",
     }
-    tracking_uri = Variable.get("beamscore_mlflow_tracking_uri", default="")
-    if tracking_uri:
-        parameters["mlflow_tracking_uri"] = tracking_uri
+    for name in ("mlflow_tracking_uri", "input_filter"):
+        value = Variable.get(f"beamscore_{name}", default="")
+        if value:
+            parameters[name] = value
     extra = _json_object("parameters")
     clash = sorted(set(extra) & set(parameters))
     if clash:
@@ -109,8 +114,13 @@ def plan_night(ds: str, dag_run_id: str) -> dict:
     if bucket:
         environment.setdefault("tempLocation", f"gs://{bucket}/dataflow/tmp")
         environment.setdefault("stagingLocation", f"gs://{bucket}/dataflow/staging")
-    marker = Variable.get("beamscore_input_marker", default="") or values["input_pattern"]
-    wait_bucket, wait_object = split_gcs(marker.replace("{run_date}", ds), "the input to wait for")
+    marker = Variable.get("beamscore_input_marker", default="")
+    if not marker and not values["input_pattern"].startswith("bq://"):
+        marker = values["input_pattern"]
+    wait_bucket, wait_object = None, None  # a table without a marker: nothing to wait for
+    if marker:
+        marker = marker.replace("{run_date}", ds)
+        wait_bucket, wait_object = split_gcs(marker, "the input to wait for")
     launch = {
         # The operator appends a unique suffix: a retry never collides with the job it replaces.
         "jobName": f"beamscore-{ds}",
@@ -129,6 +139,15 @@ def plan_night(ds: str, dag_run_id: str) -> dict:
         "planned_at": datetime.datetime.now(datetime.UTC).isoformat(),
         "dag_run_id": dag_run_id,
     }
+
+
+class InputSensor(GCSObjectExistenceSensor):
+    """The GCS sensor, skipped when there is nothing to wait for (a table input, no marker)."""
+
+    def execute(self, context):
+        if not self.bucket:
+            raise AirflowSkipException("a table input and no beamscore_input_marker: no wait")
+        return super().execute(context)
 
 
 def judge_manifest(manifest: dict | None, where: str, ds: str, planned_at: str) -> dict:
@@ -185,7 +204,7 @@ with DAG(
 
     night = plan()
 
-    wait_for_input = GCSObjectExistenceSensor(
+    wait_for_input = InputSensor(
         task_id="wait_for_input",
         bucket=night["wait_bucket"],
         object=night["wait_object"],
@@ -202,6 +221,7 @@ with DAG(
         body=night["body"],
         deferrable=True,
         append_job_name=True,
+        trigger_rule=TriggerRule.NONE_FAILED,  # a skipped wait (nothing to wait for) launches
         retries=2,
         retry_delay=datetime.timedelta(minutes=10),
     )

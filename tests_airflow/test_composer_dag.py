@@ -206,3 +206,21 @@ def test_a_variable_missing_fails_the_plan_without_retry(dags_folder, night, mon
     run, _ = run_composer(dags_folder, night, monkeypatch, "")
     assert states(run)["plan"] == ("failed", 1)
     assert "not set (Variables beamscore_*): template" in capfd.readouterr().out
+
+
+def test_a_table_input_without_a_marker_launches_without_waiting(dags_folder, night, monkeypatch):
+    night["input_pattern"] = "bq://test-project.sales.orders"
+    night["input_filter"] = "order_date = '{run_date}'"
+    run, _ = run_composer(dags_folder, night, monkeypatch, "score")
+    assert states(run)["wait_for_input"][0] == "skipped"
+    assert states(run)["score"][0] == "success"  # launched (here: marked) all the same
+    parameters = xcom(run, "plan", "body")["launchParameter"]["parameters"]
+    assert parameters["input"] == "bq://test-project.sales.orders"
+    assert parameters["input_filter"] == "order_date = '{run_date}'"  # the job fills it
+    declared = {
+        p["name"]: p
+        for p in json.loads((ROOT / "templates" / "metadata.json").read_text())["parameters"]
+    }
+    for name, value in parameters.items():
+        for regex in declared[name].get("regexes", []):
+            assert re.fullmatch(regex, value), (name, value, regex)
