@@ -29,8 +29,10 @@ from apache_beam.io.filesystems import FileSystems
 from models.errors import one_line
 from pipeline import output as outdir
 from pipeline.errors import Interrupted, RunFailed
+from pipeline.history import prediction_summary
 from pipeline.lineage import Dataset, Lineage, job_name_for
 from pipeline.manifest import Counts, CountsDisagree, build_manifest, input_changes
+from pipeline.nights import Nights, evaluate
 from pipeline.output import LockLost, OutputDir, read_json, write_json
 from pipeline.prepare import Launch
 from pipeline.signals import signals_held
@@ -54,6 +56,8 @@ class CommitPlan:
         outcome: where the stage writes what the launcher prints (None: nobody waits).
         launcher_waits: a launcher waits for the job: it releases the lock, and on a failure
             tells MLflow and OpenLineage, as it always did; otherwise the stage does.
+        nights: the night checks and the job's previous nights (pipeline.nights), if decided.
+        command: the command that reruns this night, for the report.
     """
 
     launch: Launch
@@ -63,6 +67,8 @@ class CommitPlan:
     mlflow_run_id: str | None = None
     outcome: str | None = None
     launcher_waits: bool = True
+    nights: Nights | None = None
+    command: str | None = None
 
 
 def plan_for(launch: Launch, runner: str, started: datetime.datetime, **more) -> CommitPlan:
@@ -138,6 +144,8 @@ def commit_run(plan: CommitPlan) -> dict:
         )
     if not plan.launcher_waits:  # a waiting launcher, whose heartbeat runs, releases it
         out.release_lock()
+        for check in manifest.get("failed_checks") or []:  # the job's log: nobody prints them
+            _LOG.warning("night check failed: %s: %s", check["check"], check["message"])
     _write_outcome(plan, outcome)
     return manifest
 
@@ -181,6 +189,12 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
     extra: dict = {}
     if launch_.spec.baseline and profile.get("drift"):
         extra["drift"] = profile["drift"]
+    extra.update(_night(plan.nights, counts, extra.get("drift"), profile, launch_))
+    if extra["failed_checks"]:
+        status = "failed"
+    extra["output"] = launch_.output
+    if plan.command:
+        extra["rerun_command"] = plan.command
     if launch_.spec.explain is not None:
         extra["explain"] = {
             **launch_.spec.explain.manifest(),
@@ -211,6 +225,20 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
         loaded,
     )
     return manifest, profile, errors_summary
+
+
+def _night(nights: Nights | None, counts: Counts, drift, profile: dict, launch_: Launch) -> dict:
+    """The manifest's night sections: the prediction in one number, the night checks (failed
+    and skipped), the features left out of drift, and the previous nights it was compared with."""
+    failed, skipped = evaluate(nights, counts.rows_read, drift)
+    nights = nights or Nights()
+    return {
+        "prediction_summary": prediction_summary(profile, launch_.spec.facts.classes),
+        "checks": {**nights.limits(), "skipped": skipped},
+        "failed_checks": failed,
+        "drift_exclude": list(nights.drift_exclude),
+        "history": {"source": nights.history_source, "nights": list(nights.history)},
+    }
 
 
 def _move_committed(out: OutputDir, commit, loaded: list[str] = ()) -> None:

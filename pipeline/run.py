@@ -18,6 +18,7 @@ import datetime
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -49,6 +50,8 @@ from pipeline.commit import (
 from pipeline.errors import ConfigError, Interrupted, RunFailed
 from pipeline.graph import build
 from pipeline.lineage import Lineage
+from pipeline.nights import Nights
+from pipeline.nights import decide as decide_nights
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.prepare import Launch, prepare
@@ -94,6 +97,8 @@ class _Run:
     lineage: Lineage | None = None
     wait: bool = True
     plan: CommitPlan | None = None
+    nights: Nights | None = None
+    command: str | None = None
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
@@ -106,10 +111,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     Returns:
         The run's result; raises ConfigError (exit 2), RunFailed (exit 3) or Interrupted.
     """
-    options = parse_options(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = parse_options(argv)
     if _dry_run(options):
         return _translate_only(options, test_pipeline)
     job = launch(options)
+    job.command = rerun_command(argv, job.launch.run_date)
     submitted = False
     try:
         result = score(job, test_pipeline)
@@ -216,9 +223,10 @@ def launch(options: PipelineOptions) -> _Run:
     runner = _runner(options)
     wait = wait_for_job(options.view_as(ScoringOptions))
     decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
+    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
     _worker_installs(options, decided, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
-    job = _Run(decided, options, runner, out, started, clock, wait=wait)
+    job = _Run(decided, options, runner, out, started, clock, wait=wait, nights=nights)
     try:
         with _signals_held():  # a stop signal waits until the lock can be released again
             out.acquire_lock()
@@ -242,6 +250,16 @@ def launch(options: PipelineOptions) -> _Run:
         out.release_lock()
         raise
     return job
+
+
+def rerun_command(argv: list[str], run_date: str) -> str:
+    """The command that reruns this night: the same flags, with its --run_date made explicit."""
+    words = list(argv)
+    if not any(w == "--run_date" or w.startswith("--run_date=") for w in words):
+        words += ["--run_date", run_date]
+    return f"cd {shlex.quote(os.getcwd())} && " + shlex.join(
+        [sys.executable, "-m", "pipeline.run", *words]
+    )
 
 
 def _runner(options: PipelineOptions) -> str:
@@ -315,10 +333,11 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     decided = prepare(
         options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
     )
+    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
     _worker_installs(options, decided, runner)
     p = test_pipeline or beam.Pipeline(options=options)
     started = datetime.datetime.now(datetime.UTC)
-    plan = plan_for(decided, runner, started, launcher_waits=wait)
+    plan = plan_for(decided, runner, started, launcher_waits=wait, nights=nights)
     build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
     result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
@@ -388,6 +407,8 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         mlflow_run_id=job.tracker.run_id if job.tracker is not None else None,
         outcome=_outcome_path(job),
         launcher_waits=job.wait,
+        nights=job.nights,
+        command=job.command,
     )
     p = test_pipeline or beam.Pipeline(options=job.options)
     build(p, spec, job.out.staging, job.plan)
@@ -529,6 +550,10 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         lines.append(f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})")
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
+    for check in m.get("failed_checks") or []:
+        lines.append(f"  FAILED night check {check['check']}: {check['message']}")
+    for check in (m.get("checks") or {}).get("skipped") or []:
+        lines.append(f"  night check {check['check']} {check['message']}")
     lines.append(
         f"  predictions: {launch_output}/predictions/ ({_files(len(m['outputs']['predictions']))})"
     )
@@ -705,7 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("apache_beam", "google", "urllib3"):
+    for noisy in ("apache_beam", "google", "urllib3", "matplotlib", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Missing credentials are the error line itself; the auth library's own warning repeats it.
     logging.getLogger("google.auth").setLevel(logging.ERROR)
@@ -758,6 +783,8 @@ def main(argv: list[str] | None = None) -> int:
             print(dry_run_summary(job))
         print(f"DRY RUN: Dataflow job {name} translated, not submitted; the output was not touched")
         return 0
+    for check in res.manifest.get("failed_checks") or []:
+        print(f"night check failed: {check['check']}: {check['message']}", file=sys.stderr)
     print(summary(res, res.output))
     return res.exit_code
 

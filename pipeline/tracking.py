@@ -9,6 +9,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from typing import Any
 
 from models.errors import is_unreachable, one_line
@@ -107,8 +108,11 @@ class RunLog:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
-        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution).
-        source = resolve_dataset_source(launch.input_pattern)
+        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution); MLflow
+        # warns (UserWarning, on stderr) that a local path could be two kinds of the same class.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(launch.input_pattern)
         dataset = MetaDataset(source=source, name=f"input-{launch.run_date}")
         self._client.log_inputs(
             self.run_id,
@@ -165,11 +169,21 @@ class RunLog:
         for treatment in ("rejected", "scored"):
             for feature, rows in (unknown.get(treatment) or {}).items():
                 metrics[f"unknown_category_{treatment}_{feature}"] = rows
+        failed_checks = manifest.get("failed_checks") or []
+        metrics["failed_checks"] = len(failed_checks)
+        from mlflow.entities import RunTag
+
+        tags = []
+        if failed_checks:  # the reasons, as a person reads them on the run's page
+            text = "; ".join(c["message"] for c in failed_checks)
+            tags.append(RunTag("beamscore.failed_checks", text[:4900]))
         ok = self._safely(
             "log metrics",
             self._client.log_batch,
             self.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            + night_metrics(manifest, now),
+            tags=tags,
         )
         with tempfile.TemporaryDirectory() as tmp:
             files = {"manifest.json": manifest}
@@ -221,6 +235,28 @@ class RunLog:
         return True
 
 
+def night_metrics(manifest: dict[str, Any], now: int) -> list:
+    """The previous nights and tonight as MLflow metrics stepped by night (`night_rows_read`,
+    `night_error_rate`, `night_top_psi`, `night_prediction`, `night_duration_s`, and each
+    quality metric as `night_quality_<name>`): step = days since 1970-01-01 of the run date, so
+    MLflow's chart of one run shows the trend."""
+    from mlflow.entities import Metric
+
+    from pipeline.history import TRENDS, night_brief, step_of, trend_value
+
+    nights = list((manifest.get("history") or {}).get("nights") or [])
+    out = []
+    for brief in [*nights, night_brief(manifest)]:
+        step = step_of(brief.get("run_date"))
+        if step is None:
+            continue
+        values = {f"night_{name}": trend_value(brief, name) for name in TRENDS}
+        for name, value in ((brief.get("quality") or {}).get("metrics") or {}).items():
+            values[f"night_quality_{name}"] = value
+        out.extend(Metric(k, float(v), now, step) for k, v in values.items() if v is not None)
+    return out
+
+
 def close_abandoned(lock: dict, tracking_uri: str | None) -> None:
     """Ends, as KILLED, the MLflow run of a run that died holding the output directory's lock
     (its lock record names the run); best effort, a warning when MLflow cannot be reached."""
@@ -265,7 +301,8 @@ def _plot(profile: dict[str, Any], path: str) -> None:
     axes = list(axes) if len(panels) > 1 else [axes]
     for ax, panel in zip(axes, panels):
         if panel == "classes":
-            ax.bar(list(classes), list(classes.values()))
+            # By position, labelled: class names that read as numbers are not an axis of numbers.
+            ax.bar(range(len(classes)), list(classes.values()), tick_label=list(classes))
             ax.set_title("predicted class counts")
         elif panel == "values":
             edges = values["edges"]
