@@ -29,9 +29,18 @@ MIN_PREVIOUS = 3
 
 
 def _number(value: Any) -> float | None:
+    """A finite int or float (not a bool) as a float, or None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        value = float(value)
+    except OverflowError:  # an int too large for a float
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def prediction_summary(profile: dict | None, classes: tuple | list | None) -> dict | None:
@@ -79,14 +88,14 @@ def night_brief(manifest: dict, quality: dict | None = None) -> dict:
         "prediction": prediction,
         "duration_s": m.get("duration_s"),
         "model_version": model.get("version"),
-        "failed_checks": [c.get("check") for c in failed if isinstance(c, dict)],
+        "failed_checks": [str(c.get("check")) for c in failed if isinstance(c, dict)],
         "finished_at": m.get("finished_at"),
         "mlflow_run_id": m.get("mlflow_run_id"),
         "quality": None,
     }
     if isinstance(quality, dict) and isinstance(quality.get("metrics"), dict):
         brief["quality"] = {
-            "metrics": {k: v for k, v in quality["metrics"].items() if _number(v) is not None},
+            "metrics": {str(k): v for k, v in quality["metrics"].items() if _number(v) is not None},
             "rows_labelled": quality.get("rows_labelled"),
             "label_column": quality.get("label_column"),
         }
@@ -96,9 +105,9 @@ def night_brief(manifest: dict, quality: dict | None = None) -> dict:
 def trend_value(brief: dict, name: str) -> float | None:
     """One of TRENDS of a night's brief, as a number (None: the night has none)."""
     if name == "top_psi":
-        return _number((brief.get("top_drift") or {}).get("psi"))
+        return _number(_dict(brief.get("top_drift")).get("psi"))
     if name == "prediction":
-        return _number((brief.get("prediction") or {}).get("value"))
+        return _number(_dict(brief.get("prediction")).get("value"))
     return _number(brief.get(name))
 
 

@@ -355,14 +355,16 @@ def _quality(quality: Any) -> str:
 
 
 def _status_pill(status: Any) -> str:
-    return {"succeeded": "ok", "failed": "failed"}.get(status, "")
+    return (
+        {"succeeded": "ok", "failed": "failed"}.get(status, "") if isinstance(status, str) else ""
+    )
 
 
 def _checks(m: dict) -> str:
     """The night checks: each limit set, and whether tonight passed, failed or skipped it."""
     limits = m.get("checks") if isinstance(m.get("checks"), dict) else {}
-    failed = {c.get("check"): c for c in _list(m.get("failed_checks"))}
-    skipped = {c.get("check"): c for c in _list(limits.get("skipped"))}
+    failed = {str(c.get("check")): c for c in _list(m.get("failed_checks"))}
+    skipped = {str(c.get("check")): c for c in _list(limits.get("skipped"))}
     items = []
     for name in ("min_rows", "max_drift", "max_rows_change"):
         limit = limits.get(name)

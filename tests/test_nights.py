@@ -165,6 +165,15 @@ def test_max_drift_fails_a_drifted_night_and_drift_exclude_leaves_a_feature_out(
     assert kept.manifest["drift_exclude"] == ["f0"]
     assert set(kept.manifest["drift"]) == {"f1", "f2", "f3"}
     assert kept.manifest["failed_checks"] == []
+    # With --wait false the job's own commit stage decides: the launcher is gone by then.
+    alone = score(
+        tmp_path / "in.parquet", baseline_model, tmp_path / "c", "--min_rows", "61",
+        "--wait", "false",
+    )  # fmt: skip
+    assert alone.code == 0 and "SUBMITTED" in alone.result.stdout, alone.stderr
+    assert alone.manifest["status"] == "failed"
+    assert [c["check"] for c in alone.manifest["failed_checks"]] == ["min_rows"]
+    assert "night check failed: min_rows: 60 rows read" in alone.stderr  # the job's log
 
 
 def test_max_drift_without_a_baseline_and_bad_values_are_refused(tmp_path, models_dir):
