@@ -204,6 +204,7 @@ def prepare(
         baseline=_drift_baseline(model.ref, features),
         key_types=key_types,
         explain=decide_explain(opts.explain, model, features, keys, columns, facts, inputs.first),
+        run_date=flags.run_date,
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(

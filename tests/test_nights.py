@@ -7,6 +7,7 @@ them twice); the checks that need no history run on one tiny input each.
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 
@@ -81,7 +82,9 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
         "limit": 30,
         "message": "20 rows read, fewer than --min_rows 30",
     }
-    assert len(checked.predictions()) == 20  # committed all the same
+    predictions = checked.predictions()
+    assert len(predictions) == 20  # committed all the same
+    assert set(predictions.run_date) == {datetime.date(2026, 3, 6)}  # a date on every row
     assert "night check failed: max_rows_change: 20 rows read" in checked.stderr
     assert "night check failed: min_rows" in checked.stderr
     assert [n["run_date"] for n in m["history"]["nights"]] == list(NIGHTS)

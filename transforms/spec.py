@@ -18,6 +18,9 @@ LINEAGE_FIELDS = (
     pa.field("model_version", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    # The night the row was scored for (--run_date): a table of many nights is partitioned and
+    # joined on it.
+    pa.field("run_date", pa.date32()),
 )
 
 # The name, inside a batch, of the key copy of a column that is both a key and a feature: the
@@ -182,6 +185,7 @@ class ScoringSpec:
         key_types: the type each key is written with, where it differs from `columns` (a key
             that is also a feature keeps the input's type).
         explain: --explain's plan (models.explain.ExplainPlan), or None when off.
+        run_date: the run date (YYYY-MM-DD) written on every prediction row.
     """
 
     run_id: str
@@ -199,6 +203,7 @@ class ScoringSpec:
     split_bytes: int = 64 << 20
     key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
     explain: Any = None
+    run_date: str | None = None
 
     @property
     def wanted(self) -> tuple[str, ...]:
