@@ -275,7 +275,7 @@ def _history(m: dict) -> str:
         version = night.get("model_version")
         cells = [
             f'<th scope="row" class="mono">{_text(night.get("run_date"))}'
-            + (' <span class="pill">tonight</span>' if tonight else "")
+            + ('<br><span class="pill">tonight</span>' if tonight else "")
             + "</th>",
             f'<td><span class="pill {_status_pill(night.get("status"))}">'
             f"{_text(night.get('status'))}</span></td>",
@@ -1076,6 +1076,7 @@ tr.warn>*,tr.drifted>*{background:var(--warn-bg)}
 tr.tonight>*{font-weight:700;border-top:2px solid var(--ink)}
 td.outlier{background:var(--warn-bg);color:var(--warn);outline:2px solid var(--warn);
 outline-offset:-2px}
+#history th[scope=row]{white-space:nowrap}
 ul.checks{list-style:none;margin:0 0 10px;padding:0;display:grid;gap:4px}
 .metric{white-space:nowrap;font-size:13px}
 .path{overflow-wrap:anywhere;min-width:16em}
