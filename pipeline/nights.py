@@ -129,7 +129,7 @@ def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
     if "{run_date}" not in pattern:
         return [], "none: --output has no {run_date}, each night replaces the last"
     tonight = datetime.date.fromisoformat(run_date)
-    dates = [(tonight - datetime.timedelta(days=d)).isoformat() for d in range(1, HISTORY_DAYS)]
+    dates = [(tonight - datetime.timedelta(days=d)).isoformat() for d in range(1, HISTORY_DAYS + 1)]
 
     def one(date: str) -> dict | None:
         directory = night_dir(pattern, date)
