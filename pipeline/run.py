@@ -37,28 +37,21 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineState
 
 from models.errors import one_line
+from pipeline import observers as observing
 from pipeline import output as outdir
-from pipeline.commit import (
-    INCOMPLETE,
-    CommitPlan,
-    lineage_for,
-    lineage_inputs,
-    lineage_outputs,
-    plan_for,
-    read_outcome,
-)
+from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
 from pipeline.errors import ConfigError, Interrupted, RunFailed
 from pipeline.graph import build
-from pipeline.lineage import Lineage
 from pipeline.nights import Nights
 from pipeline.nights import decide as decide_nights
+from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.prepare import Launch, prepare
 from pipeline.signals import HELD as _HELD
 from pipeline.signals import SIGNALS as _SIGNALS
 from pipeline.signals import signals_held as _signals_held
-from pipeline.tracking import RunLog, close_abandoned
+from pipeline.tracking import close_abandoned
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
 from transforms.predict import share_with_workers
@@ -85,7 +78,7 @@ class ScoringResult:
 
 @dataclasses.dataclass
 class _Run:
-    """A launched run: its decisions, options, output directory and trackers."""
+    """A launched run: its decisions, options, output directory and observers."""
 
     launch: Launch
     options: PipelineOptions
@@ -93,8 +86,7 @@ class _Run:
     out: OutputDir
     started: datetime.datetime
     clock: float
-    tracker: RunLog | None = None
-    lineage: Lineage | None = None
+    observers: list[observing.Observer] = dataclasses.field(default_factory=list)
     wait: bool = True
     plan: CommitPlan | None = None
     nights: Nights | None = None
@@ -129,15 +121,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         with contextlib.suppress(AttributeError):  # main() says what DIR holds now
             e.commit_state = (job.out.commit_state(), job.out.path)
         job.out.discard_staging()
-        told = getattr(e, "told", False)  # the commit stage told MLflow and OpenLineage
-        if job.tracker is not None and not told:
-            job.tracker.abort("KILLED" if stopped else "FAILED")
-        if job.lineage is not None and not told:
-            inputs = lineage_inputs(job.launch)
-            if stopped:
-                job.lineage.abort(inputs)
-            else:
-                job.lineage.fail(one_line(e, with_type=not isinstance(e, RunFailed)), inputs)
+        if not getattr(e, "told", False):  # the commit stage told the observers itself
+            message = one_line(e, with_type=not isinstance(e, RunFailed))
+            for observer in job.observers:
+                observer.failed(message, stopped)
         raise
     finally:
         if not submitted:
@@ -232,21 +219,15 @@ def launch(options: PipelineOptions) -> _Run:
             out.acquire_lock()
         if out.taken_over:
             close_abandoned(out.taken_over, decided.tracking_uri)
-        if decided.mlflow_experiment:  # exit 3 (unreachable) or 2 (refused), before any work
-            job.tracker = RunLog(decided.tracking_uri, decided.mlflow_experiment)
-            job.tracker.start(decided, runner, _workers(options))
-            out.update_lock(
-                mlflow_run_id=job.tracker.run_id, mlflow_tracking_uri=decided.tracking_uri
-            )
+        started = observing.Started(decided, runner, _workers(options), out)
+        for observer in observing.for_launch(decided):  # exit 3 (unreachable) or 2 (refused)
+            job.observers.append(observer)  # told it failed, should it fail to start
+            observer.started(started)
         out.recover()
-        job.lineage = lineage_for(decided)
-        if job.lineage is not None:
-            job.lineage.start(lineage_inputs(decided), lineage_outputs(decided))
     except BaseException as e:
-        if job.tracker is not None:
-            job.tracker.abort(
-                "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
-            )
+        stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
+        for observer in job.observers:
+            observer.failed(one_line(e, with_type=not isinstance(e, RunFailed)), stopped)
         out.release_lock()
         raise
     return job
@@ -404,7 +385,7 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         job.launch,
         job.runner,
         job.started,
-        mlflow_run_id=job.tracker.run_id if job.tracker is not None else None,
+        observers=tuple(job.observers),
         outcome=_outcome_path(job),
         launcher_waits=job.wait,
         nights=job.nights,
@@ -506,8 +487,9 @@ def finalize(job: _Run, result) -> ScoringResult:
         mlflow_logged=outcome.get("mlflow_logged"),
         errors_summary=outcome.get("errors_summary"),
     )
-    if job.lineage is not None:
-        res.lineage_sent = [*job.lineage.not_sent, *outcome.get("lineage_not_sent", [])]
+    lineage = observing.find(job.observers, LineageEvents)
+    if lineage is not None:
+        res.lineage_sent = [*lineage.not_sent, *outcome.get("lineage_not_sent", [])]
     return res
 
 
