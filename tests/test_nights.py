@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 import shutil
 
@@ -16,6 +17,7 @@ import pytest
 
 from pipeline.history import far_outside, night_brief, outliers
 from pipeline.nights import Nights, evaluate, read_history
+from pipeline.observers import Observer
 from pipeline.report import render_report
 from tests.conftest import FEATURES, assert_one_line_error, float_rows, score, write_input
 from tests.test_mlflow_tracking import sqlite_store
@@ -245,3 +247,61 @@ def test_far_outside_and_a_model_version_change():
         'data-run-date="2026-03-04" class="tonight" data-tonight="true" data-model-changed' in page
     )
     assert "data-outlier" not in page
+
+
+# --- observers --------------------------------------------------------------------------------
+
+
+class Recorder(Observer):
+    """An observer of the kind a user adds (pipeline.observers): it writes what it is told to
+    the file RECORDER names, and refuses the run at start when RECORDER_REFUSE is set."""
+
+    @classmethod
+    def for_launch(cls, launch):
+        return cls(os.environ["RECORDER"]) if os.environ.get("RECORDER") else None
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def _note(self, text: str) -> None:
+        with open(self.path, "a") as f:
+            f.write(text + "\n")
+
+    def started(self, run) -> None:
+        self._note(f"started {run.launch.run_date}")
+        if os.environ.get("RECORDER_REFUSE"):
+            from pipeline.errors import ConfigError
+
+            raise ConfigError("the recorder refuses this run")
+
+    def manifest(self) -> dict:
+        return {"recorded_to": self.path}
+
+    def finished(self, night) -> dict:
+        self._note(f"finished {night.manifest['status']} {night.manifest['counts']['rows_read']}")
+        return {}
+
+    def failed(self, message: str, stopped: bool) -> None:
+        self._note(f"failed {message}")
+
+
+def test_an_observer_is_one_class_and_one_line(tmp_path, models_dir, monkeypatch):
+    from pipeline import observers
+
+    kinds = observers.kinds
+    monkeypatch.setattr(observers, "kinds", lambda: (*kinds(), Recorder))  # the one line
+    write_input(float_rows(12), tmp_path / "in.parquet")
+    notes = tmp_path / "notes.txt"
+    env = {"RECORDER": str(notes)}
+    model = models_dir / "binary.joblib"
+    cli = score(tmp_path / "in.parquet", model, tmp_path / "o", "--run_date", TONIGHT, env=env)
+    assert cli.code == 0, cli.stderr
+    assert notes.read_text().splitlines() == [f"started {TONIGHT}", "finished succeeded 12"]
+    assert cli.manifest["recorded_to"] == str(notes)  # pickled into the commit stage's plan
+    notes.unlink()
+    refused = score(
+        tmp_path / "in.parquet", model, tmp_path / "o", env={**env, "RECORDER_REFUSE": "1"}
+    )
+    assert_one_line_error(refused, "the recorder refuses this run")
+    assert notes.read_text().splitlines()[0].startswith("started")
+    assert notes.read_text().splitlines()[1].startswith("failed")
