@@ -99,6 +99,8 @@ def decide(opts, decided):
             f"usable ({why}): drop --max_drift or score a model saved with a baseline"
         )
     history, source = read_history(_absolute(opts.output), decided.run_date)
+    if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
+        history, source = mlflow_history(decided)
     nights = Nights(
         min_rows=min_rows,
         max_drift=max_drift,
@@ -147,6 +149,23 @@ def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
         found = [b for b in pool.map(one, dates) if b is not None]
     found = found[:HISTORY_NIGHTS]  # the latest first
     return list(reversed(found)), "manifests"
+
+
+def mlflow_history(decided) -> tuple[list[dict], str]:
+    """The previous nights of the job from its MLflow runs (same experiment, same job name),
+    for an --output without {run_date}; none, with a warning, when MLflow cannot be read."""
+    from pipeline.lineage import job_name_for
+    from pipeline.tracking import read_history as read_runs
+
+    job = job_name_for(decided.output, decided.run_date)
+    try:
+        found = read_runs(
+            decided.tracking_uri, decided.mlflow_experiment, job, decided.run_date, HISTORY_NIGHTS
+        )
+    except Exception as e:  # noqa: BLE001 - MLflow's own start says if it is gone
+        _LOG.warning("history: could not read the MLflow runs of %s: %s", job, one_line(e))
+        return [], "none: MLflow could not be read"
+    return found, f"MLflow experiment {decided.mlflow_experiment}"
 
 
 def evaluate(nights: Nights | None, rows_read: int, drift: dict | None) -> tuple[list, list]:

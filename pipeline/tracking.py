@@ -14,6 +14,7 @@ from typing import Any
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.lineage import job_name_for
 
 _LOG = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class RunLog:
                 run_name=f"score-{launch.run_date}-{spec.run_id}",
                 tags={
                     "beamscore.run_id": spec.run_id,
+                    # The job, as OpenLineage names it: the nights of one job share it.
+                    "beamscore.job": job_name_for(launch.output, launch.run_date),
                     "beamscore.code_version": code_version(),
                     "beamscore.model_uri": spec.model.uri,
                 },
@@ -169,14 +172,19 @@ class RunLog:
         for treatment in ("rejected", "scored"):
             for feature, rows in (unknown.get(treatment) or {}).items():
                 metrics[f"unknown_category_{treatment}_{feature}"] = rows
-        failed_checks = manifest.get("failed_checks") or []
-        metrics["failed_checks"] = len(failed_checks)
         from mlflow.entities import RunTag
 
+        failed_checks = manifest.get("failed_checks") or []
+        metrics["failed_checks"] = len(failed_checks)
         tags = []
         if failed_checks:  # the reasons, as a person reads them on the run's page
             text = "; ".join(c["message"] for c in failed_checks)
             tags.append(RunTag("beamscore.failed_checks", text[:4900]))
+        summary = manifest.get("prediction_summary") or {}
+        if summary.get("value") is not None:  # the night's brief, read back as history
+            metrics[f"prediction_{summary['kind']}"] = summary["value"]
+            if summary.get("class") is not None:
+                tags.append(RunTag("beamscore.positive_class", str(summary["class"])))
         ok = self._safely(
             "log metrics",
             self._client.log_batch,
@@ -255,6 +263,63 @@ def night_metrics(manifest: dict[str, Any], now: int) -> list:
             values[f"night_quality_{name}"] = value
         out.extend(Metric(k, float(v), now, step) for k, v in values.items() if v is not None)
     return out
+
+
+def read_history(tracking_uri: str, experiment: str, job: str, run_date: str, most: int) -> list:
+    """The previous nights of a job from MLflow: its runs tagged `beamscore.job` in the
+    experiment that ended (FINISHED or FAILED) for a run date before `run_date`, the latest run
+    of each date, the latest `most` dates; as briefs (pipeline.history.night_brief), oldest first.
+    """
+    from models.mlflow_models import client
+
+    mlflow = client(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None or "'" in job:
+        return []
+    runs = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`beamscore.job` = '{job}'",
+        max_results=max(10 * most, 100),
+        order_by=["attributes.start_time DESC"],
+    )
+    nights: dict[str, dict] = {}
+    for run in runs:
+        date = run.data.params.get("run_date", "")
+        if run.info.status not in ("FINISHED", "FAILED") or not date < run_date:
+            continue
+        if date in nights:
+            continue  # a rerun's earlier run
+        nights[date] = _brief_of(run)
+        if len(nights) == most:
+            break
+    return [nights[d] for d in sorted(nights)]
+
+
+def _brief_of(run) -> dict:
+    """A night's brief from its MLflow run (what RunLog logged), as from its manifest."""
+    from pipeline.history import night_brief
+
+    m, p = run.data.metrics, run.data.params
+    manifest = {
+        "run_date": p.get("run_date"),
+        "run_id": run.data.tags.get("beamscore.run_id"),
+        "status": "succeeded" if run.info.status == "FINISHED" else "failed",
+        "counts": {"rows_read": int(m["rows_read"])} if "rows_read" in m else {},
+        "error_rate": m.get("error_rate"),
+        "drift": {k.removeprefix("psi_"): v for k, v in m.items() if k.startswith("psi_")},
+        "prediction_summary": next(
+            (
+                {"kind": kind, "class": run.data.tags.get("beamscore.positive_class"), "value": v}
+                for kind in ("positive_share", "mean")
+                if (v := m.get(f"prediction_{kind}")) is not None
+            ),
+            None,
+        ),
+        "duration_s": m.get("duration_s"),
+        "model": {"version": p.get("model_version")},
+        "mlflow_run_id": run.info.run_id,
+    }
+    return night_brief(manifest)
 
 
 def close_abandoned(lock: dict, tracking_uri: str | None) -> None:

@@ -55,8 +55,10 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
         write_input(float_rows(rows, seed=i), tmp_path / "in" / date / "part.parquet")
     write_input(float_rows(20, seed=9), tmp_path / "in" / TONIGHT / "part.parquet")
     inp, out = tmp_path / "in" / "{run_date}" / "*.parquet", tmp_path / "out" / "{run_date}"
+    uri = sqlite_store(tmp_path)
+    mlflow = ("--mlflow_tracking_uri", uri, "--mlflow_experiment", "nightly")
     for date in NIGHTS:
-        assert score(inp, baseline_model, out, "--run_date", date).code == 0
+        assert score(inp, baseline_model, out, "--run_date", date, *mlflow).code == 0
     # A directory of someone else's among the nights is not history.
     (tmp_path / "out" / "2026-03-02b").mkdir()
     (tmp_path / "out" / "2026-02-28").mkdir()
@@ -64,8 +66,6 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
     # Labels arrived for the third night (pipeline.evaluate writes this).
     (tmp_path / "out" / "2026-03-03" / "quality.json").write_text(json.dumps(QUALITY))
     night = tmp_path / "out" / TONIGHT
-    uri = sqlite_store(tmp_path)
-    mlflow = ("--mlflow_tracking_uri", uri, "--mlflow_experiment", "nightly")
 
     checked = score(
         inp, baseline_model, out, "--run_date", TONIGHT, "--max_rows_change", "0.5",
@@ -148,6 +148,14 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
     assert found[2]["quality"]["metrics"]["roc_auc"] == 0.912
     assert found[0]["rows_read"] == 40 and found[0]["prediction"]["kind"] == "positive_share"
     assert [n["run_date"] for n in read_history(str(out), "2026-03-03")[0]] == list(NIGHTS)[:2]
+    # The same nights read back from MLflow (the history of an --output without {run_date}).
+    from pipeline.tracking import read_history as mlflow_history
+
+    runs = mlflow_history(uri, "nightly", str(out), TONIGHT, 30)
+    fields = ("run_date", "run_id", "status", "rows_read", "error_rate", "top_drift")
+    fields += ("prediction", "model_version", "duration_s")
+    assert [{k: n[k] for k in fields} for n in runs] == [{k: n[k] for k in fields} for n in found]
+    assert len(mlflow_history(uri, "nightly", str(out), "2026-03-04", 2)) == 2
 
 
 def test_max_drift_fails_a_drifted_night_and_drift_exclude_leaves_a_feature_out(
