@@ -203,7 +203,9 @@ class BigQuerySink:
                     "--key_columns"
                 )
             seen[name.lower()] = name
-        if PARTITION_COLUMN in seen:
+        # The predictions carry their run_date (a date) themselves; the errors get it here.
+        self.adds_partition = PARTITION_COLUMN not in self.columns
+        if PARTITION_COLUMN in seen and self.columns.get(PARTITION_COLUMN) != "DATE":
             raise ConfigError(
                 f"the {self.what} already have a {PARTITION_COLUMN!r} column, which the BigQuery "
                 "table adds as its partition column; rename it or pass --key_columns without it"
@@ -221,8 +223,12 @@ class BigQuerySink:
     def _bq_schema(self, with_partition: bool):
         from google.cloud import bigquery
 
-        fields = [bigquery.SchemaField(name, kind) for name, kind in self.columns.items()]
-        if with_partition:
+        mode = {PARTITION_COLUMN: "REQUIRED"} if with_partition else {}
+        fields = [
+            bigquery.SchemaField(name, kind, mode=mode.get(name, "NULLABLE"))
+            for name, kind in self.columns.items()
+        ]
+        if with_partition and self.adds_partition:
             fields.append(bigquery.SchemaField(PARTITION_COLUMN, "DATE", mode="REQUIRED"))
         return fields
 
@@ -319,8 +325,8 @@ class BigQuerySink:
 
     def statements(self, staging: TableRef, run_date: str, rows: int) -> str:
         """The transaction's part for this table: replace the date's rows, then check the count."""
-        columns = ", ".join(f"`{name}`" for name in self.columns)
-        date = f"DATE '{run_date}'"
+        columns = ", ".join(f"`{name}`" for name in self.columns if name != PARTITION_COLUMN)
+        date = f"DATE '{run_date}'"  # the rows' own run_date is this night's (one per run)
         message = (
             f"{self.table.id} would hold a row count other than {rows} for {run_date}; "
             "another writer may be loading this date"

@@ -29,8 +29,11 @@ from apache_beam.io.filesystems import FileSystems
 from models.errors import one_line
 from pipeline import output as outdir
 from pipeline.errors import Interrupted, RunFailed
+from pipeline.history import prediction_summary
 from pipeline.lineage import Dataset, Lineage, job_name_for
 from pipeline.manifest import Counts, CountsDisagree, build_manifest, input_changes
+from pipeline.nights import Nights, evaluate
+from pipeline.observers import Finished
 from pipeline.output import LockLost, OutputDir, read_json, write_json
 from pipeline.prepare import Launch
 from pipeline.signals import signals_held
@@ -50,19 +53,23 @@ class CommitPlan:
         runner: the Beam runner's name.
         started_at: when the launcher started (ISO 8601, UTC).
         started_s: the same, in seconds since the epoch (the stage may run on another machine).
-        mlflow_run_id: the MLflow run the launcher started, if any.
+        observers: the run's observers (pipeline.observers), as the launcher started them.
         outcome: where the stage writes what the launcher prints (None: nobody waits).
         launcher_waits: a launcher waits for the job: it releases the lock, and on a failure
             tells MLflow and OpenLineage, as it always did; otherwise the stage does.
+        nights: the night checks and the job's previous nights (pipeline.nights), if decided.
+        command: the command that reruns this night, for the report.
     """
 
     launch: Launch
     runner: str
     started_at: str
     started_s: float
-    mlflow_run_id: str | None = None
+    observers: tuple = ()
     outcome: str | None = None
     launcher_waits: bool = True
+    nights: Nights | None = None
+    command: str | None = None
 
 
 def plan_for(launch: Launch, runner: str, started: datetime.datetime, **more) -> CommitPlan:
@@ -110,8 +117,6 @@ def commit_run(plan: CommitPlan) -> dict:
     """
     launch_ = plan.launch
     out = OutputDir(launch_.output, launch_.spec.run_id)
-    tracker = _tracker(plan)
-    lineage = lineage_for(launch_)
     try:
         with signals_held():  # on the DirectRunner the launcher's signals wait for the commit
             manifest, profile, errors_summary = _commit(plan, out)
@@ -120,24 +125,20 @@ def commit_run(plan: CommitPlan) -> dict:
         message = str(e) if isinstance(e, RunFailed) else one_line(e, with_type=True)
         _write_outcome(plan, {"error": message, "stopped": stopped})
         if not plan.launcher_waits:
-            if tracker is not None:
-                tracker.abort("KILLED" if stopped else "FAILED")
-            if lineage is not None:
-                lineage.fail(message, lineage_inputs(launch_))
+            for observer in plan.observers:
+                observer.failed(message, stopped)
             if out.commit_state() == "none":
                 _safely("mark the lock ended", out.mark_lock_ended, message)
         raise
     outcome: dict = {"errors_summary": _brief(errors_summary)}
-    if lineage is not None:
-        lineage.complete(*lineage_done(launch_, manifest), manifest["status"])
-        outcome["lineage_not_sent"] = list(lineage.not_sent)
-    if tracker is not None:
-        report = out.join(outdir.REPORT) if manifest.get("report") else None
-        outcome["mlflow_logged"] = tracker.finish(
-            manifest, profile, errors_summary, manifest["duration_s"], report
-        )
+    report = out.join(outdir.REPORT) if manifest.get("report") else None
+    night = Finished(launch_, manifest, profile, errors_summary, report)
+    for observer in plan.observers:
+        outcome.update(observer.finished(night))
     if not plan.launcher_waits:  # a waiting launcher, whose heartbeat runs, releases it
         out.release_lock()
+        for check in manifest.get("failed_checks") or []:  # the job's log: nobody prints them
+            _LOG.warning("night check failed: %s: %s", check["check"], check["message"])
     _write_outcome(plan, outcome)
     return manifest
 
@@ -181,13 +182,19 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
     extra: dict = {}
     if launch_.spec.baseline and profile.get("drift"):
         extra["drift"] = profile["drift"]
+    extra.update(_night(plan.nights, counts, extra.get("drift"), profile, launch_))
+    if extra["failed_checks"]:
+        status = "failed"
+    extra["output"] = launch_.output
+    if plan.command:
+        extra["rerun_command"] = plan.command
     if launch_.spec.explain is not None:
         extra["explain"] = {
             **launch_.spec.explain.manifest(),
             "top_reasons": profile.get("top_reasons") or [],
         }
-    if plan.mlflow_run_id:
-        extra["mlflow_run_id"] = plan.mlflow_run_id
+    for observer in plan.observers:
+        extra.update(observer.manifest())
     _adopt_lock(out)
     extra.update(_load_bigquery(launch_, out, files, counts, status))
     seconds = time.time() - plan.started_s
@@ -211,6 +218,20 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
         loaded,
     )
     return manifest, profile, errors_summary
+
+
+def _night(nights: Nights | None, counts: Counts, drift, profile: dict, launch_: Launch) -> dict:
+    """The manifest's night sections: the prediction in one number, the night checks (failed
+    and skipped), the features left out of drift, and the previous nights it was compared with."""
+    failed, skipped = evaluate(nights, counts.rows_read, drift)
+    nights = nights or Nights()
+    return {
+        "prediction_summary": prediction_summary(profile, launch_.spec.facts.classes),
+        "checks": {**nights.limits(), "skipped": skipped},
+        "failed_checks": failed,
+        "drift_exclude": list(nights.drift_exclude),
+        "history": {"source": nights.history_source, "nights": list(nights.history)},
+    }
 
 
 def _move_committed(out: OutputDir, commit, loaded: list[str] = ()) -> None:
@@ -274,17 +295,6 @@ def _load_bigquery(
         return dict(zip(keys, replace_partitions(loads, launch_.run_date, launch_.spec.run_id)))
 
 
-def _tracker(plan: CommitPlan):
-    """The launcher's MLflow run, reopened by its id (None: nothing is logged)."""
-    if not plan.mlflow_run_id:
-        return None
-    from pipeline.tracking import RunLog
-
-    tracker = RunLog(plan.launch.tracking_uri, plan.launch.mlflow_experiment)
-    tracker.run_id = plan.mlflow_run_id
-    return tracker
-
-
 def _brief(errors_summary: dict | None) -> dict | None:
     """The errors in brief as the launcher's closing lines show them (the first groups)."""
     if errors_summary is None:
@@ -318,8 +328,8 @@ def read_outcome(path: str | None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# OpenLineage: the launcher sends START (and FAIL when the job fails before its commit stage),
-# the commit stage COMPLETE.
+# OpenLineage (pipeline.observers.openlineage): the launcher sends START (and FAIL when the job
+# fails before its commit stage), the commit stage COMPLETE.
 
 
 def lineage_for(decided: Launch) -> Lineage | None:

@@ -137,6 +137,31 @@ FLAGS = (
         "score most) and contribution_1..K (their exact contributions, in the model's raw "
         "output units); XGBoost, LightGBM, scikit-learn tree and linear models (default: off)",
     ),
+    Flag(
+        "min_rows",
+        "N",
+        "a night check: fewer than N rows read fails the night (exit 1, status failed, the "
+        "output still committed) (default: off)",
+    ),
+    Flag(
+        "max_drift",
+        "PSI",
+        "a night check: any feature's drift (PSI against the model's baseline) above it fails "
+        "the night; a model without a drift baseline is refused (default: off)",
+    ),
+    Flag(
+        "max_rows_change",
+        "R",
+        "a night check: rows read differing from the median of the previous nights of the same "
+        "--output pattern by more than this fraction (0.5: half) fails the night; skipped with "
+        "fewer than 3 previous nights (default: off)",
+    ),
+    Flag(
+        "drift_exclude",
+        "A,B",
+        "features left out of drift (calendar-like columns such as month, day), recorded in the "
+        "manifest",
+    ),
     Flag("run_date", "YYYY-MM-DD", "fills {run_date} (default: today, UTC)"),
     Flag("batch_size", "N", "rows per Arrow record batch", default="65536"),
     Flag(

@@ -214,6 +214,7 @@ def prepare(
         key_types=key_types,
         explain=decide_explain(opts.explain, model, features, keys, columns, facts, inputs.first),
         table=inputs.table,
+        run_date=flags.run_date,
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(

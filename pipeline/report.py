@@ -19,7 +19,11 @@ Stable hooks for tests and scrapers (ids unless said otherwise):
     #unknown-categories (data-rule) with tr[data-column][data-treatment][data-rows];
     profile-rows, tr[data-class][data-count] in #class-shares; rect[data-count] in
     #proba-histogram and #prediction-histogram;
-    #reasons (data-k, data-method) with tr[data-feature][data-rows][data-share] (--explain).
+    #reasons (data-k, data-method) with tr[data-feature][data-rows][data-share] (--explain);
+    #history with tr[data-run-date] (tonight: .tonight, data-tonight="true"; a model version
+    change: data-model-changed="true") and td[data-col] (far outside the previous nights:
+    data-outlier="true"), #checks with li[data-check][data-state] (failed, skipped, passed);
+    #where with output-predictions, output-errors, output-manifest and rerun-command.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import json
 import math
 from collections.abc import Iterable
 from typing import Any
+
+from pipeline.history import night_brief, outliers
 
 # Copies of transforms.errors.STAGES and transforms.profile.PSI_WARNING (tests check they agree):
 # importing those modules would import Apache Beam.
@@ -68,6 +74,7 @@ def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]
             _banner(m, status, error_groups),
             "<main>",
             _numbers(m),
+            _history(m),
             _errors(error_groups or []),
             _unknown_categories(m.get("unknown_categories")),
             _files(m),
@@ -75,6 +82,7 @@ def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]
             _predictions(profile),
             _reasons(m.get("explain")),
             _model(m.get("model")),
+            _where(m),
             _details(m),
             "</main>",
             f"<footer>Run report of {_text(m.get('producer'))} · self-contained: this page loads"
@@ -123,6 +131,15 @@ def _attention(m: dict, status: str | None, error_groups: list[dict]) -> str:
     items = []
     if m.get("error"):
         items.append(("bad", "#details", f"The run could not complete: {m['error']}"))
+    for check in _list(m.get("failed_checks")):
+        message = _clip(check.get("message"))
+        items.append(("bad", "#checks", f"Night check {check.get('check', NA)} failed: {message}"))
+    for check in _list(_dig(m, "checks", "skipped")):
+        items.append(
+            ("info", "#checks", f"Night check {check.get('check', NA)} {check.get('message')}")
+        )
+    for text in _far(m).values():
+        items.append(("warn", "#history", text[0].upper() + text[1:]))
     n = len(_unreadable(m))
     if n:
         items.append(("bad", "#files", f"{n:,} input file{'s' * (n != 1)} could not be read"))
@@ -217,6 +234,192 @@ def _numbers(m: dict) -> str:
         f'<p><span class="num" id="throughput" data-value="{_e(_raw(rows_per_s))}">'
         f"{_rate(rows_per_s)}</span> rows/s</p></div>"
         "</div></section>"
+    )
+
+
+def _list(value: Any) -> list[dict]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def _previous(m: dict) -> list[dict]:
+    return _list(_dig(m, "history", "nights"))
+
+
+def _far(m: dict) -> dict[str, str]:
+    """Tonight's numbers far outside the previous nights' range (pipeline.history.outliers)."""
+    return outliers(_previous(m), night_brief(m))
+
+
+# The history's columns: (data-col, header) of the numbers compared night over night.
+_HISTORY_COLS = (
+    ("rows_read", "Rows read"),
+    ("error_rate", "Error rate"),
+    ("top_psi", "Top drift"),
+    ("prediction", "Prediction"),
+    ("duration_s", "Duration"),
+)
+
+
+def _history(m: dict) -> str:
+    """The previous nights of the same job and tonight, one row each, with the night checks;
+    tonight's numbers far outside the previous nights' range are highlighted."""
+    previous = _previous(m)
+    source = _dig(m, "history", "source")
+    far = _far(m)
+    rows = []
+    version = None
+    nights = [*previous, {**night_brief(m), "tonight": True}]
+    for i, night in enumerate(nights):
+        tonight = night.get("tonight") is True
+        changed = i > 0 and night.get("model_version") != version
+        version = night.get("model_version")
+        cells = [
+            f'<th scope="row" class="mono">{_text(night.get("run_date"))}'
+            + ('<br><span class="pill">tonight</span>' if tonight else "")
+            + "</th>",
+            f'<td><span class="pill {_status_pill(night.get("status"))}">'
+            f"{_text(night.get('status'))}</span></td>",
+        ]
+        for col, _ in _HISTORY_COLS:
+            text, raw = _history_cell(night, col)
+            hot = tonight and col in far
+            flag = ' data-outlier="true"'
+            title = f' title="{_e(far[col])}"' if hot else ""
+            cells.append(
+                f'<td class="num{" outlier" if hot else ""}" data-col="{col}" '
+                f'data-value="{_e(_raw(raw))}"{flag if hot else ""}{title}>{text}</td>'
+            )
+        mark = ' <span class="pill warn">changed</span>' if changed else ""
+        cells.append(f'<td class="mono" data-col="model_version">{_text(version)}{mark}</td>')
+        cells.append(f'<td data-col="quality">{_quality(night.get("quality"))}</td>')
+        attrs = f' data-run-date="{_e(night.get("run_date"))}"'
+        attrs += ' class="tonight" data-tonight="true"' if tonight else ""
+        attrs += ' data-model-changed="true"' if changed else ""
+        rows.append(f"<tr{attrs}>{''.join(cells)}</tr>")
+    head = "".join(f'<th scope="col" class="num">{h}</th>' for _, h in _HISTORY_COLS)
+    if previous:
+        note = (
+            f"The {len(previous)} previous night{'s' * (len(previous) != 1)} of this job "
+            f"(from {_e(source)}) and tonight. A number of tonight's far outside the previous "
+            "nights' range is highlighted; a model version change is marked."
+        )
+    else:
+        note = f"No previous night of this job was found ({_text(source)})."
+    return (
+        f'<section id="history"><h2>History</h2><p class="quiet">{note}</p>{_checks(m)}'
+        '<div class="scroll"><table class="data"><thead><tr><th scope="col">Night</th>'
+        f'<th scope="col">Status</th>{head}<th scope="col">Model version</th>'
+        f'<th scope="col">Quality (labels)</th></tr></thead><tbody>{"".join(rows)}</tbody>'
+        "</table></div></section>"
+    )
+
+
+def _history_cell(night: dict, col: str) -> tuple[str, float | None]:
+    """A history cell's text and its number."""
+    if col == "rows_read":
+        n = _number(night.get("rows_read"))
+        return _int(n), n
+    if col == "error_rate":
+        rate = _number(night.get("error_rate"))
+        return _pct(rate), rate
+    if col == "duration_s":
+        seconds = _number(night.get("duration_s"))
+        return _seconds(seconds), seconds
+    if col == "top_psi":
+        top = night.get("top_drift") if isinstance(night.get("top_drift"), dict) else {}
+        psi = _number(top.get("psi"))
+        if psi is None:
+            return NA, None
+        return f'<span class="mono">{_e(top.get("feature"))}</span> {psi:.3f}', psi
+    summary = night.get("prediction") if isinstance(night.get("prediction"), dict) else {}
+    value = _number(summary.get("value"))
+    if value is None:
+        return NA, None
+    if summary.get("kind") == "positive_share":
+        return f'{_pct(value)} <span class="quiet">= {_e(summary.get("class"))}</span>', value
+    return f'{value:.4g} <span class="quiet">mean</span>', value
+
+
+def _quality(quality: Any) -> str:
+    metrics = _dig(quality, "metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        return f'<span class="quiet">{NA}</span>'
+    items = "".join(
+        f'<span class="metric" data-metric="{_e(k)}" data-value="{_e(_raw(_number(v)))}">'
+        f"{_e(k)} {_number(v):.3f}</span> "
+        for k, v in list(metrics.items())[:6]
+        if _number(v) is not None
+    )
+    labelled = _number(_dig(quality, "rows_labelled"))
+    return items + (f'<span class="quiet">({_int(labelled)} labelled)</span>' if labelled else "")
+
+
+def _status_pill(status: Any) -> str:
+    return (
+        {"succeeded": "ok", "failed": "failed"}.get(status, "") if isinstance(status, str) else ""
+    )
+
+
+def _checks(m: dict) -> str:
+    """The night checks: each limit set, and whether tonight passed, failed or skipped it."""
+    limits = m.get("checks") if isinstance(m.get("checks"), dict) else {}
+    failed = {str(c.get("check")): c for c in _list(m.get("failed_checks"))}
+    skipped = {str(c.get("check")): c for c in _list(limits.get("skipped"))}
+    items = []
+    for name in ("min_rows", "max_drift", "max_rows_change"):
+        limit = limits.get(name)
+        if limit is None:
+            continue
+        if name in failed:
+            state, text = "failed", failed[name].get("message")
+        elif name in skipped:
+            state, text = "skipped", skipped[name].get("message")
+        else:
+            state, text = "passed", "passed"
+        kind = {"failed": "failed", "skipped": "warn", "passed": "ok"}[state]
+        items.append(
+            f'<li data-check="{name}" data-state="{state}"><span class="pill {kind}">{state}</span>'
+            f' <span class="mono">--{name} {_e(limit)}</span>: {_e(_clip(text, 400))}</li>'
+        )
+    if not items:
+        return (
+            '<p class="quiet" id="checks">No night check is set (--min_rows, --max_drift, '
+            "--max_rows_change).</p>"
+        )
+    return f'<ul id="checks" class="checks">{"".join(items)}</ul>'
+
+
+def _where(m: dict) -> str:
+    """Where tonight's output went, and the command that reruns this night."""
+    directory = m.get("output")
+    if not isinstance(directory, str):
+        return ""
+    outputs = m.get("outputs") if isinstance(m.get("outputs"), dict) else {}
+    rows = [
+        (
+            "output-predictions",
+            "Predictions",
+            f"{directory}/predictions/",
+            outputs.get("predictions"),
+        ),
+        ("output-errors", "Errors", f"{directory}/errors/", outputs.get("errors")),
+        ("output-manifest", "Manifest", f"{directory}/manifest.json", None),
+    ]
+    facts = "".join(
+        f'<dt>{label}</dt><dd><span class="mono" id="{ident}">{_e(path)}</span>'
+        + (f" ({_count_of(files)})" if isinstance(files, list) else "")
+        + "</dd>"
+        for ident, label, path, files in rows
+    )
+    rerun = m.get("rerun_command")
+    command = (
+        f'<h3>Rerun this night</h3><pre class="record" id="rerun-command">{_e(rerun)}</pre>'
+        if isinstance(rerun, str)
+        else ""
+    )
+    return (
+        f'<section id="where"><h2>Where the output went</h2><dl class="facts">{facts}</dl>'
+        f"{command}</section>"
     )
 
 
@@ -870,6 +1073,12 @@ table.data th.num,table.data td.num{text-align:right;white-space:nowrap}
 table.data tbody tr:last-child>*{border-bottom:0}
 tr.failed>*{background:var(--bad-bg)}tr.failed td.path{color:var(--bad);font-weight:700}
 tr.warn>*,tr.drifted>*{background:var(--warn-bg)}
+tr.tonight>*{font-weight:700;border-top:2px solid var(--ink)}
+td.outlier{background:var(--warn-bg);color:var(--warn);outline:2px solid var(--warn);
+outline-offset:-2px}
+#history th[scope=row]{white-space:nowrap}
+ul.checks{list-style:none;margin:0 0 10px;padding:0;display:grid;gap:4px}
+.metric{white-space:nowrap;font-size:13px}
 .path{overflow-wrap:anywhere;min-width:16em}
 .pill{display:inline-block;padding:0 8px;border-radius:99px;font-size:12px;font-weight:600;
 background:var(--track);color:var(--quiet);white-space:nowrap}

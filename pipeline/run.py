@@ -18,6 +18,7 @@ import datetime
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -36,26 +37,21 @@ from apache_beam.options.pipeline_options import (
 from apache_beam.runners.runner import PipelineState
 
 from models.errors import one_line
+from pipeline import observers as observing
 from pipeline import output as outdir
-from pipeline.commit import (
-    INCOMPLETE,
-    CommitPlan,
-    lineage_for,
-    lineage_inputs,
-    lineage_outputs,
-    plan_for,
-    read_outcome,
-)
+from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
 from pipeline.errors import ConfigError, Interrupted, RunFailed
 from pipeline.graph import build
-from pipeline.lineage import Lineage
+from pipeline.nights import Nights
+from pipeline.nights import decide as decide_nights
+from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.prepare import Launch, prepare
 from pipeline.signals import HELD as _HELD
 from pipeline.signals import SIGNALS as _SIGNALS
 from pipeline.signals import signals_held as _signals_held
-from pipeline.tracking import RunLog, close_abandoned
+from pipeline.tracking import close_abandoned
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import STAGES
 from transforms.predict import share_with_workers
@@ -82,7 +78,7 @@ class ScoringResult:
 
 @dataclasses.dataclass
 class _Run:
-    """A launched run: its decisions, options, output directory and trackers."""
+    """A launched run: its decisions, options, output directory and observers."""
 
     launch: Launch
     options: PipelineOptions
@@ -90,10 +86,11 @@ class _Run:
     out: OutputDir
     started: datetime.datetime
     clock: float
-    tracker: RunLog | None = None
-    lineage: Lineage | None = None
+    observers: list[observing.Observer] = dataclasses.field(default_factory=list)
     wait: bool = True
     plan: CommitPlan | None = None
+    nights: Nights | None = None
+    command: str | None = None
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> ScoringResult:
@@ -106,10 +103,12 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     Returns:
         The run's result; raises ConfigError (exit 2), RunFailed (exit 3) or Interrupted.
     """
-    options = parse_options(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = parse_options(argv)
     if _dry_run(options):
         return _translate_only(options, test_pipeline)
     job = launch(options)
+    job.command = rerun_command(argv, job.launch.run_date)
     submitted = False
     try:
         result = score(job, test_pipeline)
@@ -122,15 +121,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         with contextlib.suppress(AttributeError):  # main() says what DIR holds now
             e.commit_state = (job.out.commit_state(), job.out.path)
         job.out.discard_staging()
-        told = getattr(e, "told", False)  # the commit stage told MLflow and OpenLineage
-        if job.tracker is not None and not told:
-            job.tracker.abort("KILLED" if stopped else "FAILED")
-        if job.lineage is not None and not told:
-            inputs = lineage_inputs(job.launch)
-            if stopped:
-                job.lineage.abort(inputs)
-            else:
-                job.lineage.fail(one_line(e, with_type=not isinstance(e, RunFailed)), inputs)
+        if not getattr(e, "told", False):  # the commit stage told the observers itself
+            message = one_line(e, with_type=not isinstance(e, RunFailed))
+            for observer in job.observers:
+                observer.failed(message, stopped)
         raise
     finally:
         if not submitted:
@@ -216,32 +210,37 @@ def launch(options: PipelineOptions) -> _Run:
     runner = _runner(options)
     wait = wait_for_job(options.view_as(ScoringOptions))
     decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
+    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
     _worker_installs(options, decided, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
-    job = _Run(decided, options, runner, out, started, clock, wait=wait)
+    job = _Run(decided, options, runner, out, started, clock, wait=wait, nights=nights)
     try:
         with _signals_held():  # a stop signal waits until the lock can be released again
             out.acquire_lock()
         if out.taken_over:
             close_abandoned(out.taken_over, decided.tracking_uri)
-        if decided.mlflow_experiment:  # exit 3 (unreachable) or 2 (refused), before any work
-            job.tracker = RunLog(decided.tracking_uri, decided.mlflow_experiment)
-            job.tracker.start(decided, runner, _workers(options))
-            out.update_lock(
-                mlflow_run_id=job.tracker.run_id, mlflow_tracking_uri=decided.tracking_uri
-            )
+        started = observing.Started(decided, runner, _workers(options), out)
+        for observer in observing.for_launch(decided):  # exit 3 (unreachable) or 2 (refused)
+            job.observers.append(observer)  # told it failed, should it fail to start
+            observer.started(started)
         out.recover()
-        job.lineage = lineage_for(decided)
-        if job.lineage is not None:
-            job.lineage.start(lineage_inputs(decided), lineage_outputs(decided))
     except BaseException as e:
-        if job.tracker is not None:
-            job.tracker.abort(
-                "KILLED" if isinstance(e, (KeyboardInterrupt, Interrupted)) else "FAILED"
-            )
+        stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
+        for observer in job.observers:
+            observer.failed(one_line(e, with_type=not isinstance(e, RunFailed)), stopped)
         out.release_lock()
         raise
     return job
+
+
+def rerun_command(argv: list[str], run_date: str) -> str:
+    """The command that reruns this night: the same flags, with its --run_date made explicit."""
+    words = list(argv)
+    if not any(w == "--run_date" or w.startswith("--run_date=") for w in words):
+        words += ["--run_date", run_date]
+    return f"cd {shlex.quote(os.getcwd())} && " + shlex.join(
+        [sys.executable, "-m", "pipeline.run", *words]
+    )
 
 
 def _runner(options: PipelineOptions) -> str:
@@ -315,10 +314,11 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     decided = prepare(
         options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
     )
+    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
     _worker_installs(options, decided, runner)
     p = test_pipeline or beam.Pipeline(options=options)
     started = datetime.datetime.now(datetime.UTC)
-    plan = plan_for(decided, runner, started, launcher_waits=wait)
+    plan = plan_for(decided, runner, started, launcher_waits=wait, nights=nights)
     build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
     result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
@@ -385,9 +385,11 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         job.launch,
         job.runner,
         job.started,
-        mlflow_run_id=job.tracker.run_id if job.tracker is not None else None,
+        observers=tuple(job.observers),
         outcome=_outcome_path(job),
         launcher_waits=job.wait,
+        nights=job.nights,
+        command=job.command,
     )
     p = test_pipeline or beam.Pipeline(options=job.options)
     build(p, spec, job.out.staging, job.plan)
@@ -485,8 +487,9 @@ def finalize(job: _Run, result) -> ScoringResult:
         mlflow_logged=outcome.get("mlflow_logged"),
         errors_summary=outcome.get("errors_summary"),
     )
-    if job.lineage is not None:
-        res.lineage_sent = [*job.lineage.not_sent, *outcome.get("lineage_not_sent", [])]
+    lineage = observing.find(job.observers, LineageEvents)
+    if lineage is not None:
+        res.lineage_sent = [*lineage.not_sent, *outcome.get("lineage_not_sent", [])]
     return res
 
 
@@ -529,6 +532,10 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         lines.append(f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})")
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
+    for check in m.get("failed_checks") or []:
+        lines.append(f"  FAILED night check {check['check']}: {check['message']}")
+    for check in (m.get("checks") or {}).get("skipped") or []:
+        lines.append(f"  night check {check['check']} {check['message']}")
     lines.append(
         f"  predictions: {launch_output}/predictions/ ({_files(len(m['outputs']['predictions']))})"
     )
@@ -720,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    for noisy in ("apache_beam", "google", "urllib3"):
+    for noisy in ("apache_beam", "google", "urllib3", "matplotlib", "mlflow", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Missing credentials are the error line itself; the auth library's own warning repeats it.
     logging.getLogger("google.auth").setLevel(logging.ERROR)
@@ -773,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
             print(dry_run_summary(job))
         print(f"DRY RUN: Dataflow job {name} translated, not submitted; the output was not touched")
         return 0
+    for check in res.manifest.get("failed_checks") or []:
+        print(f"night check failed: {check['check']}: {check['message']}", file=sys.stderr)
     print(summary(res, res.output))
     return res.exit_code
 

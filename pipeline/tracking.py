@@ -9,10 +9,12 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from typing import Any
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.lineage import job_name_for
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class RunLog:
                 run_name=f"score-{launch.run_date}-{spec.run_id}",
                 tags={
                     "beamscore.run_id": spec.run_id,
+                    # The job, as OpenLineage names it: the nights of one job share it.
+                    "beamscore.job": job_name_for(launch.output, launch.run_date),
                     "beamscore.code_version": code_version(),
                     "beamscore.model_uri": spec.model.uri,
                 },
@@ -107,14 +111,16 @@ class RunLog:
         from mlflow.data.meta_dataset import MetaDataset
         from mlflow.entities import DatasetInput, InputTag, LoggedModelInput
 
-        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution); a
+        # A local path is a "local" source, gs:// a "gs" one (MLflow's own resolution; it warns,
+        # UserWarning on stderr, that a local path could be two kinds of the same class); a
         # BigQuery table, which MLflow does not resolve, a "bigquery" one at its snapshot.
         table = launch.spec.table
-        source = (
-            _bigquery_source(table.table_id, table.row_filter, table.snapshot_time)
-            if table is not None
-            else resolve_dataset_source(launch.input_pattern)
-        )
+        if table is not None:
+            source = _bigquery_source(table.table_id, table.row_filter, table.snapshot_time)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                source = resolve_dataset_source(launch.input_pattern)
         dataset = MetaDataset(source=source, name=f"input-{launch.run_date}")
         self._client.log_inputs(
             self.run_id,
@@ -171,11 +177,26 @@ class RunLog:
         for treatment in ("rejected", "scored"):
             for feature, rows in (unknown.get(treatment) or {}).items():
                 metrics[f"unknown_category_{treatment}_{feature}"] = rows
+        from mlflow.entities import RunTag
+
+        failed_checks = manifest.get("failed_checks") or []
+        metrics["failed_checks"] = len(failed_checks)
+        tags = []
+        if failed_checks:  # the reasons, as a person reads them on the run's page
+            text = "; ".join(c["message"] for c in failed_checks)
+            tags.append(RunTag("beamscore.failed_checks", text[:4900]))
+        summary = manifest.get("prediction_summary") or {}
+        if summary.get("value") is not None:  # the night's brief, read back as history
+            metrics[f"prediction_{summary['kind']}"] = summary["value"]
+            if summary.get("class") is not None:
+                tags.append(RunTag("beamscore.positive_class", str(summary["class"])))
         ok = self._safely(
             "log metrics",
             self._client.log_batch,
             self.run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()]
+            + night_metrics(manifest, now),
+            tags=tags,
         )
         with tempfile.TemporaryDirectory() as tmp:
             files = {"manifest.json": manifest}
@@ -227,6 +248,85 @@ class RunLog:
         return True
 
 
+def night_metrics(manifest: dict[str, Any], now: int) -> list:
+    """The previous nights and tonight as MLflow metrics stepped by night (`night_rows_read`,
+    `night_error_rate`, `night_top_psi`, `night_prediction`, `night_duration_s`, and each
+    quality metric as `night_quality_<name>`): step = days since 1970-01-01 of the run date, so
+    MLflow's chart of one run shows the trend."""
+    from mlflow.entities import Metric
+
+    from pipeline.history import TRENDS, night_brief, step_of, trend_value
+
+    nights = list((manifest.get("history") or {}).get("nights") or [])
+    out = []
+    for brief in [*nights, night_brief(manifest)]:
+        step = step_of(brief.get("run_date"))
+        if step is None:
+            continue
+        values = {f"night_{name}": trend_value(brief, name) for name in TRENDS}
+        for name, value in ((brief.get("quality") or {}).get("metrics") or {}).items():
+            values[f"night_quality_{name}"] = value
+        out.extend(Metric(k, float(v), now, step) for k, v in values.items() if v is not None)
+    return out
+
+
+def read_history(tracking_uri: str, experiment: str, job: str, run_date: str, most: int) -> list:
+    """The previous nights of a job from MLflow: its runs tagged `beamscore.job` in the
+    experiment that ended (FINISHED or FAILED) for a run date before `run_date`, the latest run
+    of each date, the latest `most` dates; as briefs (pipeline.history.night_brief), oldest first.
+    """
+    from models.mlflow_models import client
+
+    mlflow = client(tracking_uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None or "'" in job:
+        return []
+    runs = mlflow.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`beamscore.job` = '{job}'",
+        max_results=max(10 * most, 100),
+        order_by=["attributes.start_time DESC"],
+    )
+    nights: dict[str, dict] = {}
+    for run in runs:
+        date = run.data.params.get("run_date", "")
+        if run.info.status not in ("FINISHED", "FAILED") or not date < run_date:
+            continue
+        if date in nights:
+            continue  # a rerun's earlier run
+        nights[date] = _brief_of(run)
+        if len(nights) == most:
+            break
+    return [nights[d] for d in sorted(nights)]
+
+
+def _brief_of(run) -> dict:
+    """A night's brief from its MLflow run (what RunLog logged), as from its manifest."""
+    from pipeline.history import night_brief
+
+    m, p = run.data.metrics, run.data.params
+    manifest = {
+        "run_date": p.get("run_date"),
+        "run_id": run.data.tags.get("beamscore.run_id"),
+        "status": "succeeded" if run.info.status == "FINISHED" else "failed",
+        "counts": {"rows_read": int(m["rows_read"])} if "rows_read" in m else {},
+        "error_rate": m.get("error_rate"),
+        "drift": {k.removeprefix("psi_"): v for k, v in m.items() if k.startswith("psi_")},
+        "prediction_summary": next(
+            (
+                {"kind": kind, "class": run.data.tags.get("beamscore.positive_class"), "value": v}
+                for kind in ("positive_share", "mean")
+                if (v := m.get(f"prediction_{kind}")) is not None
+            ),
+            None,
+        ),
+        "duration_s": m.get("duration_s"),
+        "model": {"version": p.get("model_version")},
+        "mlflow_run_id": run.info.run_id,
+    }
+    return night_brief(manifest)
+
+
 def close_abandoned(lock: dict, tracking_uri: str | None) -> None:
     """Ends, as KILLED, the MLflow run of a run that died holding the output directory's lock
     (its lock record names the run); best effort, a warning when MLflow cannot be reached."""
@@ -271,7 +371,8 @@ def _plot(profile: dict[str, Any], path: str) -> None:
     axes = list(axes) if len(panels) > 1 else [axes]
     for ax, panel in zip(axes, panels):
         if panel == "classes":
-            ax.bar(list(classes), list(classes.values()))
+            # By position, labelled: class names that read as numbers are not an axis of numbers.
+            ax.bar(range(len(classes)), list(classes.values()), tick_label=list(classes))
             ax.set_title("predicted class counts")
         elif panel == "values":
             edges = values["edges"]

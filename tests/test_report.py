@@ -399,19 +399,23 @@ def test_constants_agree_with_the_pipeline():
 
 
 def test_report_module_imports_only_the_standard_library():
+    """pipeline.report, and pipeline.history (a night in brief), which it imports."""
     import ast
     import sys
 
+    import pipeline.history
     import pipeline.report
 
-    tree = ast.parse(Path(pipeline.report.__file__).read_text())
-    imported = {
-        (n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Import | ast.ImportFrom)
-        for a in (n.names if isinstance(n, ast.Import) else [n])
-    }
-    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+    for module, ours in ((pipeline.report, {"pipeline.history"}), (pipeline.history, set())):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {
+            n.module if isinstance(n, ast.ImportFrom) else a.name
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Import | ast.ImportFrom)
+            for a in (n.names if isinstance(n, ast.Import) else [n])
+        }
+        others = {name.split(".")[0] for name in imported - ours}
+        assert others <= set(sys.stdlib_module_names) | {"__future__"}, (module, imported)
 
 
 # Any JSON value, with the attacks a file name or a record may hold among the strings.
@@ -466,6 +470,32 @@ manifests = shaped(
     error=json_value,
     features=json_value,
     bigquery=shaped(table=json_value, rows_loaded=json_value),
+    failed_checks=st.lists(shaped(check=json_value, message=json_value), max_size=3) | json_value,
+    checks=shaped(
+        min_rows=json_value,
+        max_rows_change=json_value,
+        skipped=st.lists(shaped(check=json_value, message=json_value), max_size=2),
+    ),
+    prediction_summary=shaped(kind=st.sampled_from(["positive_share", "mean"]), value=json_value),
+    history=shaped(
+        source=json_value,
+        nights=st.lists(
+            shaped(
+                run_date=json_value,
+                status=json_value,
+                rows_read=json_value,
+                error_rate=json_value,
+                top_drift=shaped(feature=json_value, psi=json_value),
+                prediction=shaped(kind=json_value, value=json_value, **{"class": json_value}),
+                model_version=json_value,
+                quality=shaped(metrics=json_value, rows_labelled=json_value),
+            ),
+            max_size=4,
+        ),
+    ),
+    output=json_value,
+    rerun_command=json_value,
+    outputs=shaped(predictions=json_value, errors=json_value),
 )
 profiles = st.none() | shaped(
     rows=json_value,

@@ -41,6 +41,7 @@ def test_predictions_equal_the_models_own(tmp_path, models_dir, ext):
         "model_version",
         "run_id",
         "scored_at",
+        "run_date",
     ]
 
     m = cli.manifest

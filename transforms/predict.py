@@ -368,9 +368,13 @@ class PredictBatches(CountingDoFn):
             # Sized to the largest batch seen, not to --batch_size: memory follows the data.
             values = (spec.model.uri, spec.model.version, spec.run_id)
             self._lineage = [pa.repeat(pa.scalar(v, pa.string()), n) for v in values]
-        arrays.extend(column.slice(0, n) for column in self._lineage)
+            run_date = datetime.date.fromisoformat(spec.run_date) if spec.run_date else None
+            self._lineage.append(pa.repeat(pa.scalar(run_date, pa.date32()), n))
+        lineage = [column.slice(0, n) for column in self._lineage]
+        arrays.extend(lineage[:3])
         scored_at = pa.scalar(datetime.datetime.now(datetime.UTC), schema.field("scored_at").type)
         arrays.append(pa.repeat(scored_at, n))
+        arrays.append(lineage[3])
         return pa.Table.from_arrays(arrays, schema=schema)
 
 

@@ -71,6 +71,8 @@ class ProfileFn(beam.CombineFn):
             "values": np.zeros(0),
             "range": [math.inf, -math.inf],
             "reasons": {},
+            "sum": 0.0,
+            "count": 0,
         }
 
     def add_input(self, acc: dict[str, Any], element: tuple[pa.RecordBatch, pa.Table]):
@@ -107,6 +109,8 @@ class ProfileFn(beam.CombineFn):
         ):
             values = predictions.column("prediction").to_numpy()
             if len(values):
+                acc["sum"] += float(values.sum())
+                acc["count"] += len(values)
                 acc["range"] = [
                     min(acc["range"][0], float(values.min())),
                     max(acc["range"][1], float(values.max())),
@@ -119,6 +123,8 @@ class ProfileFn(beam.CombineFn):
         merged = self.create_accumulator()
         for acc in accumulators:
             merged["rows"] += acc["rows"]
+            merged["sum"] += acc.get("sum", 0.0)
+            merged["count"] += acc.get("count", 0)
             merged["proba"] = merged["proba"] + acc["proba"]
             merged["values"] = _bounded(np.concatenate([merged["values"], acc["values"]]))
             merged["range"] = [
@@ -163,6 +169,7 @@ class ProfileFn(beam.CombineFn):
             if self._positive
             else None,
             "prediction_histogram": _histogram(acc["values"], acc["range"]),
+            "prediction_mean": acc["sum"] / acc["count"] if acc.get("count") else None,
             "top_reasons": top_reasons(acc.get("reasons", {}), acc["rows"]),
         }
 

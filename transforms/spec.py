@@ -18,6 +18,9 @@ LINEAGE_FIELDS = (
     pa.field("model_version", pa.string()),
     pa.field("run_id", pa.string()),
     pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    # The night the row was scored for (--run_date): a table of many nights is partitioned and
+    # joined on it.
+    pa.field("run_date", pa.date32()),
 )
 
 # The name, inside a batch, of the key copy of a column that is both a key and a feature: the
@@ -186,6 +189,7 @@ class ScoringSpec:
         explain: --explain's plan (models.explain.ExplainPlan), or None when off.
         table: a BigQuery table input's read session (transforms.bqread.TableInput), or None
             for files (input_format is then "bigquery").
+        run_date: the run date (YYYY-MM-DD) written on every prediction row.
     """
 
     run_id: str
@@ -204,6 +208,7 @@ class ScoringSpec:
     key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
     explain: Any = None
     table: Any = None
+    run_date: str | None = None
 
     @property
     def wanted(self) -> tuple[str, ...]:

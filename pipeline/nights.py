@@ -1,0 +1,233 @@
+"""Is tonight normal? The night checks (--min_rows, --max_drift, --max_rows_change), the drift
+exclusions (--drift_exclude) and the job's history, found at launch without a new service.
+
+The launcher decides (`decide`): the checks' limits, the features left out of drift, and the
+previous nights of the same job, read from the manifests in the sibling output directories of
+the same `--output` pattern with `{run_date}` (local or gs://; only directories holding this
+tool's manifest; only manifest.json and quality.json are read, never predictions). The history
+is a small list carried in the commit stage's plan; the commit stage, where the counts are final
+(also with --wait false on Dataflow), evaluates the checks (`evaluate`).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import statistics
+
+from apache_beam.io.filesystems import FileSystems
+
+from models.errors import one_line
+from pipeline.errors import ConfigError
+from pipeline.history import MIN_PREVIOUS, night_brief
+from pipeline.manifest import PRODUCER
+from pipeline.output import MANIFEST, read_json
+
+_LOG = logging.getLogger(__name__)
+
+HISTORY_NIGHTS = 30  # at most this many previous nights are kept
+HISTORY_DAYS = 90  # looked for among the run dates of this many days before tonight's
+QUALITY = "quality.json"  # written into a night's DIR by pipeline.evaluate once labels arrive
+
+
+@dataclasses.dataclass(frozen=True)
+class Nights:
+    """The night checks' limits (None: off) and the job's previous nights, oldest first.
+
+    Attributes:
+        min_rows: --min_rows.
+        max_drift: --max_drift.
+        max_rows_change: --max_rows_change.
+        drift_exclude: --drift_exclude, the features left out of drift.
+        history: the previous nights' briefs (pipeline.history.night_brief), oldest first.
+        history_source: where the history came from ("manifests"), or why there is none.
+    """
+
+    min_rows: int | None = None
+    max_drift: float | None = None
+    max_rows_change: float | None = None
+    drift_exclude: tuple[str, ...] = ()
+    history: tuple[dict, ...] = ()
+    history_source: str = "none"
+
+    def limits(self) -> dict:
+        return {
+            "min_rows": self.min_rows,
+            "max_drift": self.max_drift,
+            "max_rows_change": self.max_rows_change,
+        }
+
+
+def decide(opts, decided):
+    """The night checks and the history of a launch; refuses (exit 2) a bad value, a
+    --drift_exclude naming no feature, --max_drift for a model without a drift baseline.
+
+    Args:
+        opts: the parsed flags (pipeline.options.ScoringOptions).
+        decided: the launch decisions (pipeline.prepare.Launch).
+
+    Returns:
+        (the launch, its drift baseline without the excluded features; Nights).
+    """
+    from pipeline.prepare import _absolute, _number, _split
+
+    def number(flag: str, kind: type, low: float, high: float):
+        value = getattr(opts, flag, None)
+        return None if value is None else _number(f"--{flag}", value, kind, low, high)
+
+    min_rows = number("min_rows", int, 0, 2**63 - 1)
+    max_drift = number("max_drift", float, 0.0, 1e9)
+    max_rows_change = number("max_rows_change", float, 0.0, 1e9)
+    exclude = _split("--drift_exclude", getattr(opts, "drift_exclude", None)) or ()
+    spec = decided.spec
+    unknown = [name for name in exclude if name not in spec.features]
+    if unknown:
+        raise ConfigError(
+            f"--drift_exclude {', '.join(unknown)}: not a feature of the model "
+            f"(its features: {', '.join(spec.features)})"
+        )
+    baseline = spec.baseline
+    if exclude and baseline:
+        baseline = {k: v for k, v in baseline.items() if k not in exclude} or None
+        decided = dataclasses.replace(decided, spec=dataclasses.replace(spec, baseline=baseline))
+    if max_drift is not None and not baseline:
+        why = "every feature it has one for is excluded" if spec.baseline else "it has none"
+        raise ConfigError(
+            f"--max_drift needs the model's drift baseline, and {spec.model.uri} has none "
+            f"usable ({why}): drop --max_drift or score a model saved with a baseline"
+        )
+    history, source = read_history(_absolute(opts.output), decided.run_date)
+    if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
+        history, source = mlflow_history(decided)
+    nights = Nights(
+        min_rows=min_rows,
+        max_drift=max_drift,
+        max_rows_change=max_rows_change,
+        drift_exclude=tuple(exclude),
+        history=tuple(history),
+        history_source=source,
+    )
+    return decided, nights
+
+
+def night_dir(pattern: str, run_date: str) -> str:
+    """The output directory of one night of an --output pattern."""
+    return pattern.replace("{run_date}", run_date).rstrip("/")
+
+
+def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
+    """The previous nights of the same --output pattern: the briefs of the manifests (with their
+    quality.json, when there) of this tool in the directories of the HISTORY_DAYS run dates
+    before `run_date`, the latest HISTORY_NIGHTS, oldest first.
+
+    Each night's directory is looked up by its name (no listing, so a bucket holding months of
+    predictions is never walked); a night that cannot be read is skipped with a warning.
+
+    Returns:
+        (the briefs, where they came from or why there are none).
+    """
+    if "{run_date}" not in pattern:
+        return [], "none: --output has no {run_date}, each night replaces the last"
+    tonight = datetime.date.fromisoformat(run_date)
+    dates = [(tonight - datetime.timedelta(days=d)).isoformat() for d in range(1, HISTORY_DAYS + 1)]
+
+    def one(date: str) -> dict | None:
+        directory = night_dir(pattern, date)
+        try:
+            manifest = read_json(FileSystems.join(directory, MANIFEST))
+            if not manifest or manifest.get("producer") != PRODUCER:
+                return None
+            quality = read_json(FileSystems.join(directory, QUALITY))
+        except Exception as e:  # noqa: BLE001 - a night that cannot be read is not tonight's
+            _LOG.warning("history: could not read the night of %s: %s", date, one_line(e))
+            return None
+        return night_brief(manifest, quality)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        found = [b for b in pool.map(one, dates) if b is not None]
+    found = found[:HISTORY_NIGHTS]  # the latest first
+    return list(reversed(found)), "manifests"
+
+
+def mlflow_history(decided) -> tuple[list[dict], str]:
+    """The previous nights of the job from its MLflow runs (same experiment, same job name),
+    for an --output without {run_date}; none, with a warning, when MLflow cannot be read."""
+    from pipeline.lineage import job_name_for
+    from pipeline.tracking import read_history as read_runs
+
+    job = job_name_for(decided.output, decided.run_date)
+    try:
+        found = read_runs(
+            decided.tracking_uri, decided.mlflow_experiment, job, decided.run_date, HISTORY_NIGHTS
+        )
+    except Exception as e:  # noqa: BLE001 - MLflow's own start says if it is gone
+        _LOG.warning("history: could not read the MLflow runs of %s: %s", job, one_line(e))
+        return [], "none: MLflow could not be read"
+    return found, f"MLflow experiment {decided.mlflow_experiment}"
+
+
+def evaluate(nights: Nights | None, rows_read: int, drift: dict | None) -> tuple[list, list]:
+    """The night checks on tonight's final counts.
+
+    Returns:
+        (failed checks, skipped checks): [{"check", "value", "limit", "message"}] and
+        [{"check", "message"}].
+    """
+    failed: list[dict] = []
+    skipped: list[dict] = []
+    if nights is None:
+        return failed, skipped
+    if nights.min_rows is not None and rows_read < nights.min_rows:
+        failed.append(
+            {
+                "check": "min_rows",
+                "value": rows_read,
+                "limit": nights.min_rows,
+                "message": f"{rows_read:,} rows read, fewer than --min_rows {nights.min_rows:,}",
+            }
+        )
+    if nights.max_drift is not None:
+        over = sorted(
+            ((k, v) for k, v in (drift or {}).items() if v is not None and v > nights.max_drift),
+            key=lambda kv: -kv[1],
+        )
+        if over:
+            names = ", ".join(f"{k} PSI {v:.3f}" for k, v in over)
+            failed.append(
+                {
+                    "check": "max_drift",
+                    "value": over[0][1],
+                    "limit": nights.max_drift,
+                    "message": f"drift above --max_drift {nights.max_drift}: {names}",
+                }
+            )
+    if nights.max_rows_change is not None:
+        previous = [b["rows_read"] for b in nights.history if isinstance(b.get("rows_read"), int)]
+        if len(previous) < MIN_PREVIOUS:
+            skipped.append(
+                {
+                    "check": "max_rows_change",
+                    "message": f"skipped: {len(previous)} previous night(s) found "
+                    f"({nights.history_source}), at least {MIN_PREVIOUS} needed",
+                }
+            )
+        else:
+            median = statistics.median(previous)
+            change = (
+                abs(rows_read - median) / median if median else (0.0 if not rows_read else None)
+            )
+            if change is None or change > nights.max_rows_change:
+                failed.append(
+                    {
+                        "check": "max_rows_change",
+                        "value": None if change is None else round(change, 6),
+                        "limit": nights.max_rows_change,
+                        "message": f"{rows_read:,} rows read against a median of {median:,.0f} "
+                        f"over the previous {len(previous)} nights: "
+                        + ("a change from none" if change is None else f"{change:.1%} change")
+                        + f", more than --max_rows_change {nights.max_rows_change}",
+                    }
+                )
+    return failed, skipped
