@@ -323,7 +323,7 @@ def test_mlflow_gets_one_metric_per_column():
         def __init__(self):
             self.metrics = {}
 
-        def log_batch(self, run_id, metrics):
+        def log_batch(self, run_id, metrics, tags=()):
             self.metrics.update({m.key: m.value for m in metrics})
 
         def log_artifacts(self, run_id, path):
