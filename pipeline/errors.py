@@ -4,6 +4,11 @@ Anything else that escapes (a bug) is exit 4: see pipeline.run.main.
 """
 
 import signal
+import sys
+import tempfile
+import traceback
+
+from models.errors import one_line
 
 
 class ConfigError(Exception):
@@ -27,3 +32,21 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.exit_code = 128 + signum
+
+
+def report_bug(e: BaseException, more: str = "") -> int:
+    """For an exception nobody expected (a bug): one line on stderr naming it and the file
+    that holds its traceback (`more` appended after a semicolon); returns exit code 4.
+
+    Call it from inside the `except` block: the traceback is the one being handled.
+    """
+    with tempfile.NamedTemporaryFile(
+        "w", prefix="beamscore-traceback-", suffix=".txt", delete=False
+    ) as f:
+        traceback.print_exc(file=f)
+    print(
+        f"error: internal error (a bug in beamscore, please report it): "
+        f"{one_line(e, with_type=True)}; traceback in {f.name}" + (f"; {more}" if more else ""),
+        file=sys.stderr,
+    )
+    return 4

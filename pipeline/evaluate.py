@@ -27,7 +27,6 @@ import logging
 import os
 import sys
 import tempfile
-import traceback
 import warnings
 
 import numpy as np
@@ -36,7 +35,7 @@ import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
-from pipeline.errors import ConfigError, RunFailed
+from pipeline.errors import ConfigError, RunFailed, report_bug
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
 from pipeline.prepare import _absolute, _filled, parse_run_date
@@ -767,16 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted; quality.json is as it was", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
-        with tempfile.NamedTemporaryFile(
-            "w", prefix="beamscore-traceback-", suffix=".txt", delete=False
-        ) as f:
-            traceback.print_exc(file=f)
-        print(
-            f"error: internal error (a bug in beamscore, please report it): "
-            f"{one_line(e, with_type=True)}; traceback in {f.name}",
-            file=sys.stderr,
-        )
-        return 4
+        return report_bug(e)
     print(summary(quality, mlflow_run, not_sent))
     return 0
 

@@ -24,7 +24,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -40,7 +39,7 @@ from models.errors import one_line
 from pipeline import observers as observing
 from pipeline import output as outdir
 from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
-from pipeline.errors import ConfigError, Interrupted, RunFailed
+from pipeline.errors import ConfigError, Interrupted, RunFailed, report_bug
 from pipeline.graph import build
 from pipeline.nights import Nights
 from pipeline.nights import decide as decide_nights
@@ -756,16 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
         _launch_decided()
-        with tempfile.NamedTemporaryFile(
-            "w", prefix="beamscore-traceback-", suffix=".txt", delete=False
-        ) as f:
-            traceback.print_exc(file=f)
-        print(
-            f"error: internal error (a bug in beamscore, please report it): "
-            f"{one_line(e, with_type=True)}; traceback in {f.name}; {_what_dir_holds(e)}",
-            file=sys.stderr,
-        )
-        return 4
+        return report_bug(e, _what_dir_holds(e))
     _launch_decided()  # a run that never reached scoring (a dry run) still shows them
     if res.submitted is not None:
         print(

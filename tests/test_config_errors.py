@@ -152,3 +152,23 @@ def test_not_a_model_file(tmp_path, inp):
     (tmp_path / "m.joblib").write_bytes(b"this is not a pickle")
     cli = run_cli("--input", inp, "--model", tmp_path / "m.joblib", "--output", tmp_path / "o")
     assert_one_line_error(cli, "cannot load model")
+
+
+@pytest.mark.parametrize(
+    "module, entry", [("pipeline.run", "run"), ("pipeline.evaluate", "evaluate")]
+)
+def test_a_bug_is_exit_4_one_line_and_the_traceback_in_a_file(module, entry, monkeypatch, capsys):
+    import importlib
+
+    cli = importlib.import_module(module)
+
+    def broken(argv):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(cli, entry, broken)
+    assert cli.main(["--anything"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: internal error (a bug in beamscore, please report it): KeyError")
+    trace = err.split("traceback in ", 1)[1].split(";")[0]
+    assert "KeyError: 'a bug'" in open(trace).read()
+    os.unlink(trace)
