@@ -324,7 +324,19 @@ def _brief_of(run) -> dict:
         "model": {"version": p.get("model_version")},
         "mlflow_run_id": run.info.run_id,
     }
-    return night_brief(manifest)
+    # What pipeline.evaluate logged once the labels arrived: quality_<metric>, and row counts.
+    counts = {"rows_labelled", "rows_unmatched_predictions", "rows_unmatched_labels"}
+    counts.add("labels_rejected")
+    scores = {
+        name: value
+        for key, value in m.items()
+        if key.startswith("quality_") and (name := key.removeprefix("quality_")) not in counts
+    }
+    quality = None
+    if scores:
+        labelled = m.get("quality_rows_labelled")
+        quality = {"metrics": scores, "rows_labelled": None if labelled is None else int(labelled)}
+    return night_brief(manifest, quality)
 
 
 def close_abandoned(lock: dict, tracking_uri: str | None) -> None:

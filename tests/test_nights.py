@@ -148,13 +148,22 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
     assert found[2]["quality"]["metrics"]["roc_auc"] == 0.912
     assert found[0]["rows_read"] == 40 and found[0]["prediction"]["kind"] == "positive_share"
     assert [n["run_date"] for n in read_history(str(out), "2026-03-03")[0]] == list(NIGHTS)[:2]
-    # The same nights read back from MLflow (the history of an --output without {run_date}).
+    # The same nights read back from MLflow (the history of an --output without {run_date}),
+    # the third with the quality pipeline.evaluate logs to its run.
+    from pipeline.evaluate import _log_to_mlflow
     from pipeline.tracking import read_history as mlflow_history
 
+    third = json.loads((tmp_path / "out" / "2026-03-03" / "manifest.json").read_text())
+    logged = {**QUALITY, "labels_rejected": {"rows": 0}, "evaluated_at": "2026-04-03T00:00:00"}
+    _log_to_mlflow(client, third["mlflow_run_id"], logged)
     runs = mlflow_history(uri, "nightly", str(out), TONIGHT, 30)
     fields = ("run_date", "run_id", "status", "rows_read", "error_rate", "top_drift")
     fields += ("prediction", "model_version", "duration_s")
     assert [{k: n[k] for k in fields} for n in runs] == [{k: n[k] for k in fields} for n in found]
+    from_mlflow = {k: runs[2]["quality"][k] for k in ("metrics", "rows_labelled")}
+    assert from_mlflow == {"metrics": QUALITY["metrics"], "rows_labelled": 41}
+    assert from_mlflow == {k: found[2]["quality"][k] for k in ("metrics", "rows_labelled")}
+    assert [n["quality"] for n in runs[:2] + runs[3:]] == [None] * 4
     assert len(mlflow_history(uri, "nightly", str(out), "2026-03-04", 2)) == 2
 
 
