@@ -40,7 +40,9 @@ A manual run scores its logical date: trigger one with the date to score (again)
 
 Model quality once the labels arrive: the `evaluate` task runs `python -m pipeline.evaluate` on
 the night `evaluate_days_back` days before the one scored (a DAG param, default 30: the night whose
-labels are complete), after `score` whatever its outcome. It needs the Variables
+labels are complete), after `score` whatever its outcome (the DAG run still fails with `score`:
+its leaf `night_scored` follows it). A night never scored there, or an output directory without
+`{run_date}` (no past night kept), is nothing to evaluate. It needs the Variables
 beamscore_labels_pattern (the labels' files, `{run_date}` filled with that night's date) and
 beamscore_label_column (optional: beamscore_label_key_columns); without them it is skipped. Its exit
 codes map as the launcher's: 3 retried, anything else but 0 failed without retry.
@@ -53,6 +55,7 @@ import os
 import shlex
 
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, BaseOperator, CronDataIntervalTimetable, Param, TriggerRule
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
@@ -249,9 +252,15 @@ class BeamscoreEvaluateOperator(BaseOperator):
             )
         if not self.home or not self.output_dir:
             raise AirflowFailException("not set (Variables beamscore_*): home, output_dir")
+        if "{run_date}" not in self.output_dir:
+            raise AirflowSkipException(
+                "the output directory has no {run_date}: each night replaces the last, so no "
+                "past night is kept to evaluate"
+            )
         python = self.python or os.path.join(self.home, ".venv", "bin", "python")
         argv = [python, "-m", "pipeline.evaluate", "--predictions", self.output_dir]
         argv += ["--run_date", self.run_date, "--labels", self.labels_pattern]
+        argv += ["--skip_missing"]  # a night never scored (the schedule's first weeks): exit 0
         argv += ["--label_column", self.label_column]
         if self.key_columns:
             argv += ["--key_columns", self.key_columns]
@@ -303,4 +312,7 @@ with DAG(
         python="{{ var.value.get('beamscore_python', '') }}",
         trigger_rule=TriggerRule.ALL_DONE,  # a past night is evaluated whatever tonight's outcome
     )
-    score >> evaluate
+    # The DAG run's state is its leaves': this one fails when the night failed, whatever the
+    # evaluation of a past night did.
+    night_scored = EmptyOperator(task_id="night_scored")
+    score >> [evaluate, night_scored]

@@ -59,7 +59,7 @@ _LOG = logging.getLogger("pipeline.evaluate")
 USAGE = (
     "usage: python -m pipeline.evaluate --predictions DIR --labels PATTERN --label_column NAME "
     "[--key_columns a,b] [--labels_format parquet|csv|jsonl] [--mlflow_tracking_uri URI] "
-    "[--openlineage_url URL] [--run_date YYYY-MM-DD]"
+    "[--openlineage_url URL] [--run_date YYYY-MM-DD] [--skip_missing]"
 )
 HELP = f"""{USAGE}
 
@@ -84,6 +84,9 @@ Joins a past night's predictions with the labels that arrived later and writes D
   --run_date YYYY-MM-DD
       fills {{run_date}} in --predictions and --labels (as in the scoring run's --output);
       the night's manifest must be of that date
+  --skip_missing
+      when DIR holds no manifest.json at all (that night was never scored, e.g. a schedule's
+      first weeks), say so and exit 0, writing nothing; without it that is exit 2
 """
 # Rejected labels kept as examples in quality.json.
 EXAMPLES = 5
@@ -101,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--mlflow_tracking_uri")
     p.add_argument("--openlineage_url")
     p.add_argument("--run_date")
+    p.add_argument("--skip_missing", action="store_true")
     return p
 
 
@@ -145,8 +149,9 @@ class Kind:
 # The night
 
 
-def read_night(directory: str) -> dict:
-    """The night's manifest, once DIR is a committed output directory of this tool."""
+def read_night(directory: str, missing_ok: bool = False) -> dict | None:
+    """The night's manifest, once DIR is a committed output directory of this tool (None: DIR
+    holds no manifest.json at all, and `missing_ok`)."""
     try:
         manifest = read_json(FileSystems.join(directory, MANIFEST))
         staged = list_files(FileSystems.join(directory, STAGING))
@@ -154,6 +159,8 @@ def read_night(directory: str) -> dict:
         if is_unreachable(e):
             raise RunFailed(f"--predictions {directory}: cannot be read: {one_line(e)}") from e
         raise ConfigError(f"--predictions {directory}: cannot be read: {one_line(e)}") from e
+    if manifest is None and missing_ok:
+        return None
     if manifest is None or manifest.get("producer") != PRODUCER:
         raise ConfigError(
             f"--predictions {directory} holds no manifest.json of this tool: give the output "
@@ -532,7 +539,9 @@ def evaluate(argv: list[str]) -> tuple[dict, str | None, list[str] | None]:
         from pipeline import gcs
 
         gcs.check_flag(directory, "--predictions")
-    manifest = read_night(directory)
+    manifest = read_night(directory, missing_ok=args.skip_missing)
+    if manifest is None:
+        return {"predictions": directory}, None, None
     if run_date and manifest.get("run_date") != run_date:
         raise ConfigError(
             f"--predictions {directory} holds the night of {manifest.get('run_date')}, "
@@ -767,6 +776,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
         return report_bug(e)
+    if "metrics" not in quality:  # --skip_missing, and no night there
+        print(f"nothing to evaluate: {quality['predictions']} holds no night (no manifest.json)")
+        return 0
     print(summary(quality, mlflow_run, not_sent))
     return 0
 

@@ -107,9 +107,9 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     if _dry_run(options):
         return _translate_only(options, test_pipeline)
     job = launch(options)
-    job.command = rerun_command(argv, job.launch.run_date)
     submitted = False
     try:
+        job.command = rerun_command(argv, job.launch.run_date)
         result = score(job, test_pipeline)
         if not job.wait:
             submitted = True  # the job holds the lock now, and releases it itself
@@ -233,13 +233,36 @@ def launch(options: PipelineOptions) -> _Run:
 
 
 def rerun_command(argv: list[str], run_date: str) -> str:
-    """The command that reruns this night: the same flags, with its --run_date made explicit."""
-    words = list(argv)
+    """The command that reruns this night: the same flags, with its --run_date made explicit.
+
+    It is written into the manifest and the report (and MLflow's copies of them), so a URL's
+    credentials and query (`https://user:token@host/?api_key=...`) are replaced by `***`.
+    """
+    words = [_without_secrets(w) for w in argv]
     if not any(w == "--run_date" or w.startswith("--run_date=") for w in words):
         words += ["--run_date", run_date]
     return f"cd {shlex.quote(os.getcwd())} && " + shlex.join(
         [sys.executable, "-m", "pipeline.run", *words]
     )
+
+
+_URL = re.compile(r"(?P<head>(?:--[\w-]+=)?[A-Za-z][\w+.-]*://)(?P<rest>.*)")
+
+
+def _without_secrets(word: str) -> str:
+    """A word of the command line with a URL's user information and query replaced by ***."""
+    m = _URL.fullmatch(word)
+    if not m:
+        return word
+    rest = m["rest"]
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    rest = authority + slash + path
+    web = m["head"].rpartition("=")[2].lower() in ("http://", "https://")
+    if web and "?" in rest:  # elsewhere (gs://, file paths) a ? is a glob's wildcard
+        rest = rest.split("?", 1)[0] + "?***"
+    return m["head"] + rest
 
 
 def _runner(options: PipelineOptions) -> str:
@@ -528,7 +551,14 @@ def summary(res: ScoringResult, launch_output: str) -> str:
         f"model loaded {m['model_loads']} time(s)",
     ]
     if not c["rows_read"] and not m["files_failed"]:
-        lines.append(f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})")
+        table = m.get("input_table")
+        if table:
+            selected = f"--input_filter {table['filter']!r} selects" if table.get("filter") else ""
+            lines.append(f"  WARNING: no rows: {selected or 'there are'} no rows in {table['uri']}")
+        else:
+            lines.append(
+                f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})"
+            )
     if m["files_failed"]:
         lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
     for check in m.get("failed_checks") or []:

@@ -292,6 +292,8 @@ def read_history(tracking_uri: str, experiment: str, job: str, run_date: str, mo
         date = run.data.params.get("run_date", "")
         if run.info.status not in ("FINISHED", "FAILED") or not date < run_date:
             continue
+        if "rows_read" not in run.data.metrics:  # it ended before committing: not a night
+            continue
         if date in nights:
             continue  # a rerun's earlier run
         nights[date] = _brief_of(run)

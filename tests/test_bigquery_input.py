@@ -176,6 +176,9 @@ def test_a_filter_that_selects_no_rows_is_an_empty_night(tables, models_dir, tmp
     assert "selects no rows" in cli.stderr and "the run reads 0 rows" in cli.stderr
     assert cli.manifest["counts"]["rows_read"] == 0
     assert cli.manifest["input_table"]["filter"] == "day = '2030-01-01'"
+    assert "WARNING: no rows: --input_filter \"day = '2030-01-01'\" selects no rows in bq://" in (
+        cli.result.stdout
+    )
 
 
 @pytest.mark.parametrize(
@@ -243,6 +246,29 @@ def test_bigquery_unreachable_is_exit_3_and_the_output_stays(night, tmp_path, mo
     assert "BigQuery is unreachable" in cli.stderr and "Traceback" not in cli.stderr
     assert (out / "manifest.json").read_bytes() == before
     assert json.loads(before)["status"] == "succeeded"
+
+
+def test_no_google_credentials_is_exit_2_at_once(tmp_path, models_dir):
+    """No emulator and no credentials: what a person must fix, not a retry (as for gs://).
+    Nothing reaches a real host: the metadata server and any proxy are a closed port."""
+    closed = "http://127.0.0.1:9"
+    env = {"BIGQUERY_EMULATOR_HOST": None, "BIGQUERY_STORAGE_EMULATOR_HOST": None}
+    env |= {"GOOGLE_APPLICATION_CREDENTIALS": None, "NO_GCE_CHECK": "True"}
+    env |= {"GCE_METADATA_HOST": "127.0.0.1:9", "GCE_METADATA_IP": "127.0.0.1:9"}
+    env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
+    env |= {v: closed for v in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
+    out = tmp_path / "o"
+    cli = run_cli(
+        "--input",
+        f"bq://{NIGHT}",
+        "--model",
+        models_dir / "binary.joblib",
+        "--output",
+        out,
+        env=env,
+    )
+    assert_one_line_error(cli, "Google credentials")
+    assert cli.code == 2 and not out.exists()
 
 
 def test_dataflow_dry_run_of_a_table_input(tables, models_dir, gcs, monkeypatch):

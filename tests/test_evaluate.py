@@ -251,6 +251,16 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night):
         cli = evaluate(*args)
         assert_one_line_error(cli, words)
         assert sorted(p.name for p in Path(args[0]).iterdir()) == before
+    # --skip_missing: a night never scored (no DIR, or no manifest.json in it) is nothing to
+    # evaluate, exit 0; a foreign manifest or any other refusal stays exit 2.
+    for night in (tmp_path / "never", tmp_path / "foreign"):
+        cli = evaluate(night, tmp_path / "ok.csv", "--skip_missing")
+        assert cli.code == 0 and f"nothing to evaluate: {night} holds no night" in cli.result.stdout
+    (tmp_path / "foreign" / "manifest.json").write_text('{"status": "succeeded"}')
+    cli = evaluate(tmp_path / "foreign", tmp_path / "ok.csv", "--skip_missing")
+    assert_one_line_error(cli, "holds no manifest.json of this tool")
+    assert not (tmp_path / "never").exists()
+    assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["data.txt", "manifest.json"]
 
 
 def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(

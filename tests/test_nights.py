@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import re
+import shlex
 import shutil
 
 import pytest
@@ -156,6 +157,13 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
     third = json.loads((tmp_path / "out" / "2026-03-03" / "manifest.json").read_text())
     logged = {**QUALITY, "labels_rejected": {"rows": 0}, "evaluated_at": "2026-04-03T00:00:00"}
     _log_to_mlflow(client, third["mlflow_run_id"], logged)
+    # A later rerun of that night which ended before committing (exit 3) is not the night.
+    job = client.get_run(third["mlflow_run_id"]).data.tags["beamscore.job"]
+    aborted = client.create_run(
+        client.get_experiment_by_name("nightly").experiment_id, tags={"beamscore.job": job}
+    )
+    client.log_param(aborted.info.run_id, "run_date", "2026-03-03")
+    client.set_terminated(aborted.info.run_id, "FAILED")
     runs = mlflow_history(uri, "nightly", str(out), TONIGHT, 30)
     fields = ("run_date", "run_id", "status", "rows_read", "error_rate", "top_drift")
     fields += ("prediction", "model_version", "duration_s")
@@ -322,3 +330,24 @@ def test_an_observer_is_one_class_and_one_line(tmp_path, models_dir, monkeypatch
     assert_one_line_error(refused, "the recorder refuses this run")
     assert notes.read_text().splitlines()[0].startswith("started")
     assert notes.read_text().splitlines()[1].startswith("failed")
+
+
+@pytest.mark.parametrize(
+    "word, written",
+    [
+        ("postgresql://user:pw@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
+        (
+            "--mlflow_tracking_uri=https://u:tok@h/x?api_key=1",
+            "--mlflow_tracking_uri=https://***@h/x?***",
+        ),
+        ("http://h:5000/api/v1/lineage?api_key=k", "http://h:5000/api/v1/lineage?***"),
+        ("gs://b/in/{run_date}/part-?.parquet", "gs://b/in/{run_date}/part-?.parquet"),
+        ("sqlite:////tmp/m.db", "sqlite:////tmp/m.db"),
+        ("bq://p.d.t", "bq://p.d.t"),
+    ],
+)
+def test_the_rerun_command_keeps_no_credentials(word, written):
+    from pipeline.run import rerun_command
+
+    command = rerun_command(["--input", "x", "--flag", word], "2026-03-06")
+    assert command.endswith(f"--input x --flag {shlex.quote(written)} --run_date 2026-03-06")

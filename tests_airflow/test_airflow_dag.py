@@ -46,9 +46,9 @@ def run_dag(dags_folder: Path, variables: dict, monkeypatch, task_id="score", co
 
 def test_dagbag_imports_the_dag(dags_folder):
     dag = load_dag(dags_folder)
-    assert sorted(dag.task_ids) == ["evaluate", "score"]
+    assert sorted(dag.task_ids) == ["evaluate", "night_scored", "score"]
     assert dag.get_task("score").retries == 2
-    assert dag.get_task("score").downstream_task_ids == {"evaluate"}
+    assert dag.get_task("score").downstream_task_ids == {"evaluate", "night_scored"}
     assert dag.get_task("evaluate").trigger_rule == "all_done"
     assert dag.params["evaluate_days_back"] == 30
 
@@ -66,6 +66,7 @@ def test_a_night_scores_every_row_and_logs_the_launcher(dags_folder, variables, 
     assert manifest["model"]["uri"] == "models:/churn@champion"
     assert f"SUCCEEDED: {ROWS} rows read" in capfd.readouterr().out
     assert run_dag_state(ti, "evaluate") == "skipped"  # no labels configured
+    assert ti.get_dagrun().state == "success"
 
 
 def run_dag_state(ti, task_id: str) -> str:
@@ -102,6 +103,7 @@ def test_the_evaluate_task_joins_a_past_night_with_its_labels(
     variables["label_column"] = "churned"
     ti, _ = run_dag(dags_folder, variables, monkeypatch, "evaluate", conf={"evaluate_days_back": 0})
     assert (ti.state, ti.try_number) == ("success", 1)
+    assert ti.get_dagrun().state == "success"
     night = Path(variables["output_dir"].format(run_date=RUN_DATE))
     quality = json.loads((night / "quality.json").read_text())
     assert (quality["rows_scored"], quality["rows_labelled"]) == (ROWS, ROWS)
@@ -126,6 +128,7 @@ def test_bad_configuration_exit_2_fails_without_retry(
     variables["model"] = str(tmp_path / "missing.joblib")
     ti, _ = run_dag(dags_folder, variables, monkeypatch)
     assert (ti.state, ti.try_number) == ("failed", 1)
+    assert ti.get_dagrun().state == "failed"  # the night's failure is the DAG run's
     log = capfd.readouterr().out
     assert "error: no such model file" in log
     assert "beamscore exited 2 (not retried)" in log
@@ -183,3 +186,14 @@ def test_the_dataflow_job_is_translated_offline(
     command = next(line for line in log.splitlines() if "Running command:" in line)
     for value in ("test-project", "europe-west1", "gs://test-bucket/dataflow/tmp", "./setup.py"):
         assert f"'{value}'" in command
+
+
+def test_the_evaluate_task_of_a_night_never_scored_is_nothing_to_do(
+    dags_folder, variables, tmp_path, monkeypatch, capfd
+):
+    """The schedule's first weeks: the night 30 days back does not exist."""
+    variables["labels_pattern"] = str(tmp_path / "labels" / "{run_date}" / "*.csv")
+    variables["label_column"] = "churned"
+    ti, _ = run_dag(dags_folder, variables, monkeypatch, "evaluate")
+    assert (ti.state, ti.try_number) == ("success", 1)
+    assert "nothing to evaluate" in capfd.readouterr().out

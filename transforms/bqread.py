@@ -142,16 +142,20 @@ def read_client():
 def _sorted_failure(e: Exception, what: str) -> Exception:
     """A client failure as exit 2 (refused: its message) or exit 3 (unreachable)."""
     from google.api_core import exceptions as gexc
+    from google.auth import exceptions as auth
 
     from models.errors import is_unreachable, one_line
 
+    if isinstance(e, (auth.DefaultCredentialsError, auth.RefreshError, gexc.Unauthenticated)):
+        # No credentials, or ones Google refuses: a person must fix them, a retry cannot (as
+        # for a gs:// path).
+        return TableRefused(f"{what}: Google credentials: {one_line(e)}")
     retryable = (
         gexc.ServiceUnavailable,
         gexc.DeadlineExceeded,
         gexc.InternalServerError,
         gexc.TooManyRequests,
         gexc.RetryError,
-        gexc.Unauthenticated,
     )
     if isinstance(e, retryable) or is_unreachable(e):
         return TableUnreachable(f"BigQuery is unreachable ({what}): {one_line(e)}")
