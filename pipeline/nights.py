@@ -19,8 +19,8 @@ import statistics
 
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import one_line
-from pipeline.errors import ConfigError
+from models.errors import is_unreachable, one_line
+from pipeline.errors import ConfigError, RunFailed
 from pipeline.history import MIN_PREVIOUS, night_brief
 from pipeline.manifest import PRODUCER
 from pipeline.output import MANIFEST, read_json
@@ -98,7 +98,9 @@ def decide(opts, decided):
             f"--max_drift needs the model's drift baseline, and {spec.model.uri} has none "
             f"usable ({why}): drop --max_drift or score a model saved with a baseline"
         )
-    history, source = read_history(_absolute(opts.output), decided.run_date)
+    # A check that needs the previous nights may not be skipped because storage did not answer.
+    strict = max_rows_change is not None
+    history, source = read_history(_absolute(opts.output), decided.run_date, strict)
     if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
         history, source = mlflow_history(decided)
     nights = Nights(
@@ -117,13 +119,15 @@ def night_dir(pattern: str, run_date: str) -> str:
     return pattern.replace("{run_date}", run_date).rstrip("/")
 
 
-def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
+def read_history(pattern: str, run_date: str, strict: bool = False) -> tuple[list[dict], str]:
     """The previous nights of the same --output pattern: the briefs of the manifests (with their
     quality.json, when there) of this tool in the directories of the HISTORY_DAYS run dates
     before `run_date`, the latest HISTORY_NIGHTS, oldest first.
 
     Each night's directory is looked up by its name (no listing, so a bucket holding months of
-    predictions is never walked); a night that cannot be read is skipped with a warning.
+    predictions is never walked); a night that cannot be read is skipped with a warning, unless
+    `strict` and its storage did not answer: then RunFailed (exit 3). A quality.json of another
+    run than the manifest's is not that night's.
 
     Returns:
         (the briefs, where they came from or why there are none).
@@ -133,6 +137,8 @@ def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
     tonight = datetime.date.fromisoformat(run_date)
     dates = [(tonight - datetime.timedelta(days=d)).isoformat() for d in range(1, HISTORY_DAYS + 1)]
 
+    unanswered: list[str] = []
+
     def one(date: str) -> dict | None:
         directory = night_dir(pattern, date)
         try:
@@ -141,12 +147,21 @@ def read_history(pattern: str, run_date: str) -> tuple[list[dict], str]:
                 return None
             quality = read_json(FileSystems.join(directory, QUALITY))
         except Exception as e:  # noqa: BLE001 - a night that cannot be read is not tonight's
+            if strict and is_unreachable(e):
+                unanswered.append(f"{date}: {one_line(e)}")
             _LOG.warning("history: could not read the night of %s: %s", date, one_line(e))
             return None
+        if isinstance(quality, dict) and quality.get("run_id") not in (None, manifest["run_id"]):
+            quality = None  # labels of an earlier scoring of that night
         return night_brief(manifest, quality)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
         found = [b for b in pool.map(one, dates) if b is not None]
+    if unanswered:
+        raise RunFailed(
+            f"--max_rows_change needs the previous nights, and {len(unanswered)} of them could "
+            f"not be read (storage did not answer), e.g. {unanswered[0]}"
+        )
     found = found[:HISTORY_NIGHTS]  # the latest first
     return list(reversed(found)), "manifests"
 

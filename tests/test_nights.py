@@ -16,6 +16,7 @@ import shutil
 
 import pytest
 
+from pipeline.errors import RunFailed
 from pipeline.history import far_outside, night_brief, outliers
 from pipeline.nights import Nights, evaluate, read_history
 from pipeline.observers import Observer
@@ -149,6 +150,11 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
     assert found[2]["quality"]["metrics"]["roc_auc"] == 0.912
     assert found[0]["rows_read"] == 40 and found[0]["prediction"]["kind"] == "positive_share"
     assert [n["run_date"] for n in read_history(str(out), "2026-03-03")[0]] == list(NIGHTS)[:2]
+    # Labels of an earlier scoring of a night are not that night's quality.
+    third = tmp_path / "out" / "2026-03-03"
+    (third / "quality.json").write_text(json.dumps({**QUALITY, "run_id": "an-earlier-run"}))
+    assert read_history(str(out), TONIGHT)[0][2]["quality"] is None
+    (third / "quality.json").write_text(json.dumps(QUALITY))
     # The same nights read back from MLflow (the history of an --output without {run_date}),
     # the third with the quality pipeline.evaluate logs to its run.
     from pipeline.evaluate import _log_to_mlflow
@@ -351,3 +357,23 @@ def test_the_rerun_command_keeps_no_credentials(word, written):
 
     command = rerun_command(["--input", "x", "--flag", word], "2026-03-06")
     assert command.endswith(f"--input x --flag {shlex.quote(written)} --run_date 2026-03-06")
+
+
+def test_history_that_storage_does_not_answer_is_exit_3_only_when_a_check_needs_it(
+    tmp_path, monkeypatch
+):
+    """A --max_rows_change night whose previous nights cannot be read fails (exit 3), where a
+    night without the check only warns: a check set is never skipped by a storage hiccup."""
+    import pipeline.nights as nights
+
+    (tmp_path / "2026-03-01").mkdir()
+    (tmp_path / "2026-03-01" / "manifest.json").write_text("{}")
+
+    def unreachable(path):
+        raise ConnectionError(f"connection refused reading {path}")
+
+    monkeypatch.setattr(nights, "read_json", unreachable)
+    pattern = str(tmp_path / "{run_date}")
+    assert nights.read_history(pattern, "2026-03-02") == ([], "manifests")
+    with pytest.raises(RunFailed, match="--max_rows_change needs the previous nights, and 90 of"):
+        nights.read_history(pattern, "2026-03-02", strict=True)
