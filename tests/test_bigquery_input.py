@@ -19,6 +19,8 @@ pytestmark = pytest.mark.slow
 DATASET = f"{BQ_PROJECT}.nightly"
 NIGHT = f"{DATASET}.events"
 DAY = "2026-11-24"
+# The filtered night every scoring test reads: the table, the filter, the run date.
+ONE_DAY = ("--input", f"bq://{NIGHT}", "--input_filter", "day = '{run_date}'", "--run_date", DAY)
 # 3,000 rows over three days (1,000 a day); f0 is NULL where id % 500 == 7 (ids 7 and 1507 fall
 # on DAY): the model takes no missing value, so those two rows are rejected at validate. (The day
 # is a CASE: the emulator's DATE_ADD beside a NUMERIC sum cuts the sum's digits.)
@@ -61,12 +63,7 @@ def night(tables, models_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bq_input") / "out"
     with serving() as receiver:
         cli = run_cli(
-            "--input",
-            f"bq://{NIGHT}",
-            "--input_filter",
-            "day = '{run_date}'",
-            "--run_date",
-            DAY,
+            *ONE_DAY,
             "--model",
             models_dir / "binary.joblib",
             "--output",
@@ -227,12 +224,7 @@ def test_bigquery_unreachable_is_exit_3_and_the_output_stays(night, tmp_path, mo
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cli = run_cli(
-        "--input",
-        f"bq://{NIGHT}",
-        "--input_filter",
-        "day = '{run_date}'",
-        "--run_date",
-        DAY,
+        *ONE_DAY,
         "--model",
         night.manifest["model"]["uri"],
         "--output",
@@ -281,12 +273,7 @@ def test_dataflow_dry_run_of_a_table_input(tables, models_dir, gcs, monkeypatch)
     gcs["bucket"].blob("bq_input/binary.joblib").upload_from_filename(models_dir / "binary.joblib")
     res = run(
         [
-            "--input",
-            f"bq://{NIGHT}",
-            "--input_filter",
-            "day = '{run_date}'",
-            "--run_date",
-            DAY,
+            *ONE_DAY,
             "--model",
             "gs://scoring/bq_input/binary.joblib",
             "--output",
@@ -326,12 +313,7 @@ def test_a_stream_that_fails_is_exit_3_and_nothing_is_committed(night, tmp_path,
     shutil.copytree(night.output, out)
     before = sorted((p.relative_to(out), p.read_bytes()) for p in out.rglob("*") if p.is_file())
     cli = run_cli(
-        "--input",
-        f"bq://{NIGHT}",
-        "--input_filter",
-        "day = '{run_date}'",
-        "--run_date",
-        DAY,
+        *ONE_DAY,
         "--model",
         night.manifest["model"]["uri"],
         "--output",
