@@ -38,7 +38,7 @@ from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed, report_bug
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
-from pipeline.prepare import _absolute, _filled, parse_run_date
+from pipeline.prepare import _absolute, _filled, match_files, parse_run_date
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
 from transforms.sources import (
@@ -240,16 +240,7 @@ def read_labels(
         from pipeline import gcs
 
         gcs.check_flag(pattern, "--labels")
-    try:
-        files = sorted(
-            m.path
-            for m in FileSystems.match([pattern])[0].metadata_list
-            if not m.path.endswith("/")
-        )
-    except Exception as e:  # noqa: BLE001 - a bad pattern or an unreachable bucket
-        if is_unreachable(e):
-            raise RunFailed(f"cannot list --labels {pattern}: {one_line(e)}") from e
-        raise ConfigError(f"cannot list --labels {pattern}: {one_line(e)}") from e
+    files = sorted(match_files(pattern, "--labels"))
     if not files:
         raise ConfigError(f"no label file matches --labels {pattern}")
     fmt = fmt or format_of(pattern) or format_of(files[0])

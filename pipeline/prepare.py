@@ -426,6 +426,18 @@ def _text_format(opts: ScoringOptions, pattern: str) -> TextFormat:
 # Phase 2: the inputs
 
 
+def match_files(pattern: str, flag: str) -> dict:
+    """The files (not directories) a pattern matches: their metadata by path. A pattern that
+    cannot be listed is exit 2, or exit 3 when its storage does not answer."""
+    try:
+        matched = FileSystems.match([pattern])[0].metadata_list
+    except Exception as e:  # noqa: BLE001 - a bad pattern or unreachable bucket
+        if is_unreachable(e):
+            raise RunFailed(f"cannot list {flag} {pattern}: {one_line(e)}") from e
+        raise ConfigError(f"cannot list {flag} {pattern}: {one_line(e)}") from e
+    return {m.path: m for m in matched if not m.path.endswith("/")}
+
+
 def match_inputs(flags: _Flags) -> _Inputs:
     """Matches --input (without the output directory's files) and samples the first file."""
     pattern = flags.input_pattern
@@ -436,13 +448,7 @@ def match_inputs(flags: _Flags) -> _Inputs:
             f"--input {pattern} is a directory: give a pattern of its files, e.g. "
             f"'{pattern.rstrip('/')}/*.parquet'"
         )
-    try:
-        matched = FileSystems.match([pattern])[0].metadata_list
-    except Exception as e:  # noqa: BLE001 - a bad pattern or unreachable bucket
-        if is_unreachable(e):
-            raise RunFailed(f"cannot list --input {pattern}: {one_line(e)}") from e
-        raise ConfigError(f"cannot list --input {pattern}: {one_line(e)}") from e
-    metas = {m.path: m for m in matched if not m.path.endswith("/")}
+    metas = match_files(pattern, "--input")
     every = sorted(metas)
     outputs = Outputs(flags.output)
     skipped = {f for f in every if outputs.holds(f)}
