@@ -17,10 +17,12 @@ by the next run before it starts. SIGINT and SIGTERM wait for the commit to end
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 
@@ -87,8 +89,17 @@ def read_json(path: str) -> dict | None:
     """A JSON file's object, or None if it does not exist or is not a JSON object."""
     if not FileSystems.exists(path):
         return None
-    with FileSystems.open(path) as f:
-        return _json_object(f.read())
+    try:  # it may go between the two calls: a lock another run deleted just now
+        with FileSystems.open(path) as f:
+            return _json_object(f.read())
+    except FileNotFoundError:
+        return None
+    except Exception as e:
+        from google.api_core.exceptions import NotFound
+
+        if isinstance(e, NotFound):
+            return None
+        raise
 
 
 def _json_object(data: bytes) -> dict | None:
@@ -237,22 +248,26 @@ class OutputDir:
             "heartbeat_at": _now().isoformat(),
         }
         if not self._create_exclusive(self._record):
-            held = read_json(self._lock_path) or {}
-            if not self._is_dead(held):
-                raise ConfigError(
-                    f"output directory {self.path} is locked by run {held.get('run_id', '?')} "
-                    f"(host {held.get('host', '?')}, pid {held.get('pid', '?')}, last heartbeat "
-                    f"{held.get('heartbeat_at', '?')}); if that run is gone, delete "
-                    f"{self._lock_path} and start again"
-                )
-            _LOG.warning("taking over the lock of run %s, which is gone", held.get("run_id"))
-            if not self._delete_if_still(held) or not self._create_exclusive(self._record):
-                raise ConfigError(
-                    f"output directory {self.path} was locked by another run just now"
-                )
-            self.taken_over = held
+            held = read_json(self._lock_path)
+            # None: the lock went between the two calls (its run ended, or another took it over)
+            if held is not None or not self._create_exclusive(self._record):
+                self._take_over(held or read_json(self._lock_path) or {})
         self._heartbeat = threading.Thread(target=self._beat, daemon=True)
         self._heartbeat.start()
+
+    def _take_over(self, held: dict) -> None:
+        """The lock holds `held`: refuses (exit 2) while that run lives, else takes it over."""
+        if not self._is_dead(held):
+            raise ConfigError(
+                f"output directory {self.path} is locked by run {held.get('run_id', '?')} "
+                f"(host {held.get('host', '?')}, pid {held.get('pid', '?')}, last heartbeat "
+                f"{held.get('heartbeat_at', '?')}); if that run is gone, delete "
+                f"{self._lock_path} and start again"
+            )
+        _LOG.warning("taking over the lock of run %s, which is gone", held.get("run_id"))
+        if not self._delete_if_still(held) or not self._create_exclusive(self._record):
+            raise ConfigError(f"output directory {self.path} was locked by another run just now")
+        self.taken_over = held
 
     def _delete_if_still(self, held: dict) -> bool:
         """Deletes the lock only if it still holds the dead run's record `held`: of two runs
@@ -469,12 +484,22 @@ class OutputDir:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as e:
                 raise ConfigError(f"--output {self.path} cannot be written: {e}") from e
+            # written whole under another name, then linked: a reader never sees a lock
+            # created but still empty, which would read as a dead run's
+            fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=self.path)
             try:
-                fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.chmod(tmp, 0o644)
+                os.link(tmp, self._lock_path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                return self._create_exclusive_unlinked(data)  # no hard links (gcsfuse, SMB)
+            finally:
+                os.remove(tmp)
             return True
         except ConfigError:
             raise
@@ -482,6 +507,15 @@ class OutputDir:
             if is_unreachable(e):
                 raise RunFailed(f"cannot create the lock {self._lock_path}: {one_line(e)}") from e
             raise ConfigError(f"cannot create the lock {self._lock_path}: {one_line(e)}") from e
+
+    def _create_exclusive_unlinked(self, data: bytes) -> bool:
+        try:
+            fd = os.open(self._lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return True
 
     def recover(self) -> None:
         """Finishes a commit a killed run left half done; drops the staging of aborted runs."""
