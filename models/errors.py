@@ -51,6 +51,30 @@ def one_line(
     return line[:limit]
 
 
+# How long a launch check waits on a service that does not answer (Cloud Storage, BigQuery)
+# before exit 3; the Google clients' own retries last two minutes.
+LAUNCH_DEADLINE_ENV = "BEAMSCORE_LAUNCH_DEADLINE_S"
+LAUNCH_DEADLINE_S = 15.0
+
+
+def launch_deadline_s() -> float:
+    """LAUNCH_DEADLINE_S, or the seconds BEAMSCORE_LAUNCH_DEADLINE_S says (a slow network);
+    ValueError naming the variable if it is not a positive number."""
+    import math
+    import os
+
+    given = os.environ.get(LAUNCH_DEADLINE_ENV, "").strip()
+    if not given:
+        return LAUNCH_DEADLINE_S
+    try:
+        value = float(given)
+    except ValueError:
+        value = math.nan
+    if not (0 < value < math.inf):
+        raise ValueError(f"{LAUNCH_DEADLINE_ENV} must be a number of seconds above 0: {given!r}")
+    return value
+
+
 def is_unreachable(e: BaseException) -> bool:
     """Whether a failure means a service could not be reached (retryable: exit 3), as opposed
     to a request it refused (not found, no permission, bad input: exit 2).

@@ -21,15 +21,13 @@ import tempfile
 
 import pyarrow as pa
 
-from models.errors import is_unreachable, one_line
+from models.errors import is_unreachable, launch_deadline_s, one_line
 from pipeline.errors import ConfigError, RunFailed
 
 _LOG = logging.getLogger(__name__)
 
 PARTITION_COLUMN = "run_date"
 EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
-# How long a launch check may wait on an unreachable service before exit 3.
-LAUNCH_DEADLINE_S = 15.0
 STAGING_EXPIRY_HOURS = 24
 MAX_URIS_PER_JOB = 10_000  # BigQuery's limit of source URIs per load job
 
@@ -241,7 +239,7 @@ class BigQuerySink:
         from google.api_core import exceptions as gexc
         from google.api_core.retry import Retry
 
-        retry = Retry(deadline=LAUNCH_DEADLINE_S)
+        retry = Retry(deadline=launch_deadline_s())
         try:
             client = self._client()
             client.get_dataset(

@@ -7,11 +7,8 @@ import contextlib
 import logging
 import os
 
-from models.errors import is_unreachable, one_line
+from models.errors import is_unreachable, launch_deadline_s, one_line
 from pipeline.errors import ConfigError, RunFailed
-
-# A launch check must answer in seconds: the client's default retries last two minutes.
-CHECK_DEADLINE_S = 15.0
 
 
 class BucketMissing(Exception):
@@ -41,7 +38,7 @@ def split(url: str) -> tuple[str, str]:
 
 def check_bucket(url: str) -> None:
     """Lists one object of the bucket a gs:// URL names: proves it exists, may be listed and
-    answers, within CHECK_DEADLINE_S."""
+    answers, within launch_deadline_s()."""
     from google.api_core import exceptions as gexc
     from google.api_core.retry import Retry
 
@@ -49,7 +46,7 @@ def check_bucket(url: str) -> None:
     try:
         with _quiet_retries():
             pages = client().list_blobs(
-                bucket, max_results=1, timeout=10, retry=Retry(deadline=CHECK_DEADLINE_S)
+                bucket, max_results=1, timeout=10, retry=Retry(deadline=launch_deadline_s())
             )
             next(iter(pages), None)
     except gexc.NotFound as e:

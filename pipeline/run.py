@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import (
 )
 from apache_beam.runners.runner import PipelineState
 
-from models.errors import one_line
+from models.errors import launch_deadline_s, one_line
 from pipeline import observers as observing
 from pipeline import output as outdir
 from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
@@ -160,6 +160,10 @@ def parse_options(argv: list[str]) -> PipelineOptions:
             if flag in seen:
                 raise ConfigError(f"{flag} is given more than once")
             seen.add(flag)
+    try:
+        launch_deadline_s()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     anonymous_if_emulated()
     options = PipelineOptions(argv)
     FileSystems.set_options(options)  # the launcher's own gs:// checks use the same options

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import json
 import os
@@ -34,6 +35,10 @@ settings.register_profile("beamscore", database=None)
 settings.load_profile("beamscore")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# A launch check waits up to 15 s on a service that does not answer before exit 3; the tests of
+# those answers wait for the verdict, not for the deadline (test_config_errors checks the knob).
+os.environ.setdefault("BEAMSCORE_LAUNCH_DEADLINE_S", "2")
 FEATURES = [f"f{i}" for i in range(4)]
 
 
@@ -340,8 +345,75 @@ def bigquery_emulator(tmp_path_factory):
     }
     os.environ.pop("BIGQUERY_EMULATOR_HOST", None)
     os.environ.pop("BIGQUERY_STORAGE_EMULATOR_HOST", None)
-    proc.terminate()
+    proc.terminate()  # in memory (--ephemeral): nothing to flush, and its shutdown can hang
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=1)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+
+
+# --- a real MLflow tracking server ----------------------------------------------------------
+
+
+def _run_dir(tmp_path_factory) -> Path:
+    """The directory this pytest run's workers share: the base of their temporary directories
+    under xdist (each worker's is popen-gwN inside it), this process's own otherwise."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served), its URI. One per
+    pytest run, whichever xdist worker asks first (it takes about 11 s to start); the main
+    process stops it when the run ends (pytest_sessionfinish)."""
+    shared = _run_dir(tmp_path_factory)
+    with open(shared / "mlflow-server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = shared / MLFLOW_SERVER_RECORD
+        if record.exists():
+            return json.loads(record.read_text())["uri"]
+        root = shared / "mlflow-server"
+        root.mkdir()
+        port = _free_port()
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"),
+                *("--port", str(port), "--workers", "1"),
+                *("--backend-store-uri", f"sqlite:///{root}/mlflow.db"),
+                *("--artifacts-destination", str(root / "artifacts")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # so that stopping it stops its workers too
+        )
+        uri = f"http://127.0.0.1:{port}"
+        record.write_text(json.dumps({"uri": uri, "pid": proc.pid}))
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1).read()
+                return uri
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "mlflow not up"
+                time.sleep(0.5)
+
+
+MLFLOW_SERVER_RECORD = "mlflow-server.json"
+
+
+def pytest_sessionfinish(session) -> None:
+    """The main process, once every worker is done: stops the MLflow server if one started."""
+    if hasattr(session.config, "workerinput"):
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    record = factory.getbasetemp() / MLFLOW_SERVER_RECORD if factory else None
+    if record is None or not record.exists():
+        return
+    import signal
+
+    pid = json.loads(record.read_text())["pid"]
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    record.unlink()

@@ -143,6 +143,22 @@ def test_bad_flags(tmp_path, inp, models_dir, args, words):
     assert_one_line_error(cli, *words)
 
 
+@pytest.mark.parametrize("given", ["soon", "0", "-5", "nan", "inf"])
+def test_a_launch_deadline_that_is_not_seconds_is_refused(
+    tmp_path, inp, models_dir, given, monkeypatch
+):
+    from models.errors import LAUNCH_DEADLINE_S, launch_deadline_s
+
+    cli = run_cli(
+        *("--input", inp, "--model", models_dir / "binary.joblib", "--output", tmp_path / "o"),
+        env={"BEAMSCORE_LAUNCH_DEADLINE_S": given},
+    )
+    assert_one_line_error(cli, "BEAMSCORE_LAUNCH_DEADLINE_S", repr(given))
+    assert not (tmp_path / "o").exists()
+    monkeypatch.delenv("BEAMSCORE_LAUNCH_DEADLINE_S")  # the suite sets 2 s (conftest)
+    assert launch_deadline_s() == LAUNCH_DEADLINE_S == 15  # unset: seconds, not two minutes
+
+
 def test_missing_required_flag(tmp_path, models_dir):
     cli = run_cli("--model", models_dir / "binary.joblib", "--output", tmp_path / "o")
     assert_one_line_error(cli, "--input is required")

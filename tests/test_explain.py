@@ -14,6 +14,7 @@ import pytest
 
 from models.baseline import baseline_from_frame
 from models.explain import top_k
+from models.register import requirements
 from tests import test_boosters
 from tests.conftest import assert_one_line_error, score
 
@@ -593,10 +594,13 @@ def test_mlflow_flavours(tmp_path, flavour):
     try:
         experiment = mlflow.create_experiment("m", artifact_location=str(tmp_path / "art"))
         with mlflow.start_run(experiment_id=experiment) as active:
+            needs = requirements(model, "cloudpickle")  # stated: MLflow would infer them slowly
             if flavour == "xgboost":
-                mlflow.xgboost.log_model(model, name="model")
+                mlflow.xgboost.log_model(model, name="model", pip_requirements=needs)
             else:
-                mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+                mlflow.sklearn.log_model(
+                    model, name="model", serialization_format="cloudpickle", pip_requirements=needs
+                )
     finally:
         mlflow.set_tracking_uri(None)
         os.environ.pop("MLFLOW_TRACKING_URI", None)

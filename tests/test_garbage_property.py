@@ -68,41 +68,48 @@ def input_ids(data: bytes, ext: str) -> set[str]:
 
 
 @settings(
-    # Whole runs, 20 by default (the suite's time budget); a deeper search: GARBAGE_EXAMPLES=300.
-    max_examples=int(os.environ.get("GARBAGE_EXAMPLES", "20")),
+    # Whole runs (of up to three files each), 8 by default (the suite's time budget); a deeper
+    # search: GARBAGE_EXAMPLES=300.
+    max_examples=int(os.environ.get("GARBAGE_EXAMPLES", "8")),
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
-@example(ext="csv", nan=False, garbage=[(0, b"\r,0.0")])  # a bare CR: a line end
+@example(ext="csv", nan=False, files=[[(0, b"\r,0.0")]])  # a bare CR: a line end
 @given(
     ext=st.sampled_from(["csv", "jsonl"]),
     nan=st.booleans(),
-    garbage=st.lists(st.tuples(st.integers(0, 60), garbage_line), min_size=1, max_size=6),
+    files=st.lists(
+        st.lists(st.tuples(st.integers(0, 60), garbage_line), min_size=1, max_size=6),
+        min_size=1,
+        max_size=3,
+    ),
 )
 def test_garbage_never_crashes_and_counts_reconcile(
-    tmp_path, models_dir, nan_model, ext, nan, garbage
+    tmp_path, models_dir, nan_model, ext, nan, files
 ):
-    df = float_rows(60)
-    df["id"] = [f"{i:05d}" for i in df.id]  # keys with leading zeros
-    if ext == "csv":
-        header, *lines = df.to_csv(index=False).encode().splitlines()
-    else:
-        header, lines = None, df.to_json(orient="records", lines=True).encode().splitlines()
-    for position, line in sorted(garbage, reverse=True, key=lambda g: g[0]):
-        lines.insert(position, line)
     run_dir = tmp_path / uuid.uuid4().hex
-    run_dir.mkdir()
-    path = run_dir / f"in.{ext}"
-    data = b"\n".join(([header] if header else []) + lines) + b"\n"
-    path.write_bytes(data)
+    (run_dir / "in").mkdir(parents=True)
+    spelled: set[str] = set()
+    for n, garbage in enumerate(files):
+        df = float_rows(60, seed=n, start_id=n * 60)
+        df["id"] = [f"{i:05d}" for i in df.id]  # keys with leading zeros
+        if ext == "csv":
+            header, *lines = df.to_csv(index=False).encode().splitlines()
+        else:
+            header, lines = None, df.to_json(orient="records", lines=True).encode().splitlines()
+        for position, line in sorted(garbage, reverse=True, key=lambda g: g[0]):
+            lines.insert(position, line)
+        data = b"\n".join(([header] if header else []) + lines) + b"\n"
+        (run_dir / "in" / f"{n}.{ext}").write_bytes(data)
+        spelled |= input_ids(data, ext)
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         code = main(
             [
                 "--input",
-                str(path),
+                str(run_dir / "in" / f"*.{ext}"),
                 "--model",
                 str(nan_model if nan else models_dir / "binary.joblib"),
                 "--output",
@@ -116,6 +123,7 @@ def test_garbage_never_crashes_and_counts_reconcile(
     manifest = json.loads((run_dir / "out" / "manifest.json").read_text())
     c = manifest["counts"]
     assert c["rows_read"] == c["rows_predicted"] + c["rows_failed"]
+    assert len(manifest["inputs"]) == len(files)
     for f in manifest["inputs"]:
         assert f["rows_read"] == f["rows_predicted"] + f["rows_failed"]
     errors = [
@@ -124,11 +132,11 @@ def test_garbage_never_crashes_and_counts_reconcile(
         for line in f.read_text().split("\n")[:-1]
     ]
     assert len(errors) == c["rows_failed"]
-    files = sorted((run_dir / "out" / "predictions").glob("*.parquet"))
-    if not files:
+    parts = sorted((run_dir / "out" / "predictions").glob("*.parquet"))
+    if not parts:
         return
-    preds = pd.concat([pq.read_table(f).to_pandas() for f in files])
+    preds = pd.concat([pq.read_table(f).to_pandas() for f in parts])
     assert len(preds) == c["rows_predicted"]
-    assert str(pq.read_schema(files[0]).field("id").type) == "string"
-    assert set(preds.id) <= input_ids(data, ext)  # each key as the input spells it
+    assert str(pq.read_schema(parts[0]).field("id").type) == "string"
+    assert set(preds.id) <= spelled  # each key as the input spells it
     assert all(math.isfinite(v) for v in preds.prediction.astype(float))

@@ -28,6 +28,8 @@ def registry(tmp_path_factory, models_dir):
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
+    from models.register import requirements
+
     root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.set_tracking_uri(uri)
@@ -42,6 +44,7 @@ def registry(tmp_path_factory, models_dir):
             signature=infer_signature(X, model.predict(X)),
             registered_model_name="churn",
             serialization_format="cloudpickle",
+            pip_requirements=requirements(model, "cloudpickle"),  # not inferred in a subprocess
         )
         sk_run = run.info.run_id
 
@@ -55,6 +58,7 @@ def registry(tmp_path_factory, models_dir):
             python_model=Doubler(),
             signature=infer_signature(X, X["f0"] * 2.0),
             registered_model_name="doubler",
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
         )
         pyfunc_run = run.info.run_id
     client = MlflowClient(uri, uri)

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
-from tests.conftest import FEATURES, ROOT, assert_one_line_error, float_rows, run_cli, write_input
+from tests.conftest import (
+    FEATURES,
+    ROOT,
+    assert_one_line_error,
+    float_rows,
+    run_cli,
+    write_input,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -266,59 +276,52 @@ def test_a_tracking_store_that_refuses_the_run_is_exit_2(tmp_path, models_dir):
         assert not (tmp_path / "out" / "manifest.json").exists()
 
 
-def start_mlflow_server(root) -> tuple[subprocess.Popen, str]:
-    """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served), once it answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root}/mlflow.db",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # so that stopping it stops its workers too
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    import urllib.request
+class Route:
+    """A TCP route to a server that can be cut: afterwards every connection on it is reset and
+    new ones are refused, as if the server's machine had gone."""
 
-    while True:
+    def __init__(self, uri: str):
+        host, port = uri.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.uri = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # cut
+            server = socket.create_connection(self.target)
+            self.open += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(a: socket.socket, b: socket.socket) -> None:
         try:
-            urllib.request.urlopen(f"{uri}/health", timeout=1).read()
-            return proc, uri
+            while data := a.recv(65536):
+                b.sendall(data)
         except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "mlflow server not up"
-            time.sleep(0.5)
+            pass
+        with contextlib.suppress(OSError):
+            b.shutdown(socket.SHUT_WR)
+
+    def cut(self) -> None:
+        self.listener.close()
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()  # a reset, as from a host that is gone
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    os.killpg(proc.pid, sig)
-    proc.wait(timeout=30)
-
-
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    proc, uri = start_mlflow_server(tmp_path_factory.mktemp("server"))
-    yield uri
-    stop(proc)
-
-
-def test_server_gone_mid_run_still_commits_the_predictions(tmp_path, model_with_baseline):
-    proc, uri = start_mlflow_server(tmp_path / "server")
+def test_server_gone_mid_run_still_commits_the_predictions(
+    tmp_path, model_with_baseline, mlflow_server
+):
+    route = Route(mlflow_server)
+    uri = route.uri
     for i in range(4):
         write_input(float_rows(20_000, seed=i, start_id=i * 20_000), tmp_path / "in" / f"{i}.csv")
     cli = subprocess.Popen(
@@ -349,7 +352,7 @@ def test_server_gone_mid_run_still_commits_the_predictions(tmp_path, model_with_
         seen.append(line)
         if "INFO pipeline: run " in line:
             break
-    stop(proc, signal.SIGKILL)  # the server dies while the pipeline runs
+    route.cut()  # the server goes while the pipeline runs
     out, err = cli.communicate(timeout=300)
     err = "".join(seen) + err
     assert cli.returncode == 0, err

@@ -23,11 +23,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from models.errors import launch_deadline_s
+
 SCHEME = "bq://"
 STORAGE_EMULATOR_ENV = "BIGQUERY_STORAGE_EMULATOR_HOST"
 REST_EMULATOR_ENV = "BIGQUERY_EMULATOR_HOST"
-# How long a launch call may wait on an unreachable BigQuery before exit 3.
-LAUNCH_DEADLINE_S = 15.0
 # Table kinds the Storage Read API reads (BigQuery's table_type values).
 READABLE = ("TABLE",)
 
@@ -175,7 +175,7 @@ def table_columns(uri: str) -> tuple[list[str], dict[str, str]]:
     table_id = f"{project}.{dataset}.{table}"
     try:
         client = rest_client(project)
-        found = client.get_table(table_id, retry=Retry(deadline=LAUNCH_DEADLINE_S), timeout=10)
+        found = client.get_table(table_id, retry=Retry(deadline=launch_deadline_s()), timeout=10)
     except gexc.NotFound as e:
         raise TableRefused(
             f"BigQuery table {table_id} (--input {uri}) does not exist: check the project, "
@@ -222,8 +222,8 @@ def create_session(
             parent=f"projects/{project}",
             read_session=request,
             max_stream_count=max_streams,
-            retry=Retry(deadline=LAUNCH_DEADLINE_S),
-            timeout=LAUNCH_DEADLINE_S * 4,
+            retry=Retry(deadline=launch_deadline_s()),
+            timeout=launch_deadline_s() * 4,
         )
     except Exception as e:  # noqa: BLE001 - sorted into exit 2 or 3
         what = "creating a read session"
