@@ -76,6 +76,7 @@ def input_ids(data: bytes, ext: str) -> set[str]:
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @example(ext="csv", nan=False, files=[[(0, b"\r,0.0")]])  # a bare CR: a line end
+@example(ext="jsonl", nan=False, files=[[(0, b'{"id": "1", "zz": 0.0}')], [(0, b"")]])
 @given(
     ext=st.sampled_from(["csv", "jsonl"]),
     nan=st.booleans(),
@@ -127,11 +128,12 @@ def test_garbage_never_crashes_and_counts_reconcile(
     for f in manifest["inputs"]:
         assert f["rows_read"] == f["rows_predicted"] + f["rows_failed"]
     errors = [
-        line
+        json.loads(line)
         for f in (run_dir / "out" / "errors").glob("*.jsonl")
         for line in f.read_text().split("\n")[:-1]
     ]
-    assert len(errors) == c["rows_failed"]
+    # a record is a line; a file lacking a column the first file decided is one line of `rows`
+    assert sum(e.get("rows", 1) for e in errors) == c["rows_failed"]
     parts = sorted((run_dir / "out" / "predictions").glob("*.parquet"))
     if not parts:
         return
