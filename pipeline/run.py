@@ -346,8 +346,30 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     started = datetime.datetime.now(datetime.UTC)
     plan = plan_for(decided, runner, started, launcher_waits=wait, nights=nights)
     build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
-    result = p.run()
+    with _staging_turn(options, runner):
+        result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
+
+
+@contextlib.contextmanager
+def _staging_turn(options: PipelineOptions, runner: str):
+    """Beam builds --setup_file's sdist inside the project directory (setuptools makes and
+    removes its release tree, beamscore-X.Y.Z/, there): two launches from one checkout at once
+    would destroy each other's tree. They take turns, on a lock outside the checkout."""
+    from apache_beam.options.pipeline_options import SetupOptions
+
+    setup_file = options.view_as(SetupOptions).setup_file
+    if "Direct" in runner or not setup_file:
+        yield
+        return
+    import fcntl
+    import hashlib
+
+    project = os.path.dirname(os.path.abspath(setup_file))
+    name = hashlib.sha256(project.encode()).hexdigest()[:16]
+    with open(os.path.join(tempfile.gettempdir(), f"beamscore-sdist-{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> None:
@@ -425,7 +447,8 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     try:
         if not job.wait:
             job.out.hand_lock_to_job(_job_name(job.options, spec.run_id))
-        result = p.run()
+        with _staging_turn(job.options, job.runner):
+            result = p.run()  # on Dataflow: returns once the job is submitted
         state = result.wait_until_finish() if job.wait else None
     except (KeyboardInterrupt, Interrupted):
         if result is not None and "Direct" not in job.runner:
