@@ -363,6 +363,9 @@ def _run_dir(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+MLFLOW_SERVER_RECORD = "mlflow-server.json"  # its URI and pid, in _run_dir
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
     """A real `mlflow server` on 127.0.0.1 (sqlite backend, artifacts served), its URI. One per
@@ -398,9 +401,6 @@ def mlflow_server(tmp_path_factory) -> str:
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "mlflow not up"
                 time.sleep(0.5)
-
-
-MLFLOW_SERVER_RECORD = "mlflow-server.json"
 
 
 def pytest_sessionfinish(session) -> None:

@@ -16,14 +16,7 @@ import time
 
 import pytest
 
-from tests.conftest import (
-    FEATURES,
-    ROOT,
-    assert_one_line_error,
-    float_rows,
-    run_cli,
-    write_input,
-)
+from tests.conftest import FEATURES, ROOT, assert_one_line_error, float_rows, run_cli, write_input
 
 pytestmark = pytest.mark.slow
 
