@@ -46,7 +46,16 @@ setup(
     description="Columnar batch scoring of tabular ML models on Apache Beam",
     python_requires=">=3.11",
     packages=find_packages(
-        include=["pipeline", "pipeline.*", "transforms", "transforms.*", "models", "models.*"]
+        include=[
+            "pipeline",
+            "pipeline.*",
+            "scoring",
+            "scoring.*",
+            "transforms",
+            "transforms.*",
+            "models",
+            "models.*",
+        ]
     ),
     install_requires=locked(
         [

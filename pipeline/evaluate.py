@@ -6,7 +6,7 @@ the labels that arrived later (Parquet, CSV or JSON Lines), by the night's key c
 DIR/quality.json with scikit-learn's metrics for the model's kind. The night's MLflow run (when its
 manifest names one) gains the metrics, and an OpenLineage COMPLETE event is sent when lineage is on.
 
-Keys are matched under the value rule (transforms.values.cast): a label's key is cast to the type
+Keys are matched under the value rule (scoring.values.cast): a label's key is cast to the type
 the night wrote the key with, losslessly or not at all; a label whose key or value cannot be cast
 is a rejected label, counted with its reason, never a silent miss. Every label read and every
 prediction is accounted for:
@@ -39,6 +39,7 @@ from pipeline.errors import ConfigError, RunFailed, report_bug
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
 from pipeline.prepare import _absolute, _filled, match_files, parse_run_date
+from scoring.values import cast, mask
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
 from transforms.sources import (
@@ -52,7 +53,6 @@ from transforms.sources import (
 )
 from transforms.spec import TextFormat
 from transforms.textread import RecordBlocks, csv_header, json_array_message, parse_csv, parse_jsonl
-from transforms.values import cast, mask
 
 _LOG = logging.getLogger("pipeline.evaluate")
 
@@ -344,7 +344,7 @@ def _typed(
     block: pa.Table, path: str, keys: list[str], key_types: dict, label: str, kind: Kind, out
 ) -> pa.Table:
     """A block's keys in the night's types and its label as the kind takes it, value by value
-    (transforms.values.cast); a row with any value that cannot be is a rejected label."""
+    (scoring.values.cast); a row with any value that cannot be is a rejected label."""
     n = block.num_rows
     bad = np.zeros(n, dtype=bool)
     reasons: list[tuple[np.ndarray, str, pa.Array]] = []

@@ -11,6 +11,8 @@ import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from scoring.decide import UNKNOWN_CATEGORIES
+
 
 @dataclasses.dataclass(frozen=True)
 class Flag:
@@ -38,8 +40,6 @@ class Flag:
 # The environment variable that changes --wait's default (templates/Dockerfile sets it to false).
 WAIT_VARIABLE = "BEAMSCORE_WAIT"
 
-# The values of --unknown_categories, the default first.
-UNKNOWN_CATEGORIES = ("reject", "score")
 
 FLAGS = (
     Flag(

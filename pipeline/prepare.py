@@ -8,26 +8,26 @@ their types (asking the model what it takes), then the sinks. Each phase raises 
 from __future__ import annotations
 
 import codecs
+import contextlib
 import dataclasses
 import datetime
 import logging
 import os
 import re
-import time
 import uuid
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models import loading
 from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, one_line
-from models.introspect import ModelFacts, inspect
 from pipeline import gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
-from pipeline.options import UNKNOWN_CATEGORIES, ScoringOptions
+from pipeline.options import ScoringOptions
+from scoring import decide
+from scoring.decide import UNKNOWN_CATEGORIES
+from scoring.spec import LINEAGE_FIELDS
 from transforms import bqread
 from transforms.bqread import is_table
 from transforms.read import hinted
@@ -41,9 +41,7 @@ from transforms.sources import (
     one_name_each,
     sample,
 )
-from transforms.spec import LINEAGE_FIELDS, ScoringSpec, TextFormat
-from transforms.validate import cast_column
-from transforms.values import is_text
+from transforms.spec import ScoringSpec, TextFormat
 
 _LOG = logging.getLogger(__name__)
 _TYPES = {
@@ -57,17 +55,7 @@ _TYPES = {
     "string": pa.string(),
     "str": pa.string(),
 }
-_MLFLOW_TYPES = {
-    "double": pa.float64(),
-    "float": pa.float64(),
-    "long": pa.int64(),
-    "integer": pa.int64(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-}
 _RESERVED = {"prediction", *(f.name for f in LINEAGE_FIELDS)}
-_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,17}")
-PROBE_ROWS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,18 +139,6 @@ class _Inputs:
     table: Any = None  # a BigQuery table input's read session (transforms.bqread.TableInput)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Model:
-    """The resolved, loaded and inspected model."""
-
-    ref: loading.ModelRef
-    model: Any
-    facts: ModelFacts
-    signature: dict[str, pa.DataType] | None
-    load_s: float
-    versions: dict[str, dict[str, str]]
-
-
 def prepare(
     opts: ScoringOptions,
     today: datetime.date | None = None,
@@ -195,24 +171,30 @@ def prepare(
     else:
         inputs = match_inputs(flags)
         model = load_model(flags, staging_root)
-    features, keys, columns, facts, key_types = decide_columns(flags, inputs, model)
-    if flags.unknown_categories == "score":
-        facts = facts.scoring_unknown_categories()
-    spec = ScoringSpec(
+    features, keys = decide_columns(flags, inputs, model)
+    baseline = decide.drift_baseline(model.ref, features)
+    with refusals():
+        row = decide.row_spec(
+            model,
+            features,
+            keys,
+            first=inputs.first,
+            fmt=inputs.fmt,
+            source=inputs.first_path,
+            overrides=flags.overrides,
+            unknown_categories=flags.unknown_categories,
+            explain=opts.explain,
+            baseline=baseline,
+        )
+    spec = ScoringSpec.of(
+        row,
         run_id=new_run_id(now),
         input_format=inputs.fmt,
         input_pattern=flags.input_pattern,
         output=flags.output,
         text=flags.text,
-        features=features,
-        keys=keys,
-        columns=columns,
-        model=model.ref,
-        facts=facts,
         batch_size=flags.batch_size,
-        baseline=_drift_baseline(model.ref, features),
-        key_types=key_types,
-        explain=decide_explain(opts.explain, model, features, keys, columns, facts, inputs.first),
+        baseline=baseline,
         table=inputs.table,
         run_date=flags.run_date,
     )
@@ -235,6 +217,18 @@ def prepare(
         openlineage_url=flags.openlineage_url,
         unknown_categories=flags.unknown_categories,
     )
+
+
+@contextlib.contextmanager
+def refusals():
+    """The scoring core's refusals as the launcher's exit codes: what cannot be scored as asked
+    is a ConfigError (exit 2), a model service that does not answer a RunFailed (exit 3)."""
+    try:
+        yield
+    except (decide.Refused, ModelError) as e:
+        raise ConfigError(str(e)) from e
+    except ModelServiceUnreachable as e:
+        raise RunFailed(str(e)) from e
 
 
 def new_run_id(now: datetime.datetime) -> str:
@@ -533,13 +527,14 @@ def _streams_wanted(opts: ScoringOptions) -> int:
     return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
 
 
-def open_table(flags: _Flags, model: _Model, types: dict[str, str], streams: int) -> _Inputs:
+def open_table(flags: _Flags, model: decide.Model, types: dict[str, str], streams: int) -> _Inputs:
     """A BigQuery table input: the columns the run needs are checked against the table, then
     the run's read session is created (only those columns, --input_filter as its row
     restriction) and its first rows sampled, as a file's are."""
     uri = flags.input_pattern
     names = list(types)
-    features = _features(flags, model)
+    with refusals():
+        features = decide.choose_features(model, flags.features)
     missing = [f for f in features if f not in types]
     if missing:
         raise ConfigError(
@@ -603,7 +598,7 @@ def _check_unique_names(names: list[str], path: str) -> None:
 # Phase 3: the model
 
 
-def load_model(flags: _Flags, staging_root: str | None) -> _Model:
+def load_model(flags: _Flags, staging_root: str | None) -> decide.Model:
     """Resolves, loads and inspects the model; checks the library versions it was saved with."""
     if flags.model_uri.startswith("gs://"):
         gcs.check_flag(flags.model_uri, "--model")
@@ -613,79 +608,14 @@ def load_model(flags: _Flags, staging_root: str | None) -> _Model:
         and flags.model_uri.startswith(("runs:/", "models:/"))
     ):  # the launcher stages an MLflow model there for the workers
         gcs.check_flag(staging_root, "--temp_location")
-    try:
-        ref = loading.resolve(flags.model_uri, flags.model_sha256, flags.tracking_uri, staging_root)
-        start = time.monotonic()
-        model, saved = loading.load(ref)
-        load_s = time.monotonic() - start
-        facts = inspect(model)
-        signature = _signature(ref)
-    except ModelError as e:
-        raise ConfigError(str(e)) from e
-    except ModelServiceUnreachable as e:
-        raise RunFailed(str(e)) from e
-    versions = _check_versions(saved, flags.allow_version_mismatch, ref.uri)
-    return _Model(ref, model, facts, signature, load_s, versions)
-
-
-def _check_versions(
-    saved: dict[str, str], allow_mismatch: bool, uri: str
-) -> dict[str, dict[str, str]]:
-    """Saved against running library versions; a different major.minor is refused (exit 2)."""
-    import importlib
-
-    modules = {"scikit-learn": "sklearn"}  # library name -> module name, where they differ
-    versions = {}
-    for library, was in saved.items():
-        try:
-            # The module's own version: xgboost-cpu and xgboost install the same module.
-            running = importlib.import_module(modules.get(library, library)).__version__
-        except ImportError:
-            running = "not installed"
-        versions[library] = {"saved": was, "running": running}
-        if _major_minor(was) != _major_minor(running):
-            message = (
-                f"model {uri} was saved with {library} {was}, this run has {running}: a model "
-                "may predict differently, or not load, across versions"
-            )
-            if not allow_mismatch:
-                raise ConfigError(
-                    f"{message}; re-save it with {library} {running}, or pass "
-                    "--allow_version_mismatch to score it anyway"
-                )
-            _LOG.warning("%s (--allow_version_mismatch)", message)
-    return versions
-
-
-def _major_minor(text: str) -> tuple[str, ...]:
-    return tuple(re.split(r"[.+-]", text)[:2])
-
-
-def _signature(ref: loading.ModelRef) -> dict[str, pa.DataType] | None:
-    """An MLflow model's signature inputs as {column: Arrow type}, in order, or None."""
-    if ref.kind != "mlflow":
-        return None
-    from models import mlflow_models
-
-    inputs = mlflow_models.signature_inputs(mlflow_models.fetch(ref.path))
-    if inputs is None:
-        return None
-    out = {}
-    for name, mlflow_type in inputs:
-        if mlflow_type not in _MLFLOW_TYPES:
-            raise ConfigError(f"model signature column {name} has unsupported type {mlflow_type}")
-        out[name] = _MLFLOW_TYPES[mlflow_type]
-    return out
-
-
-def _drift_baseline(ref: loading.ModelRef, features: tuple[str, ...]) -> dict | None:
-    try:
-        baseline = loading.drift_baseline(ref)
-    except Exception as e:  # noqa: BLE001 - a broken baseline must not stop the scoring
-        _LOG.warning("ignoring the model's drift baseline: %s", one_line(e))
-        return None
-    baseline = {k: v for k, v in (baseline or {}).items() if k in features}
-    return baseline or None
+    with refusals():
+        return decide.load_model(
+            flags.model_uri,
+            flags.model_sha256,
+            flags.tracking_uri,
+            staging_root,
+            flags.allow_version_mismatch,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -693,12 +623,12 @@ def _drift_baseline(ref: loading.ModelRef, features: tuple[str, ...]) -> dict | 
 
 
 def decide_columns(
-    flags: _Flags, inputs: _Inputs, model: _Model
-) -> tuple[tuple[str, ...], tuple[str, ...], pa.Schema, ModelFacts, dict[str, pa.DataType]]:
-    """The features (in the model's order), the keys, every column's type, the model's facts
-    refined by asking it (missing values, output shape, the NumPy fast path), and the written
-    type of each key that is also a feature (the input's, not the model's)."""
-    features = _features(flags, model)
+    flags: _Flags, inputs: _Inputs, model: decide.Model
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The features (in the model's order) and the keys, once the input holds them and no key
+    is named like an output column (their types are the scoring core's: scoring.decide)."""
+    with refusals():
+        features = decide.choose_features(model, flags.features)
     first = inputs.first
     names = first.column_names if first is not None else []
     if first is not None:
@@ -724,23 +654,7 @@ def decide_columns(
     unknown = sorted(set(flags.overrides) - set(keys) - set(features))
     if unknown:
         raise ConfigError(f"--column_types names columns that are not read: {', '.join(unknown)}")
-    facts = model.facts
-    fields = []
-    for name in dict.fromkeys(keys + features):
-        type_ = flags.overrides.get(name)
-        if type_ is None and name in (model.signature or {}):
-            type_ = _signature_type(name, model.signature[name], first, inputs)
-        if type_ is None and name in features:
-            type_ = decide_feature_type(name, first, facts, inputs)
-        fields.append(pa.field(name, type_ or decide_key_type(name, first, inputs.fmt)))
-    columns = pa.schema(fields)
-    key_types = {
-        k: flags.overrides.get(k) or decide_key_type(k, first, inputs.fmt)
-        for k in keys
-        if k in features
-    }
-    facts = probe(model.model, facts, features, columns, first)
-    return features, keys, columns, facts, key_types
+    return features, keys
 
 
 def _is_output_name(name: str) -> bool:
@@ -770,42 +684,6 @@ def _key_clash(clash: list[str], keys: tuple[str, ...], given: bool, others: lis
     )
 
 
-def _features(flags: _Flags, model: _Model) -> tuple[str, ...]:
-    """The feature columns, in the order the model takes them.
-
-    A model that names its features (feature_names_in_, an MLflow signature) gets exactly
-    those, matched by name: --features may list them in any order but not leave one out or add
-    one. A model that does not name them takes --features in the order given.
-    """
-    own = tuple(model.signature) if model.signature else model.facts.features
-    given = flags.features
-    if own:
-        if given is not None:
-            lacking = [f for f in own if f not in given]
-            extra = [f for f in given if f not in own]
-            if extra:
-                raise ConfigError(
-                    f"--features names column(s) the model was not trained on: {', '.join(extra)}"
-                )
-            if lacking:
-                raise ConfigError(
-                    f"--features leaves out column(s) the model needs: {', '.join(lacking)} "
-                    f"(the model takes {', '.join(own)})"
-                )
-        return tuple(own)
-    if not given:
-        raise ConfigError(
-            "the model does not name its features (no feature_names_in_); give --features a,b,..."
-        )
-    n = model.facts.n_features
-    if n is not None and len(given) != n:
-        raise ConfigError(
-            f"--features names {len(given)} column(s) but the model takes {n}, in its training "
-            "order"
-        )
-    return given
-
-
 def _delimiter_hint(names: list[str], fmt: str, text: TextFormat) -> str:
     """A hint when a CSV header read as one column holds another likely delimiter."""
     if fmt != "csv" or len(names) != 1:
@@ -817,300 +695,6 @@ def _delimiter_hint(names: list[str], fmt: str, text: TextFormat) -> str:
                 f"{flag!r}? set --csv_delimiter '{flag}')"
             )
     return ""
-
-
-def _text_values(first: pa.Table, name: str) -> np.ndarray:
-    """A sampled column's non-null values as text (empty when there is no sample)."""
-    column = first.column(name).drop_null()
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    return np.asarray(column.cast(pa.string()).to_pylist(), dtype=object)
-
-
-def _number_share(values: np.ndarray) -> float:
-    """The share of text values that are numbers (NaN/inf spelled out are numbers)."""
-    import pandas as pd
-
-    if not len(values):
-        return 1.0
-    return float(pd.to_numeric(pd.Series(values), errors="coerce").notna().mean())
-
-
-def decide_feature_type(
-    name: str, first: pa.Table | None, facts: ModelFacts, inputs: _Inputs
-) -> pa.DataType:
-    """The type a feature is cast to in every batch, decided once.
-
-    Features the model encodes as categories take their categories' type. Features the model
-    can only take as numbers are float64 whatever the input holds: a value that is not a number
-    is then a `validate` error, never the model's; if the sample holds no number at all, the
-    input is not what the model takes (exit 2). Other features: numbers and booleans are
-    float64, text is float64 when nine in ten sampled values are numbers, else text.
-    """
-    if name in facts.categorical:
-        return facts.categorical[name].type
-    declared = first.schema.field(name).type if first is not None else pa.null()
-    if pa.types.is_dictionary(declared):
-        declared = declared.value_type
-    numeric_required = facts.numeric is not None and name in facts.numeric
-    if pa.types.is_union(declared):  # JSON values of several kinds
-        texts = any(pa.types.is_string(declared[i].type) for i in range(declared.num_fields))
-        return pa.string() if texts and not numeric_required else pa.float64()
-    if is_text(declared):
-        values = _text_values(first, name)
-        share = _number_share(values)
-        if numeric_required and len(values) and share == 0:
-            raise ConfigError(
-                f"feature {name} of {inputs.first_path} holds text, not numbers (e.g. "
-                f"{', '.join(repr(v) for v in values[:3])}), and the model takes it as a number; "
-                "convert it upstream (thousands separators, yes/no, units), or check --features"
-            )
-        return pa.float64() if numeric_required or share >= 0.9 else pa.string()
-    if (
-        numeric_required
-        or pa.types.is_integer(declared)
-        or pa.types.is_floating(declared)
-        or pa.types.is_boolean(declared)
-        or pa.types.is_decimal(declared)
-        or pa.types.is_null(declared)
-    ):
-        return pa.float64()
-    return declared
-
-
-def decide_key_type(name: str, first: pa.Table | None, fmt: str) -> pa.DataType:
-    """The type a key column is written with: exactly what the input spells.
-
-    Parquet declares it; in CSV every value is text, and a key stays text unless every sampled
-    value is an integer written the one way int64 writes it back (so zip code 00501 stays
-    "00501"). JSON values keep the type JSON gives them.
-    """
-    if first is None:
-        return pa.string()
-    declared = first.schema.field(name).type
-    if pa.types.is_dictionary(declared):
-        declared = declared.value_type
-    if pa.types.is_null(declared):
-        return pa.string()
-    if pa.types.is_union(declared):  # JSON values of several kinds: the widest kind held
-        kinds = {declared[i].type for i in range(declared.num_fields) if declared[i].name != "json"}
-        for wide in (pa.string(), pa.float64(), pa.int64(), pa.bool_()):
-            if wide in kinds:
-                return wide
-        return pa.string()
-    if is_text(declared):
-        if fmt == "csv":
-            values = _text_values(first, name)
-            if len(values) and all(_CANONICAL_INT.fullmatch(v) for v in values):
-                return pa.int64()
-        return pa.string()
-    return declared
-
-
-def _signature_type(
-    name: str, wanted: pa.DataType, first: pa.Table | None, inputs: _Inputs
-) -> pa.DataType:
-    """The signature's type for a column, once the input is known to cast to it safely."""
-    if first is None:
-        return wanted
-    declared = first.schema.field(name).type
-    numeric = pa.types.is_integer(declared) or pa.types.is_floating(declared)
-    safe = (
-        declared == wanted
-        or pa.types.is_null(declared)
-        or pa.types.is_string(wanted)
-        or (pa.types.is_floating(wanted) and (numeric or pa.types.is_boolean(declared)))
-        or (pa.types.is_integer(wanted) and pa.types.is_integer(declared))
-        or (pa.types.is_boolean(wanted) and pa.types.is_boolean(declared))
-        # CSV/JSON sample: text that is (nearly) all numbers is a numeric column with dirt.
-        or (
-            inputs.fmt not in ("parquet", "bigquery")
-            and is_text(declared)
-            and (pa.types.is_floating(wanted) or pa.types.is_integer(wanted))
-            and _number_share(_text_values(first, name)) >= 0.9
-        )
-    )
-    if not safe:
-        raise ConfigError(
-            f"input column {name} is {declared}, which does not cast safely to the model "
-            f"signature's {wanted}"
-        )
-    return wanted
-
-
-def probe(
-    model: Any, facts: ModelFacts, features: tuple[str, ...], columns: pa.Schema, first
-) -> ModelFacts:
-    """Asks the model, on rows it can score, what the pipeline must know before scoring.
-
-    The rows: one of typical values built from the model and the sample (so the answer does
-    not depend on how dirty the sample's first rows are), then the sample's rows that are valid.
-    Learns which features may be missing, what predict returns (one value per row: a
-    multi-output model is refused; text predictions from a model without classes), and whether
-    a float matrix scores exactly like a DataFrame.
-    """
-    import warnings
-
-    frame = _probe_frame(features, columns, facts, first)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        good, problem = [], None
-        for i in range(len(frame)):
-            try:
-                model.predict(frame.iloc[[i]])
-            except Exception as e:  # noqa: BLE001 - not a row this model scores
-                problem = problem or e
-                continue
-            good.append(i)
-        if not good:
-            raise ConfigError(
-                "the model cannot score a row of typical input values nor any of the first "
-                f"rows of the input: {one_line(problem, with_type=True)}"
-            )
-        rows = frame.iloc[good]
-        facts = _check_output(model, facts, rows)
-        facts = dataclasses.replace(
-            facts,
-            missing_ok=_accepts_missing(model, frame.iloc[[good[0]]], features),
-            numpy_ok=_scores_numpy_alike(model, facts, features, columns, rows),
-        )
-    return facts
-
-
-def _probe_frame(features, columns: pa.Schema, facts: ModelFacts, first):
-    """A DataFrame of probe rows, converted as batches are: a typical row, then valid samples."""
-    import pandas as pd
-
-    typical: dict[str, list] = {}
-    sampled: dict[str, pa.Array] = {}
-    valid = None
-    for f in features:
-        target = columns.field(f).type
-        if first is not None and f in first.column_names:
-            raw = first.column(f).slice(0, 50).combine_chunks()
-            if pa.types.is_dictionary(raw.type):
-                raw = raw.cast(raw.type.value_type)
-            values, _ = cast_column(raw, target)
-        else:
-            values = pa.nulls(0, target)
-        sampled[f] = values
-        ok = values.is_valid()
-        if pa.types.is_floating(target):
-            ok = pa.compute.and_(ok, pa.compute.invert(pa.compute.is_nan(values).fill_null(True)))
-        valid = ok if valid is None else pa.compute.and_(valid, ok)
-        typical[f] = [_typical(f, values, target, facts)]
-    table = pa.table({f: pa.array(v, columns.field(f).type) for f, v in typical.items()})
-    if valid is not None and len(valid):
-        rows = pa.table(sampled).filter(valid).slice(0, PROBE_ROWS)
-        table = pa.concat_tables([table, rows.cast(table.schema)])
-    return table.to_pandas().reset_index(drop=True) if table.num_rows else pd.DataFrame()
-
-
-def _typical(name: str, values: pa.Array, target: pa.DataType, facts: ModelFacts):
-    """A value the model surely takes for a feature: a known category, or the sample's median."""
-    if name in facts.categorical and facts.categorical[name].values:
-        return facts.categorical[name].values[0]
-    present = values.drop_null()
-    if pa.types.is_floating(target) or pa.types.is_integer(target):
-        numbers = present.to_numpy(zero_copy_only=False).astype(float)
-        numbers = numbers[np.isfinite(numbers)]
-        value = float(np.median(numbers)) if len(numbers) else 0.0
-        return int(value) if pa.types.is_integer(target) else value
-    if pa.types.is_boolean(target):
-        return False
-    if len(present):
-        counts = pa.compute.value_counts(present).to_pylist()
-        return max(counts, key=lambda c: c["counts"])["values"]
-    return ""
-
-
-def _check_output(model: Any, facts: ModelFacts, rows) -> ModelFacts:
-    """What predict (and predict_proba) return for rows it scores: one value per row."""
-    pred = np.asarray(model.predict(rows))
-    if pred.ndim == 2 and pred.shape[1] == 1:
-        pred = pred[:, 0]
-    if pred.ndim != 1 or len(pred) != len(rows):
-        raise ConfigError(
-            f"the model returns predictions of shape {pred.shape} for {len(rows)} rows; only "
-            "models with one prediction per row (not multi-output) are supported"
-        )
-    if facts.classes:
-        proba = np.asarray(model.predict_proba(rows))
-        if proba.shape != (len(rows), len(facts.classes)):
-            raise ConfigError(
-                f"the model's predict_proba returns shape {proba.shape} for {len(rows)} rows "
-                f"and {len(facts.classes)} classes"
-            )
-        return facts
-    if pred.dtype.kind in "USO" and not all(isinstance(v, (int, float)) for v in pred.tolist()):
-        return dataclasses.replace(facts, prediction_type=pa.string())
-    if pred.dtype.kind == "b":
-        return dataclasses.replace(facts, prediction_type=pa.bool_())
-    return facts
-
-
-def _accepts_missing(model: Any, row, features) -> frozenset[str]:
-    """The features the model scores with a missing value (the row with that one blanked)."""
-    import pandas as pd
-
-    accepted = set()
-    for feature in features:
-        blank = row.copy()
-        blank[feature] = None if blank[feature].dtype.kind not in "fc" else float("nan")
-        try:
-            model.predict(pd.DataFrame(blank))
-        except Exception:  # noqa: BLE001 - the model refuses a missing value here
-            continue
-        accepted.add(feature)
-    return frozenset(accepted)
-
-
-def _scores_numpy_alike(model: Any, facts: ModelFacts, features, columns, rows) -> bool:
-    """Whether the model scores a float matrix exactly as it scores a DataFrame.
-
-    Only then do batches skip the pandas conversion (measured: about half the prediction time
-    of a light model). Needs all-float features.
-    """
-    if not all(pa.types.is_floating(columns.field(f).type) for f in features):
-        return False
-    method = model.predict_proba if facts.classes else model.predict
-    try:
-        return bool(np.array_equal(method(rows), method(rows.to_numpy(dtype=np.float64))))
-    except Exception:  # noqa: BLE001 - the model wants a DataFrame
-        return False
-
-
-def decide_explain(
-    value: str | None, model: _Model, features, keys, columns: pa.Schema, facts: ModelFacts, first
-):
-    """--explain K: how this model's rows are explained (models.explain), or None when off.
-
-    A model without an exact explanation, K out of 1..features, a tree model without shap, or
-    a linear model without training means: exit 2, before any row is scored.
-    """
-    if value is None or str(value).strip().lower() in ("", "none", "false"):
-        return None
-    from models import explain
-
-    try:
-        k = int(str(value).strip())
-    except ValueError:
-        raise ConfigError(f"--explain {value!r} is not a whole number of reasons") from None
-    clash = [c for c in keys if re.fullmatch(r"(reason|contribution)_\d+", c)]
-    if clash:
-        raise ConfigError(
-            f"key column(s) {', '.join(clash)} clash with --explain's columns; choose --key_columns"
-        )
-    import warnings
-
-    baseline = _drift_baseline(model.ref, features)
-    rows = _probe_frame(features, columns, facts, first)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return explain.plan(model.model, tuple(features), k, baseline, rows)
-    except explain.CannotExplain as e:
-        raise ConfigError(str(e)) from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""PredictBatches in-process: a row is rejected only when the model fails on it alone, and the
-search for the failing rows costs a bounded number of model calls."""
+"""The scoring core's Predictor, without a pipeline: a row is rejected only when the model fails
+on it alone, and the search for the failing rows costs a bounded number of model calls."""
 
 from __future__ import annotations
 
@@ -14,21 +14,19 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from apache_beam.pvalue import TaggedOutput
-from apache_beam.utils import shared
 
+from scoring.predict import Predictor, _row, _typed_alike_alone
 from tests.conftest import FEATURES, float_rows
 from tests.custom_models import OddRefuser
 from tests.test_transforms import make_spec
-from transforms.predict import PredictBatches, _row, _typed_alike_alone
-from transforms.spec import ERRORS, Chunk
 
 
 def predict(
     tmp_path, f0: np.ndarray, max_rows: int = 0, say_value: bool = True, numpy_ok: bool = False
 ) -> tuple[pa.Table | None, list[dict], int]:
-    """One batch through PredictBatches, f0 as given (OddRefuser refuses odd values): the
-    predictions table, the error records, and how many times the model was called.
+    """One batch through the Predictor, f0 as given (OddRefuser refuses odd values): the
+    predictions table, the rejected rows (as error records name them: stage, error, the row's
+    index and the row), and how many times the model was called.
 
     `numpy_ok`: the model is given float matrices (as when the launcher saw it score one alike)
     rather than DataFrames.
@@ -36,20 +34,20 @@ def predict(
     n = len(f0)
     df = float_rows(n)
     df["f0"] = f0.astype(float)
-    joblib.dump(OddRefuser(max_rows, say_value).fit(df[FEATURES]), tmp_path / "odd.joblib")
+    model = OddRefuser(max_rows, say_value).fit(df[FEATURES])
+    joblib.dump(model, tmp_path / "odd.joblib")
     spec = make_spec(tmp_path / "odd.joblib", tmp_path / "*.csv", tmp_path / "o", batch_size=n)
     spec = dataclasses.replace(spec, facts=dataclasses.replace(spec.facts, numpy_ok=numpy_ok))
-    dofn = PredictBatches(spec, shared.Shared())
-    dofn.setup()
-    dofn.start_bundle()
-    chunk = Chunk("in.csv", 0, 0, pa.RecordBatch.from_pandas(df, preserve_index=False))
-    out = list(dofn.process(chunk))
-    tables = [o for o in out if isinstance(o, pa.Table)]
-    errors = [o.value for o in out if isinstance(o, TaggedOutput)]
-    assert all(o.tag == ERRORS for o in out if isinstance(o, TaggedOutput))
-    assert len(tables) <= 1
+    batch = pa.RecordBatch.from_pandas(df, preserve_index=False)
+    scored = Predictor(spec, model).score(batch, spec.lineage)
+    rows = batch.to_pylist()
+    errors = [
+        {"stage": "predict", "error": message, "row_index": i, "record": rows[i]}
+        for i, message in scored.failures
+    ]
     assert not any("not tried row by row" in e["error"] for e in errors)
-    return (tables[0] if tables else None), errors, getattr(dofn._loaded.model, "calls_", 0)
+    assert scored.ok.sum() + len(errors) == n
+    return scored.table, errors, getattr(model, "calls_", 0)
 
 
 def check(table, errors, f0: np.ndarray, say_value: bool = True) -> None:
@@ -139,10 +137,10 @@ def test_a_batch_failing_on_no_row_alone_is_scored_whole(tmp_path):
 
 
 def _features_of(batch: pa.RecordBatch, numpy_ok: bool):
-    """PredictBatches._features of these rows, for a spec scoring all of their columns."""
+    """Predictor._features of these rows, for a spec scoring all of their columns."""
     facts = SimpleNamespace(numpy_ok=numpy_ok)
     me = SimpleNamespace(_spec=SimpleNamespace(facts=facts, features=tuple(batch.schema.names)))
-    return PredictBatches._features(me, batch)
+    return Predictor._features(me, batch)
 
 
 def test_a_row_taken_from_its_ranges_features_is_what_the_row_alone_gives():

@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 from models import loading
 from models.introspect import inspect
 from pipeline.graph import build
+from scoring.values import cast
 from tests.conftest import FEATURES, float_rows
 from transforms.errors import MAX_RECORD_BYTES, to_json_line
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
 from transforms.summary import SUMMARY_FILE
 from transforms.textread import RecordBlocks, split_records
 from transforms.units import PlanInput
-from transforms.validate import cast_column
 
 
 def make_spec(model_path, pattern, output, fmt="csv", batch_size=64, split_bytes=64 << 20):
@@ -299,6 +299,12 @@ def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cu
     assert lines == starts[: len(rows)]
 
 
+def cast_column(values: pa.Array, target: pa.DataType):
+    """A feature column cast (scoring.values.cast): the values, and the mask of rejected ones."""
+    done = cast(values, target, key=False, name="")
+    return done.values, done.failed
+
+
 def test_cast_column_isolates_bad_values():
     values, bad = cast_column(pa.array(["1.5", "abc", None, "2"]), pa.float64())
     assert values.to_pylist() == [1.5, None, None, 2.0]
@@ -372,13 +378,11 @@ def test_errors_numbered_file_wide_in_a_test_pipeline(tmp_path, models_dir):
 
 
 def test_a_predict_error_names_the_feature_behind_a_column_index(tmp_path, models_dir):
-    from apache_beam.utils import shared
-
-    from transforms.predict import PredictBatches
+    from scoring.predict import Predictor
 
     spec = make_spec(models_dir / "categorical.joblib", tmp_path / "*.csv", tmp_path / "o")
     assert spec.facts.encoders == (("plan", "region"),)
-    message = PredictBatches(spec, shared.Shared())._message(
+    message = Predictor(spec, joblib.load(models_dir / "categorical.joblib"))._message(
         ValueError("Found unknown categories ['gold'] in column 0 during transform")
     )
     assert message == (

@@ -1,6 +1,6 @@
 """One schema per run, lossless casts or a rejected row, never a neighbour's say (issue 17).
 
-The cast (transforms/values.py) case by case; a Hypothesis property over files of every format
+The cast (scoring/values.py) case by case; a Hypothesis property over files of every format
 read and validated in-process as the workers do, shuffled and split differently; and the
 situations a user met, through the CLI's entry point.
 """
@@ -27,14 +27,14 @@ from hypothesis import strategies as st
 
 from models import loading
 from models.introspect import inspect
-from pipeline.prepare import decide_key_type
+from scoring.decide import decide_key_type
+from scoring.values import cast
 from tests.conftest import FEATURES, float_rows, score
 from transforms.read import ReadUnits
 from transforms.sources import sample
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
 from transforms.units import SCAN, CountQuotes, PlanUnits, csv_units
 from transforms.validate import ValidateBatches
-from transforms.values import cast
 
 # ---------------------------------------------------------------------------------------------
 # The cast, case by case

@@ -16,10 +16,11 @@ import apache_beam as beam
 import pyarrow as pa
 
 from models.errors import one_line
+from scoring.spec import KEY_COPY
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
 from transforms.sources import INT96_UNIT, FileUnreadable, open_input, open_raw
-from transforms.spec import ERRORS, KEY_COPY, UNITS, Chunk, ScoringSpec, Unit
+from transforms.spec import ERRORS, UNITS, Chunk, ScoringSpec, Unit
 from transforms.textread import (
     Lines,
     RecordBlocks,

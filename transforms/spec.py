@@ -1,4 +1,7 @@
-"""The scoring job as decided on the launcher, and the elements that travel between its steps."""
+"""The scoring job as decided on the launcher, and the elements that travel between its steps.
+
+How each row is scored is the scoring core's (scoring.spec.RowSpec), which ScoringSpec extends.
+"""
 
 from __future__ import annotations
 
@@ -10,22 +13,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from models.introspect import ModelFacts
-from models.loading import ModelRef
-
-LINEAGE_FIELDS = (
-    pa.field("model_uri", pa.string()),
-    pa.field("model_version", pa.string()),
-    pa.field("run_id", pa.string()),
-    pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-    # The night the row was scored for (--run_date): a table of many nights is partitioned and
-    # joined on it.
-    pa.field("run_date", pa.date32()),
-)
-
-# The name, inside a batch, of the key copy of a column that is both a key and a feature: the
-# feature is cast as the model takes it, the key keeps the input's type.
-KEY_COPY = "\x00key:"
+from scoring.spec import Lineage, RowSpec
 
 # Tags of the tagged outputs: error records; (features, predictions) profiles; per-file counts;
 # per-unit sizes (for numbering errors within split files).
@@ -158,15 +146,10 @@ beam.coders.registry.register_coder(Chunk, ChunkCoder)
 beam.coders.registry.register_coder(pa.Table, TableCoder)
 
 
-def reason_fields(k: int) -> list[pa.Field]:
-    """--explain's columns: reason_1..K (input column names), then contribution_1..K."""
-    names = [pa.field(f"reason_{i}", pa.string()) for i in range(1, k + 1)]
-    return names + [pa.field(f"contribution_{i}", pa.float64()) for i in range(1, k + 1)]
-
-
-@dataclasses.dataclass(frozen=True)
-class ScoringSpec:
-    """Everything the workers need, decided once at launch.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoringSpec(RowSpec):
+    """Everything the workers need, decided once at launch: how a row is scored (RowSpec), and
+    where the rows come from.
 
     Attributes:
         run_id: this run's id (lineage, errors).
@@ -174,19 +157,10 @@ class ScoringSpec:
         input_pattern: the input file pattern (the workers match it again).
         output: the output directory (never read as input).
         text: how text input is decoded and split.
-        features: model feature columns, in the model's order.
-        keys: input columns copied to every prediction row.
-        columns: the target Arrow type of every feature and key column (a column that is both
-            has its feature type here); batches are cast to it.
-        model: where the workers load the model from.
-        facts: what the model predicts (classes, prediction type, missing values).
         batch_size: rows per record batch.
         baseline: the model's drift baseline (see transforms.profile), if it has one.
         split_bytes: the size of a text file's work units (a Parquet unit is whole row groups
             of at least batch_size rows).
-        key_types: the type each key is written with, where it differs from `columns` (a key
-            that is also a feature keeps the input's type).
-        explain: --explain's plan (models.explain.ExplainPlan), or None when off.
         table: a BigQuery table input's read session (transforms.bqread.TableInput), or None
             for files (input_format is then "bigquery").
         run_date: the run date (YYYY-MM-DD) written on every prediction row.
@@ -196,50 +170,20 @@ class ScoringSpec:
     input_format: str
     input_pattern: str
     output: str
-    features: tuple[str, ...]
-    keys: tuple[str, ...]
-    columns: pa.Schema
-    model: ModelRef
-    facts: ModelFacts
     text: TextFormat = TextFormat()
     batch_size: int = 65536
     baseline: dict | None = None
     split_bytes: int = 64 << 20
-    key_types: dict[str, pa.DataType] = dataclasses.field(default_factory=dict)
-    explain: Any = None
     table: Any = None
     run_date: str | None = None
 
-    @property
-    def wanted(self) -> tuple[str, ...]:
-        """Every input column the job reads: keys then features, each once."""
-        return tuple(dict.fromkeys(self.keys + self.features))
+    @classmethod
+    def of(cls, row: RowSpec, **job: Any) -> ScoringSpec:
+        """The job's spec: how its rows are scored (`row`), and its input and run (`job`)."""
+        scoring = {f.name: getattr(row, f.name) for f in dataclasses.fields(RowSpec)}
+        return cls(**scoring, **job)
 
     @property
-    def key_copies(self) -> tuple[str, ...]:
-        """The keys that are features too (their key copy travels as KEY_COPY + name)."""
-        return tuple(k for k in self.keys if k in self.features)
-
-    def key_type(self, name: str) -> pa.DataType:
-        """The type a key column is written with."""
-        return self.key_types.get(name) or self.columns.field(name).type
-
-    def key_source(self, name: str) -> str:
-        """The batch column a key is written from."""
-        return KEY_COPY + name if name in self.features else name
-
-    @property
-    def batch_schema(self) -> pa.Schema:
-        """The schema of a validated batch: every column in its run type, then key copies."""
-        copies = [pa.field(KEY_COPY + k, self.key_type(k)) for k in self.key_copies]
-        return pa.schema(list(self.columns) + copies)
-
-    @property
-    def output_schema(self) -> pa.Schema:
-        """The explicit schema of the predictions output."""
-        fields = [pa.field(k, self.key_type(k)) for k in self.keys]
-        fields.append(pa.field("prediction", self.facts.prediction_type))
-        fields.extend(pa.field(name, pa.float64()) for name in self.facts.proba_columns)
-        fields.extend(reason_fields(self.explain.k if self.explain else 0))
-        fields.extend(LINEAGE_FIELDS)
-        return pa.schema(fields)
+    def lineage(self) -> Lineage:
+        """The lineage values of this run's prediction rows."""
+        return Lineage(self.model.uri, self.model.version, self.run_id, self.run_date)

@@ -751,7 +751,7 @@ def parse_jsonl(
     reader would make ISO-looking strings timestamps), a whole number stays whole in the
     columns named in `exact` (None: every column; Arrow reads a column of whole and decimal
     numbers as floats, rounding whole numbers above 2^53), and a column of values of several
-    kinds becomes a dense union of one child per kind, cast kind by kind (transforms.values).
+    kinds becomes a dense union of one child per kind, cast kind by kind (scoring.values).
     """
     rounded = False  # Arrow read a column named in `exact` as floats: parse it exactly
     try:
