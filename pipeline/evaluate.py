@@ -36,9 +36,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed, report_bug
+from pipeline.flags import OneLineParser, absolute, filled
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
-from pipeline.prepare import _absolute, _filled, match_files, parse_run_date
+from pipeline.prepare import match_files, parse_run_date
 from scoring.values import cast, mask
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
@@ -93,9 +94,7 @@ EXAMPLES = 5
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pipeline.run import _OneLineParser  # a bad value is one line, exit 2
-
-    p = _OneLineParser(add_help=False, allow_abbrev=False)
+    p = OneLineParser(add_help=False, allow_abbrev=False)
     p.add_argument("--predictions", required=True)
     p.add_argument("--labels", required=True)
     p.add_argument("--label_column", required=True)
@@ -524,8 +523,8 @@ def evaluate(argv: list[str]) -> tuple[dict, str | None, list[str] | None]:
         if args.run_date is None:
             raise ConfigError("--predictions or --labels holds {run_date}: give --run_date")
         run_date = parse_run_date(args.run_date, started.date())
-    directory = _absolute(_filled("--predictions", args.predictions, run_date or "")).rstrip("/")
-    args.labels = _absolute(_filled("--labels", args.labels, run_date or ""))
+    directory = absolute(filled("--predictions", args.predictions, run_date or "")).rstrip("/")
+    args.labels = absolute(filled("--labels", args.labels, run_date or ""))
     if directory.startswith("gs://"):
         from pipeline import gcs
 

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.flags import absolute, bounded_number, name_list
 from pipeline.history import MIN_PREVIOUS, night_brief
 from pipeline.manifest import PRODUCER
 from pipeline.output import MANIFEST, read_json
@@ -71,16 +72,14 @@ def decide(opts, decided):
     Returns:
         (the launch, its drift baseline without the excluded features; Nights).
     """
-    from pipeline.prepare import _absolute, _number, _split
-
     def number(flag: str, kind: type, low: float, high: float):
         value = getattr(opts, flag, None)
-        return None if value is None else _number(f"--{flag}", value, kind, low, high)
+        return None if value is None else bounded_number(f"--{flag}", value, kind, low, high)
 
     min_rows = number("min_rows", int, 0, 2**63 - 1)
     max_drift = number("max_drift", float, 0.0, 1e9)
     max_rows_change = number("max_rows_change", float, 0.0, 1e9)
-    exclude = _split("--drift_exclude", getattr(opts, "drift_exclude", None)) or ()
+    exclude = name_list("--drift_exclude", getattr(opts, "drift_exclude", None)) or ()
     spec = decided.spec
     unknown = [name for name in exclude if name not in spec.features]
     if unknown:
@@ -100,7 +99,7 @@ def decide(opts, decided):
         )
     # A check that needs the previous nights may not be skipped because storage did not answer.
     strict = max_rows_change is not None
-    history, source = read_history(_absolute(opts.output), decided.run_date, strict)
+    history, source = read_history(absolute(opts.output), decided.run_date, strict)
     if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
         history, source = mlflow_history(decided)
     nights = Nights(

@@ -6,36 +6,11 @@ flags (a test holds templates/metadata.json to it too).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from scoring.decide import UNKNOWN_CATEGORIES
-
-
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """One flag of `python -m pipeline.run`.
-
-    Attributes:
-        name: without the leading dashes.
-        metavar: what its value looks like in --help ("" for a switch that takes no value).
-        help: its meaning.
-        default: its default, as --help shows it (None: no default).
-        required: whether every run needs it.
-    """
-
-    name: str
-    metavar: str
-    help: str
-    default: str | None = None
-    required: bool = False
-
-    @property
-    def switch(self) -> bool:
-        return not self.metavar
-
+from pipeline.flags import MODEL_FLAGS, Flag
 
 # The environment variable that changes --wait's default (templates/Dockerfile sets it to false).
 WAIT_VARIABLE = "BEAMSCORE_WAIT"
@@ -76,21 +51,9 @@ FLAGS = (
         "field separator of CSV input (e.g. ';' or 'tab'); when not given, a tab for .tsv "
         "files (compressed or not) and a comma for the others",
     ),
-    Flag(
-        "model",
-        "URI",
-        "a .joblib/.pkl/.pickle file, an XGBoost .json/.ubj or LightGBM .txt model file, local "
-        "or gs://; or an MLflow URI: runs:/<run>/<path>, models:/<name>/<version>, "
-        "models:/<name>@<alias>",
-        required=True,
-    ),
-    Flag("model_sha256", "HEX", "refuse a model whose SHA-256 differs"),
-    Flag(
-        "allow_version_mismatch",
-        "",
-        "load a model saved with another major.minor version of its library (scikit-learn, "
-        "xgboost, lightgbm) instead of refusing it",
-    ),
+    MODEL_FLAGS["model"],
+    MODEL_FLAGS["model_sha256"],
+    MODEL_FLAGS["allow_version_mismatch"],
     Flag(
         "output",
         "DIR",
@@ -103,40 +66,16 @@ FLAGS = (
         "input columns copied into every prediction row (default: every input column that is "
         "not a model feature)",
     ),
-    Flag(
-        "features",
-        "A,B",
-        "the model's feature columns (default: the model's own names; a model that names its "
-        "features must get exactly those)",
-    ),
-    Flag(
-        "column_types",
-        "A:TYPE,...",
-        "override the type decided for input columns (float64, int64, bool, string)",
-    ),
-    Flag(
-        "unknown_categories",
-        "|".join(UNKNOWN_CATEGORIES),
-        "a category the model was not trained on, where the model does not declare how it takes "
-        "one: reject the row at validate, naming the column and the value, or score it as the "
-        "model's library does (XGBoost, LightGBM: as a missing value). A scikit-learn encoder "
-        "with handle_unknown set to ignore one scores it either way; one set to error rejects it "
-        "either way",
-        default=UNKNOWN_CATEGORIES[0],
-    ),
+    MODEL_FLAGS["features"],
+    MODEL_FLAGS["column_types"],
+    MODEL_FLAGS["unknown_categories"],
     Flag(
         "max_error_rate",
         "R",
         "fraction of rows (0 to 1) that may be rejected before the run counts as failed",
         default="0",
     ),
-    Flag(
-        "explain",
-        "K",
-        "reason codes: every prediction row gets reason_1..K (the input columns that moved its "
-        "score most) and contribution_1..K (their exact contributions, in the model's raw "
-        "output units); XGBoost, LightGBM, scikit-learn tree and linear models (default: off)",
-    ),
+    MODEL_FLAGS["explain"],
     Flag(
         "min_rows",
         "N",
@@ -175,11 +114,7 @@ FLAGS = (
         "P.D.T",
         "also load the errors output of every run that completed into this BigQuery table",
     ),
-    Flag(
-        "mlflow_tracking_uri",
-        "URI",
-        "MLflow tracking/registry server (default: MLFLOW_TRACKING_URI)",
-    ),
+    MODEL_FLAGS["mlflow_tracking_uri"],
     Flag(
         "mlflow_experiment",
         "NAME",
@@ -231,14 +166,7 @@ def help_text() -> str:
         "",
     ]
     for flag in FLAGS:
-        head = f"  --{flag.name}" + (f" {flag.metavar}" if flag.metavar else "")
-        text = flag.help
-        if flag.required:
-            text += " (required)"
-        elif flag.default is not None:
-            text += f" (default: {flag.default})"
-        lines.append(head)
-        lines.append(f"      {text}")
+        lines += flag.help_lines()
     lines += ["", _EPILOG]
     return "\n".join(lines)
 

@@ -24,6 +24,15 @@ from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, o
 from pipeline import gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed
+from pipeline.flags import (
+    absolute,
+    bounded_number,
+    filled,
+    name_list,
+    sha256_hex,
+    switch,
+    type_overrides,
+)
 from pipeline.options import ScoringOptions
 from scoring import decide
 from scoring.decide import UNKNOWN_CATEGORIES
@@ -44,17 +53,6 @@ from transforms.sources import (
 from transforms.spec import ScoringSpec, TextFormat
 
 _LOG = logging.getLogger(__name__)
-_TYPES = {
-    "float64": pa.float64(),
-    "double": pa.float64(),
-    "float": pa.float64(),
-    "int64": pa.int64(),
-    "int": pa.int64(),
-    "bool": pa.bool_(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-    "str": pa.string(),
-}
 _RESERVED = {"prediction", *(f.name for f in LINEAGE_FIELDS)}
 
 
@@ -283,20 +281,20 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
             f"{', '.join(UNKNOWN_CATEGORIES)}"
         )
     run_date = parse_run_date(opts.run_date, today)
-    pattern = _absolute(_filled("--input", opts.input, run_date))
+    pattern = absolute(filled("--input", opts.input, run_date))
     return _Flags(
         input_pattern=pattern,
         input_format=opts.input_format,
         text=_text_format(opts, pattern),
-        model_uri=_absolute(opts.model),
-        model_sha256=_sha256(opts.model_sha256),
-        allow_version_mismatch=_switch("--allow_version_mismatch", opts.allow_version_mismatch),
-        output=_absolute(_filled("--output", opts.output, run_date)).rstrip("/"),
-        keys=_split("--key_columns", opts.key_columns),
-        features=_split("--features", opts.features),
-        overrides=_column_type_overrides(opts.column_types),
-        max_error_rate=_number("--max_error_rate", opts.max_error_rate, float, 0.0, 1.0),
-        batch_size=_number("--batch_size", opts.batch_size, int, 1, 10_000_000),
+        model_uri=absolute(opts.model),
+        model_sha256=sha256_hex(opts.model_sha256),
+        allow_version_mismatch=switch("--allow_version_mismatch", opts.allow_version_mismatch),
+        output=absolute(filled("--output", opts.output, run_date)).rstrip("/"),
+        keys=name_list("--key_columns", opts.key_columns),
+        features=name_list("--features", opts.features),
+        overrides=type_overrides(opts.column_types),
+        max_error_rate=bounded_number("--max_error_rate", opts.max_error_rate, float, 0.0, 1.0),
+        batch_size=bounded_number("--batch_size", opts.batch_size, int, 1, 10_000_000),
         run_date=run_date,
         tracking_uri=tracking_uri,
         mlflow_experiment=mlflow_experiment,
@@ -304,7 +302,7 @@ def read_flags(opts: ScoringOptions, today: datetime.date) -> _Flags:
         bigquery_errors=errors_table,
         openlineage_url=opts.openlineage_url,
         unknown_categories=opts.unknown_categories,
-        input_filter=_filled("--input_filter", opts.input_filter, run_date).strip()
+        input_filter=filled("--input_filter", opts.input_filter, run_date).strip()
         if opts.input_filter
         else None,
     )
@@ -320,70 +318,6 @@ def parse_run_date(value: str | None, today: datetime.date) -> str:
         except ValueError:
             pass
     raise ConfigError(f"--run_date {value!r} is not a date in the form YYYY-MM-DD")
-
-
-def _absolute(path: str) -> str:
-    """Local paths made absolute (workers may run elsewhere); URIs (gs://, runs:/) as given."""
-    return path if re.match(r"^[a-z][a-z0-9+.-]*:/", path) else os.path.abspath(path)
-
-
-def _split(flag: str, value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    items = tuple(v.strip() for v in value.split(",") if v.strip())
-    twice = sorted({v for v in items if items.count(v) > 1})
-    if twice:
-        raise ConfigError(f"{flag} names {', '.join(twice)} more than once")
-    return items or None
-
-
-def _filled(flag: str, path: str, run_date: str) -> str:
-    """A path with {run_date} filled; any other {name} is a misspelt placeholder (exit 2), not
-    a directory to create."""
-    other = sorted(set(re.findall(r"\{[A-Za-z_][A-Za-z0-9_]*\}", path)) - {"{run_date}"})
-    if other:
-        raise ConfigError(
-            f"{flag} {path}: unknown placeholder {', '.join(other)} (the only one is {{run_date}})"
-        )
-    return path.replace("{run_date}", run_date)
-
-
-def _switch(flag: str, value: str | None) -> bool:
-    text = str(value).strip().lower()
-    if text not in ("true", "false"):
-        raise ConfigError(f"{flag} takes no value, or true or false (not {value!r})")
-    return text == "true"
-
-
-def _sha256(value: str | None) -> str | None:
-    if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value.strip()):
-        raise ConfigError(f"--model_sha256 {value!r} is not 64 hex digits")
-    return value.strip().lower() if value else None
-
-
-def _number(flag: str, value, kind: type, low: float, high: float):
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        number = None
-    if number is None or number != number or not low <= number <= high:
-        raise ConfigError(f"{flag} {value!r} is not a number from {low} to {high}")
-    return number
-
-
-def _column_type_overrides(value: str | None) -> dict[str, pa.DataType]:
-    out = {}
-    for item in _split("--column_types", value) or ():
-        name, sep, type_name = item.rpartition(":")
-        if not sep or not name or type_name.lower() not in _TYPES:
-            raise ConfigError(
-                f"--column_types item {item!r} is not name:type with type one of "
-                "float64, int64, bool, string"
-            )
-        if name in out:
-            raise ConfigError(f"--column_types names {name} more than once")
-        out[name] = _TYPES[type_name.lower()]
-    return out
 
 
 def _text_format(opts: ScoringOptions, pattern: str) -> TextFormat:

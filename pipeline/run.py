@@ -40,6 +40,7 @@ from pipeline import observers as observing
 from pipeline import output as outdir
 from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
 from pipeline.errors import ConfigError, Interrupted, RunFailed, report_bug
+from pipeline.flags import OneLineParser
 from pipeline.graph import build
 from pipeline.nights import Nights
 from pipeline.nights import decide as decide_nights
@@ -170,16 +171,9 @@ def parse_options(argv: list[str]) -> PipelineOptions:
     return options
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad value is one `error:` line (exit 2), not a usage dump of every flag."""
-
-    def error(self, message: str):
-        raise ConfigError(f"{message} (see --help and the README)")
-
-
 def _parser() -> argparse.ArgumentParser:
     """A parser of every flag some PipelineOptions subclass defines (ours and Beam's)."""
-    parser = _OneLineParser(add_help=False, allow_abbrev=False)
+    parser = OneLineParser(add_help=False, allow_abbrev=False)
     seen: set[type] = set()
     stack = list(PipelineOptions.__subclasses__())
     while stack:
