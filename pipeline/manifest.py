@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from scoring import recorded
 from transforms.errors import STAGES, UNKNOWN_REJECTED, UNKNOWN_SCORED
 
 PRODUCER = "beamscore"
@@ -194,6 +195,7 @@ def build_manifest(
         "input_format": spec.input_format,
         "features": list(spec.features),
         "key_columns": list(spec.keys),
+        recorded.SECTION: recorded.describe(spec, launch.unknown_categories),
         "outputs": outputs,
         "started_at": started_at,
         "finished_at": finished_at,

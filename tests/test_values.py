@@ -140,7 +140,7 @@ def test_each_value_is_judged_alone_whatever_shares_its_column():
 
 
 def _union(values: list) -> pa.Array:
-    from transforms.textread import json_table
+    from scoring.rows import json_table
 
     return json_table([{"k": v} for v in values]).column("k").combine_chunks()
 

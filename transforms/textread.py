@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+from scoring.rows import json_table
 
 from transforms.spec import TextFormat
 
@@ -831,66 +832,6 @@ def _read_json(data: bytes) -> pa.Table:
             unexpected_field_behavior="infer",
         )
     return table
-
-
-_KINDS = {bool: "bool", int: "int", float: "float", str: "str"}
-_KIND_TYPES = {
-    "bool": pa.bool_(),
-    "int": pa.int64(),
-    "bigint": pa.decimal128(38, 0),
-    "float": pa.float64(),
-    "str": pa.string(),
-    "json": pa.string(),
-}
-
-
-def _kind_of(value: Any) -> str:
-    kind = _KINDS.get(type(value), "json")
-    if kind == "int" and not -(2**63) <= value < 2**63:
-        return "bigint" if abs(value) < 10**38 else "json"
-    return kind
-
-
-def json_table(rows: list[dict]) -> pa.Table:
-    """A table of parsed JSON objects in which every value keeps its JSON kind: a column of one
-    kind takes that kind's type (whole numbers beyond int64 as decimal128(38, 0)), a column of
-    several kinds a dense union with one child per kind (objects and arrays as JSON text, in a
-    child named `json`), so that the cast treats each value as it would alone. A record that
-    lacks a field holds null there."""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    columns = {}
-    for name in names:
-        values = [r.get(name) for r in rows]
-        kinds = [None if v is None else _kind_of(v) for v in values]
-        present = set(kinds) - {None}
-        if len(present) <= 1 and present != {"json"}:
-            kind = present.pop() if present else None
-            columns[name] = pa.array(values, _KIND_TYPES[kind]) if kind else pa.nulls(len(values))
-            continue
-        columns[name] = _union(values, kinds, sorted(present))
-    return pa.table(columns)
-
-
-def _union(values: list, kinds: list, present: list[str]) -> pa.Array:
-    children: dict[str, list] = {k: [] for k in present}
-    codes = np.zeros(len(values), dtype=np.int8)
-    offsets = np.zeros(len(values), dtype=np.int32)
-    nulls = "null" if None in kinds else None
-    if nulls:
-        children["null"] = []
-    order = list(children)
-    for i, (v, k) in enumerate(zip(values, kinds)):
-        k = k or "null"
-        if k == "json":
-            v = json.dumps(v, ensure_ascii=False)
-        codes[i] = order.index(k)
-        offsets[i] = len(children[k])
-        children[k].append(v)
-    arrays = [
-        pa.nulls(len(children[k])) if k == "null" else pa.array(children[k], _KIND_TYPES[k])
-        for k in order
-    ]
-    return pa.UnionArray.from_dense(pa.array(codes), pa.array(offsets), arrays, order)
 
 
 # ---------------------------------------------------------------------------------------------
