@@ -51,6 +51,8 @@ setup(
             "pipeline.*",
             "scoring",
             "scoring.*",
+            "service",
+            "service.*",
             "transforms",
             "transforms.*",
             "models",
@@ -77,6 +79,13 @@ setup(
             "google-cloud-bigquery>=3.20,<4",
             # OpenLineage run events (--openlineage_url); only the launcher sends them.
             "openlineage-python>=1.30,<2",
+            # The online service (python -m pipeline.serve): FastAPI under uvicorn, with its
+            # fast HTTP parser and event loop, and Prometheus metrics.
+            "fastapi>=0.110,<1",
+            "uvicorn>=0.30,<1",
+            "httptools>=0.6,<1",
+            "uvloop>=0.19,<1",
+            "prometheus-client>=0.20,<1",
         ]
     ),
     extras_require={
@@ -92,6 +101,8 @@ setup(
                 "playwright>=1.50,<2",
                 # Checks the custom OpenLineage facets against their JSON schemas.
                 "jsonschema>=4.18,<5",
+                # The service's tests talk HTTP to a real uvicorn on loopback.
+                "httpx>=0.27,<1",
             ]
         ),
         # Models of these libraries (README: Model kinds): native model files, their
@@ -105,5 +116,10 @@ setup(
         # for Python 3.11, the workers' and the Flex Template's Python).
         "explain": locked(["shap>=0.46,<1"]),
     },
-    entry_points={"console_scripts": ["beamscore=pipeline.run:main"]},
+    entry_points={
+        "console_scripts": [
+            "beamscore=pipeline.run:main",
+            "beamscore-serve=pipeline.serve:main",
+        ]
+    },
 )

@@ -3,12 +3,14 @@
 Anything else that escapes (a bug) is exit 4: see pipeline.run.main.
 """
 
+import contextlib
 import signal
 import sys
 import tempfile
 import traceback
 
-from models.errors import one_line
+from models.errors import ModelError, ModelServiceUnreachable, one_line
+from scoring.decide import Refused
 
 
 class ConfigError(Exception):
@@ -32,6 +34,18 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
         self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def refusals():
+    """The scoring core's refusals as the launcher's exit codes: what cannot be scored as asked
+    is a ConfigError (exit 2), a model service that does not answer a RunFailed (exit 3)."""
+    try:
+        yield
+    except (Refused, ModelError) as e:
+        raise ConfigError(str(e)) from e
+    except ModelServiceUnreachable as e:
+        raise RunFailed(str(e)) from e
 
 
 def report_bug(e: BaseException, more: str = "") -> int:

@@ -72,6 +72,7 @@ def decide(opts, decided):
     Returns:
         (the launch, its drift baseline without the excluded features; Nights).
     """
+
     def number(flag: str, kind: type, low: float, high: float):
         value = getattr(opts, flag, None)
         return None if value is None else bounded_number(f"--{flag}", value, kind, low, high)

@@ -8,7 +8,6 @@ their types (asking the model what it takes), then the sinks. Each phase raises 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -20,10 +19,10 @@ from typing import Any
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import ModelError, ModelServiceUnreachable, is_unreachable, one_line
+from models.errors import is_unreachable, one_line
 from pipeline import gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
-from pipeline.errors import ConfigError, RunFailed
+from pipeline.errors import ConfigError, RunFailed, refusals
 from pipeline.flags import (
     absolute,
     bounded_number,
@@ -215,18 +214,6 @@ def prepare(
         openlineage_url=flags.openlineage_url,
         unknown_categories=flags.unknown_categories,
     )
-
-
-@contextlib.contextmanager
-def refusals():
-    """The scoring core's refusals as the launcher's exit codes: what cannot be scored as asked
-    is a ConfigError (exit 2), a model service that does not answer a RunFailed (exit 3)."""
-    try:
-        yield
-    except (decide.Refused, ModelError) as e:
-        raise ConfigError(str(e)) from e
-    except ModelServiceUnreachable as e:
-        raise RunFailed(str(e)) from e
 
 
 def new_run_id(now: datetime.datetime) -> str:

@@ -9,7 +9,7 @@ trap 'rm -rf "$TMP"' EXIT
 "${PYTHON:-python3.11}" -m venv "$TMP/venv"
 "$TMP/venv/bin/python" -m pip install --quiet --upgrade pip
 # Without the lock file, setup.py states only its ranges.
-mkdir "$TMP/src" && cp -r "$ROOT/setup.py" "$ROOT/pipeline" "$ROOT/transforms" "$ROOT/models" "$TMP/src/"
+mkdir "$TMP/src" && cp -r "$ROOT/setup.py" "$ROOT/pipeline" "$ROOT/scoring" "$ROOT/service" "$ROOT/transforms" "$ROOT/models" "$TMP/src/"
 "$TMP/venv/bin/python" -m pip install --quiet "$TMP/src[test,xgboost,lightgbm,explain]"
 {
   head -3 "$ROOT/constraints.txt"

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
-from scoring.rows import json_table
 
+from scoring.rows import json_table
 from transforms.spec import TextFormat
 
 _LOG = logging.getLogger(__name__)
