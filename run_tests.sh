@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bootstraps .venv like run_local.sh, lints, then runs the whole test suite (arguments go to pytest)
-# but the one test that pip-installs the Dataflow package from the index into a fresh virtualenv
-# (minutes): `./run_tests.sh -m worker_install` runs it, as .ci/run does in its second step.
+# but the two tests that pip-install the Dataflow package and the serving image from the index
+# into fresh virtualenvs (minutes): `./run_tests.sh -m "worker_install or image_install" -n 0`
+# runs them, as .ci/run does in its second step, with the service's load test (`-m load`).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh
@@ -13,7 +14,7 @@ scripts/install_browser.sh
 "$VENV/bin/ruff" format --no-cache --check .
 set +e
 # Two workers on a 2-core machine; the ten slowest tests are listed at the end, so growth is seen.
-"$VENV/bin/python" -m pytest -q -n 2 -m "not worker_install" --durations=10 "$@"
+"$VENV/bin/python" -m pytest -q -n 2 -m "not worker_install and not image_install and not load" --durations=10 "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

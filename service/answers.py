@@ -66,7 +66,7 @@ class Scoring:
             self._log.add(outcome, instances)
         parts = []
         start = 0
-        bounds = np.cumsum([len(r) for r in requests])
+        bounds = np.cumsum([len(r) for r in requests]).tolist()
         rejected = outcome.rejected
         r = 0
         for stop in bounds:

@@ -126,3 +126,22 @@ def calls(path: str) -> list[int]:
         return []
     with open(path) as f:
         return [int(line) for line in f]
+
+
+class RefuseValue(BaseEstimator):
+    """A Pipeline's first step: passes its DataFrame on, but raises for a batch holding a row
+    whose `column` is `value` (a model that fails on some rows: predict-stage errors)."""
+
+    def __init__(self, column: str = "x", value: float = 13.0):
+        self.column = column
+        self.value = value
+
+    def fit(self, X, y=None):
+        self.feature_names_in_ = np.asarray(list(X.columns), dtype=object)
+        self.n_features_in_ = len(self.feature_names_in_)
+        return self
+
+    def transform(self, X):
+        if (np.asarray(X[self.column], dtype=float) == self.value).any():
+            raise ValueError(f"{self.column} = {self.value:g} is refused by this model")
+        return X
