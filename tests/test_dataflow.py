@@ -151,7 +151,8 @@ def test_dataflow_translation_has_the_steps_options_and_package(gs_job_inputs, g
     sdk = env["sdkPipelineOptions"]["options"]
     assert sdk["setup_file"] == str(ROOT / "setup.py") and sdk["max_num_workers"] == 7
 
-    # The package --setup_file ships: our three packages and the lock file setup.py pins from.
+    # The package --setup_file ships: our packages and the lock file setup.py pins from (the
+    # workers' DoFns wrap the scoring core).
     assert "workflow.tar.gz" in staged, sorted(staged)
     with tarfile.open(fileobj=io.BytesIO(staged["workflow.tar.gz"])) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
@@ -161,6 +162,9 @@ def test_dataflow_translation_has_the_steps_options_and_package(gs_job_inputs, g
         "pipeline/run.py",
         "transforms/predict.py",
         "models/loading.py",
+        "scoring/predict.py",
+        "scoring/values.py",
+        "service/app.py",
     ):
         assert required in names, required
 

@@ -12,7 +12,6 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import float_rows
 from tests.service.conftest import free_port
 from tests.service.test_serve_cli import _ready, _start
 
@@ -30,11 +29,8 @@ def test_sixteen_clients_for_a_minute_no_5xx_no_lost_answer_flat_memory(models_d
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = _start("--model", models_dir / "categorical.joblib", "--port", port)
-    rows = [
-        {"customer_id": 2**60 + i, "tenure_months": 3 + i, "monthly_spend": 20.5, "support_calls": 1,
-         "plan": "pro", "region": "east"}
-        for i in range(3)
-    ]  # fmt: skip
+    base = {"tenure_months": 3, "monthly_spend": 20.5, "support_calls": 1, "plan": "pro"}
+    rows = [{"customer_id": 2**60 + i, **base, "region": "east"} for i in range(3)]
     rows.append({**rows[0], "tenure_months": "many"})  # rejected: each answer names it
     sent, answered, wrong = [0] * CLIENTS, [0] * CLIENTS, []
 
