@@ -64,8 +64,9 @@ def serve(config, served, sock: socket.socket, stopped: list[int]) -> int:
     import uvicorn
 
     from service.app import create_app
+    from service.requestlog import open_log
 
-    app = create_app(served, config)
+    app = create_app(served, config, open_log(config, served))
     server = uvicorn.Server(
         uvicorn.Config(
             app,

@@ -72,6 +72,14 @@ SERVE_FLAGS = (
         default="4096",
     ),
     Flag("access_log", "", "log one line per request (default: off)"),
+    Flag(
+        "log_dir",
+        "DIR",
+        "write the rows scored and rejected (local or gs://) in the batch output's layout, one "
+        "committed segment per --log_rotate_s: DIR/<run_date>/<run_id>-<n>/{predictions,errors,"
+        "manifest.json}; the last one at shutdown (default: off)",
+    ),
+    Flag("log_rotate_s", "S", "seconds per request-log segment", default="300"),
 )
 
 USAGE = (
@@ -109,6 +117,8 @@ class ServeConfig:
         max_body_bytes: the largest request body.
         max_batch_rows: the most rows in one model call.
         access_log: log each request.
+        log_dir: the request log's directory (None: off).
+        log_rotate_s: seconds per request-log segment.
         predict_route: POST route of /predict's answer (AIP_PREDICT_ROUTE adds another).
         health_route: GET route answering as /healthz does (AIP_HEALTH_ROUTE).
     """
@@ -128,6 +138,8 @@ class ServeConfig:
     max_body_bytes: int
     max_batch_rows: int
     access_log: bool
+    log_dir: str | None = None
+    log_rotate_s: float = 300.0
     predict_route: str | None = None
     health_route: str | None = None
 
@@ -218,6 +230,8 @@ def read_config(argv: list[str], env: dict[str, str] | None = None) -> ServeConf
         ),
         max_batch_rows=bounded_number("--max_batch_rows", args.max_batch_rows, int, 1, 10_000_000),
         access_log=switch("--access_log", args.access_log),
+        log_dir=absolute(args.log_dir).rstrip("/") if args.log_dir else None,
+        log_rotate_s=bounded_number("--log_rotate_s", args.log_rotate_s, float, 0.1, 86400),
         predict_route=_route("AIP_PREDICT_ROUTE", env),
         health_route=_route("AIP_HEALTH_ROUTE", env),
     )

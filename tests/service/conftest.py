@@ -21,6 +21,7 @@ import uvicorn
 from pipeline.serve import listen
 from service.app import create_app
 from service.flags import read_config
+from service.requestlog import open_log
 from service.served import load
 
 
@@ -63,7 +64,8 @@ def running(*argv: str, env: dict | None = None) -> Iterator[Running]:
     port = free_port()
     config = read_config([*map(str, argv), "--host", "127.0.0.1", "--port", str(port)], env or {})
     sock = listen(config.host, config.port)
-    app = create_app(load(config), config)
+    served = load(config)
+    app = create_app(served, config, open_log(config, served))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
