@@ -43,6 +43,7 @@ from pipeline.prepare import match_files, parse_run_date
 from scoring.values import cast, mask
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
+from transforms.samples import csv_header, json_array_message
 from transforms.sources import (
     FORMATS,
     INT96_UNIT,
@@ -53,7 +54,7 @@ from transforms.sources import (
     open_raw,
 )
 from transforms.spec import TextFormat
-from transforms.textread import RecordBlocks, csv_header, json_array_message, parse_csv, parse_jsonl
+from transforms.textread import RecordBlocks, parse_csv, parse_jsonl
 
 _LOG = logging.getLogger("pipeline.evaluate")
 

@@ -39,6 +39,7 @@ from scoring.spec import LINEAGE_FIELDS
 from transforms import bqread
 from transforms.bqread import is_table
 from transforms.read import hinted
+from transforms.samples import sample
 from transforms.sources import (
     FORMATS,
     FileUnreadable,
@@ -47,7 +48,6 @@ from transforms.sources import (
     format_of,
     is_tsv,
     one_name_each,
-    sample,
 )
 from transforms.spec import ScoringSpec, TextFormat
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 import datetime
 import io
 import logging
+import os
+import tempfile
 import threading
 import time
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.errors import ConfigError
 from pipeline.manifest import PRODUCER
 from scoring.rows import dumps
 from service.served import Served
@@ -162,7 +165,7 @@ class RequestLog:
                     "uri": spec.model.uri,
                     "version": spec.model.version,
                     "sha256": spec.model.sha256,
-                },  # fmt: skip
+                },
                 "counts": {
                     "rows_read": predicted + failed,
                     "rows_predicted": predicted,
@@ -181,8 +184,6 @@ class RequestLog:
 
 
 def _write_bytes(filesystems: Any, path: str, data: bytes) -> None:
-    import os
-
     if "://" not in path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
     with filesystems.create(path) as f:
@@ -195,11 +196,6 @@ def open_log(config, served: Served) -> RequestLog | None:
     if not config.log_dir:
         return None
     if "://" not in config.log_dir:
-        import os
-        import tempfile
-
-        from pipeline.errors import ConfigError
-
         try:
             os.makedirs(config.log_dir, exist_ok=True)
             tempfile.TemporaryFile(dir=config.log_dir).close()

@@ -31,7 +31,7 @@ from scoring.decide import decide_key_type
 from scoring.values import cast
 from tests.conftest import FEATURES, float_rows, score
 from transforms.read import ReadUnits
-from transforms.sources import sample
+from transforms.samples import sample
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
 from transforms.units import SCAN, CountQuotes, PlanUnits, csv_units
 from transforms.validate import ValidateBatches

@@ -15,9 +15,6 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from models.errors import one_line
-from transforms.spec import TextFormat
-
 FORMATS = ("parquet", "csv", "jsonl")
 _EXTENSIONS = {
     ".parquet": "parquet",
@@ -38,8 +35,6 @@ _ARROW_CODECS = {
 # Legacy INT96 timestamps (Spark, Hive, Impala) read at microseconds: at nanoseconds (Arrow's
 # default) a date past 2262 or before 1677 overflows into another date.
 INT96_UNIT = "us"
-SAMPLE_BYTES = 1 << 20
-SAMPLE_ROWS = 1000
 
 
 class FileUnreadable(Exception):
@@ -194,35 +189,3 @@ class Outputs:
 def is_splittable(path: str) -> bool:
     """Whether byte ranges of a file can be read on their own (not compressed)."""
     return compression_of(path) == CompressionTypes.UNCOMPRESSED
-
-
-def sample(path: str, fmt: str, text: TextFormat) -> pa.Table:
-    """A file's columns and first rows, as the workers' readers parse them: Parquet with its
-    declared types, CSV as text (the launcher decides the types), JSON Lines as Arrow infers
-    them from whole records. An empty file has no columns.
-
-    Raises FileUnreadable when the file cannot be read at all.
-    """
-    try:
-        if fmt == "parquet":
-            return _sample_parquet(path)
-        from transforms import textread
-
-        return textread.sample(path, fmt, text, SAMPLE_BYTES, SAMPLE_ROWS)
-    except FileUnreadable:
-        raise
-    except Exception as e:  # noqa: BLE001 - any reader failure means the file is unreadable
-        raise FileUnreadable(f"cannot read {path} as {fmt}: {one_line(e)}") from e
-
-
-def _sample_parquet(path: str) -> pa.Table:
-    import pyarrow.parquet as pq
-
-    with open_raw(path) as f:
-        if not f.read(1):  # zero bytes: zero rows, not an error
-            return pa.table({})
-        f.seek(0)
-        pf = pq.ParquetFile(f, coerce_int96_timestamp_unit=INT96_UNIT)
-        first = next(pf.iter_batches(batch_size=SAMPLE_ROWS), None)
-        schema = pf.schema_arrow
-        return pa.Table.from_batches([first] if first else [], schema=schema)

@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import FileMetadata
 from models.errors import one_line
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
+from transforms.samples import csv_header, json_array_message
 from transforms.sources import (
     FileUnreadable,
     Outputs,
@@ -33,7 +34,7 @@ from transforms.sources import (
     open_raw,
 )
 from transforms.spec import ERRORS, ScoringSpec, Unit
-from transforms.textread import csv_header, json_array_message, quote_ends
+from transforms.textread import quote_ends
 
 _LOG = logging.getLogger(__name__)
 SCAN = "scan"

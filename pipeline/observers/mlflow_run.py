@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from models.errors import one_line
-from pipeline.observers import Finished, Observer, Started
+from pipeline.observers.base import Finished, Observer, Started
 
 _LOG = logging.getLogger(__name__)
 
