@@ -443,9 +443,9 @@ def _streams_wanted(opts: ScoringOptions) -> int:
     workers = flags.get("max_num_workers") or flags.get("num_workers")
     if workers:
         return min(4 * int(workers), 1000)
-    if "Dataflow" in str(flags.get("runner") or ""):
-        return 0
-    return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
+    from pipeline.runners import named
+
+    return named(str(flags.get("runner") or "")).default_streams(flags)
 
 
 def open_table(flags: _Flags, model: decide.Model, types: dict[str, str], streams: int) -> _Inputs:

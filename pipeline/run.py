@@ -11,7 +11,6 @@ finishes its night alone.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import dataclasses
 import datetime
@@ -19,7 +18,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import sys
 import tempfile
@@ -30,7 +28,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (
     GoogleCloudOptions,
     PipelineOptions,
-    StandardOptions,
     TestOptions,
 )
 from apache_beam.runners.runner import PipelineState
@@ -48,6 +45,7 @@ from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.prepare import Launch, prepare
+from pipeline.runners import Runner, runner_for
 from pipeline.signals import HELD as _HELD
 from pipeline.signals import SIGNALS as _SIGNALS
 from pipeline.signals import signals_held as _signals_held
@@ -82,7 +80,7 @@ class _Run:
 
     launch: Launch
     options: PipelineOptions
-    runner: str
+    runner: Runner
     out: OutputDir
     started: datetime.datetime
     clock: float
@@ -204,11 +202,11 @@ def launch(options: PipelineOptions) -> _Run:
     """Every check that can be made before scoring (exit 2/3), then DIR's lock."""
     started = datetime.datetime.now(datetime.UTC)
     clock = time.monotonic()
-    runner = _runner(options)
+    runner = runner_for(options)
     wait = wait_for_job(options.view_as(ScoringOptions))
-    decided = prepare(options.view_as(ScoringOptions), staging_root=_staging_root(options, runner))
+    decided = prepare(options.view_as(ScoringOptions), staging_root=runner.staging_root(options))
     decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
-    _worker_installs(options, decided, runner)
+    runner.worker_installs(options, decided)
     out = OutputDir(decided.output, decided.spec.run_id)
     job = _Run(decided, options, runner, out, started, clock, wait=wait, nights=nights)
     try:
@@ -216,7 +214,7 @@ def launch(options: PipelineOptions) -> _Run:
             out.acquire_lock()
         if out.taken_over:
             close_abandoned(out.taken_over, decided.tracking_uri)
-        started = observing.Started(decided, runner, _workers(options), out)
+        started = observing.Started(decided, runner.name, _workers(options), out)
         for observer in observing.for_launch(decided):  # exit 3 (unreachable) or 2 (refused)
             job.observers.append(observer)  # told it failed, should it fail to start
             observer.started(started)
@@ -263,136 +261,25 @@ def _without_secrets(word: str) -> str:
     return m["head"] + rest
 
 
-def _runner(options: PipelineOptions) -> str:
-    """The runner's name, once Beam knows it and the options it cannot run without are there
-    (exit 2 before any work, not a failure once DIR is locked)."""
-    from apache_beam.runners.runner import create_runner
-
-    standard = options.view_as(StandardOptions)
-    standard.runner = standard.runner or "DirectRunner"
-    try:
-        create_runner(standard.runner)
-    except (ValueError, ImportError) as e:
-        raise ConfigError(f"--runner {standard.runner}: {one_line(e)}") from e
-    if "Dataflow" in standard.runner:
-        cloud = options.view_as(GoogleCloudOptions)
-        missing = [
-            flag
-            for flag, value in (
-                ("--project", cloud.project),
-                ("--region", cloud.region),
-                ("--temp_location", cloud.temp_location),
-            )
-            if not value
-        ]
-        if missing:
-            raise ConfigError(
-                f"{standard.runner} needs {', '.join(missing)} (run_dataflow.sh passes them)"
-            )
-        if not cloud.temp_location.startswith("gs://"):
-            raise ConfigError(f"--temp_location must be a gs:// path, not {cloud.temp_location}")
-        _remote_paths(standard.runner, options.view_as(ScoringOptions))
-    return standard.runner
-
-
-def _remote_paths(runner: str, opts: ScoringOptions) -> None:
-    """Dataflow workers run on other machines: a local --input, --output or model file is
-    exit 2 at once, not a job that fails on its workers (or a dry run that looks fine)."""
-    local = [
-        f"{flag} {value}"
-        for flag, value in (
-            ("--input", opts.input),
-            ("--output", opts.output),
-            ("--model", opts.model),
-        )
-        if value and (value.startswith("file:") or not re.match(r"[a-z][a-z0-9+.-]*:/", value))
-    ]
-    if local:
-        raise ConfigError(
-            f"{runner}: {', '.join(local)}: Dataflow workers cannot read local paths; put "
-            f"{'it' if len(local) == 1 else 'them'} in Cloud Storage (gs://...)"
-        )
-
-
-def _staging_root(options: PipelineOptions, runner: str) -> str | None:
-    """Where remote workers find a staged MLflow model (None: the launcher's disk will do)."""
-    if "Direct" in runner:
-        return None
-    return options.view_as(GoogleCloudOptions).temp_location
-
-
 def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     """--dry_run=True: every launch check, then Beam translates the job; nothing is submitted,
     and DIR is not touched (not even locked)."""
-    runner = _runner(options)
-    if "Dataflow" not in runner:
-        raise ConfigError(
-            "--dry_run=True translates a Dataflow job; it needs --runner DataflowRunner"
-        )
+    runner = runner_for(options)
+    runner.check_dry_run()
     clock = time.monotonic()
     wait = wait_for_job(options.view_as(ScoringOptions))
     decided = prepare(
-        options.view_as(ScoringOptions), staging_root=_staging_root(options, runner), dry_run=True
+        options.view_as(ScoringOptions), staging_root=runner.staging_root(options), dry_run=True
     )
     decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
-    _worker_installs(options, decided, runner)
+    runner.worker_installs(options, decided)
     p = test_pipeline or beam.Pipeline(options=options)
     started = datetime.datetime.now(datetime.UTC)
-    plan = plan_for(decided, runner, started, launcher_waits=wait, nights=nights)
+    plan = plan_for(decided, runner.name, started, launcher_waits=wait, nights=nights)
     build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
-    with _staging_turn(options, runner):
+    with runner.staging_turn(options):
         result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
-
-
-@contextlib.contextmanager
-def _staging_turn(options: PipelineOptions, runner: str):
-    """Beam builds --setup_file's sdist inside the project directory (setuptools makes and
-    removes its release tree, beamscore-X.Y.Z/, there): two launches from one checkout at once
-    would destroy each other's tree. They take turns, on a lock outside the checkout."""
-    from apache_beam.options.pipeline_options import SetupOptions
-
-    setup_file = options.view_as(SetupOptions).setup_file
-    if "Direct" in runner or not setup_file:
-        yield
-        return
-    import fcntl
-    import hashlib
-
-    project = os.path.dirname(os.path.abspath(setup_file))
-    name = hashlib.sha256(project.encode()).hexdigest()[:16]
-    with open(os.path.join(tempfile.gettempdir(), f"beamscore-sdist-{name}.lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _worker_installs(options: PipelineOptions, decided: Launch, runner: str) -> None:
-    """Remote workers install beamscore from its sdist (--setup_file), without extras: a model
-    that needs XGBoost or LightGBM (or shap, for --explain on a scikit-learn tree model) has them
-    installed through a requirements file of the exact running versions, unless the user gave
-    one, or a worker image of their own."""
-    if "Direct" in runner:
-        return
-    from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
-
-    from models.boosters import worker_requirements
-
-    needed = worker_requirements(decided.model)
-    if decided.spec.explain is not None and decided.spec.explain.method == "shap_tree":
-        from models.boosters import pins
-
-        needed.extend(pins(["shap"]))  # --explain's TreeExplainer (beamscore[explain])
-    setup = options.view_as(SetupOptions)
-    image = options.view_as(WorkerOptions).sdk_container_image
-    if not needed or setup.requirements_file or image:
-        return
-    scratch = tempfile.mkdtemp(prefix="beamscore-")
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)  # staged by then
-    path = os.path.join(scratch, "requirements.txt")
-    with open(path, "w") as f:
-        f.write("\n".join(needed) + "\n")
-    setup.requirements_file = path
-    _LOG.info("the workers will also install %s (the model's library)", ", ".join(needed))
 
 
 def _workers(options: PipelineOptions) -> str:
@@ -421,11 +308,11 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         spec.model.uri,
         spec.model.version,
     )
-    if "Direct" in job.runner:  # in-process workers take the launcher's model, not a new load
+    if job.runner.in_process:  # in-process workers take the launcher's model, not a new load
         share_with_workers(spec.model.sha256, job.launch.model)
     job.plan = plan_for(
         job.launch,
-        job.runner,
+        job.runner.name,
         job.started,
         observers=tuple(job.observers),
         outcome=_outcome_path(job),
@@ -436,17 +323,16 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     p = test_pipeline or beam.Pipeline(options=job.options)
     build(p, spec, job.out.staging, job.plan)
     result = None
-    if "Direct" in job.runner:
+    if job.runner.in_process:
         _COMMITTING.append(job.out)
     try:
         if not job.wait:
             job.out.hand_lock_to_job(_job_name(job.options, spec.run_id))
-        with _staging_turn(job.options, job.runner):
+        with job.runner.staging_turn(job.options):
             result = p.run()  # on Dataflow: returns once the job is submitted
         state = result.wait_until_finish() if job.wait else None
     except (KeyboardInterrupt, Interrupted):
-        if result is not None and "Direct" not in job.runner:
-            _cancel(result)
+        job.runner.stop(result)
         raise
     except Exception as e:  # noqa: BLE001 - whatever stopped the run, the old output stays
         if _SIGNALS:  # Beam wraps the interrupt raised inside a bundle
@@ -489,23 +375,7 @@ def _outcome_path(job: _Run) -> str | None:
     """Where the commit stage leaves what a waiting launcher prints: a local file for the
     DirectRunner's workers, under --temp_location for remote ones; None when nobody waits
     on a remote runner."""
-    if "Direct" in job.runner:
-        scratch = tempfile.mkdtemp(prefix="beamscore-outcome-")
-        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-        return os.path.join(scratch, "outcome.json")
-    if not job.wait:
-        return None
-    temp = job.options.view_as(GoogleCloudOptions).temp_location
-    return FileSystems.join(temp, "beamscore", job.launch.spec.run_id, "outcome.json")
-
-
-def _cancel(result) -> None:
-    """Cancels a remote job the launcher stops waiting for (Dataflow would go on without it)."""
-    try:
-        result.cancel()
-        _LOG.warning("cancelled the job")
-    except Exception as e:  # noqa: BLE001 - say so: the user must cancel it by hand
-        _LOG.error("could not cancel the job, cancel it by hand: %s", one_line(e))
+    return job.runner.outcome_path(job.options, job.launch.spec.run_id, job.wait)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -250,9 +250,9 @@ def test_job_description_does_not_grow_with_the_number_of_files(tmp_path, monkey
     The files are local (10,000 objects in the emulator take minutes to make), so the launch's
     refusal of local paths on Dataflow is switched off here: it is tested on its own
     (test_dataflow_refuses_local_paths), and the job description does not depend on it."""
-    import pipeline.run
+    from pipeline.runners import RemoteRunner
 
-    monkeypatch.setattr(pipeline.run, "_remote_paths", lambda runner, opts: None)
+    monkeypatch.setattr(RemoteRunner, "_remote_paths", lambda self, opts: None)
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     sizes = {}
     for name, count in (("in-few", 10), ("in-lot", 10_000)):

@@ -440,14 +440,14 @@ def test_dataflow_workers_install_shap_for_a_tree_model(tmp_path):
     from sklearn.ensemble import RandomForestRegressor
 
     from models.explain import ExplainPlan
-    from pipeline import run as cli
+    from pipeline.runners import named
 
     df = frame(12)
     model = RandomForestRegressor(n_estimators=2, max_depth=2).fit(df, labels(df, "reg"))
     plan = ExplainPlan(2, "shap_tree", "prediction", 0.0)
     decided = types.SimpleNamespace(model=model, spec=types.SimpleNamespace(explain=plan))
     options = PipelineOptions([])
-    cli._worker_installs(options, decided, "DataflowRunner")
+    named("DataflowRunner").worker_installs(options, decided)
     path = options.view_as(SetupOptions).requirements_file
     assert open(path).read().split() == [f"shap=={shap.__version__}"]
 

@@ -91,3 +91,27 @@ def test_no_import_circle_among_the_projects_modules():
     edges = import_graph()
     assert "scoring.predict" in edges and "pipeline.observers.openlineage" in edges
     assert circles(edges) == []
+
+
+def runner_name_tests() -> list[str]:
+    """Comparisons with a runner's name (`"Direct" in runner`, `runner == "DataflowRunner"`)
+    outside the runner seam, pipeline/runners.py."""
+    found = []
+    for name, (path, tree) in _modules().items():
+        if name == "pipeline.runners":
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            for side in [node.left, *node.comparators]:
+                if (
+                    isinstance(side, ast.Constant)
+                    and isinstance(side.value, str)
+                    and ("Direct" in side.value or "Dataflow" in side.value)
+                ):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_no_runner_name_test_outside_the_runner_seam():
+    assert runner_name_tests() == []
