@@ -425,7 +425,9 @@ def probe_frame(features, columns: pa.Schema, facts: ModelFacts, first):
         sampled[f] = values
         ok = values.is_valid()
         if pa.types.is_floating(target):
-            ok = pa.compute.and_(ok, pa.compute.invert(pa.compute.is_nan(values).fill_null(True)))
+            # NaN and infinities are no probe values: a row holding one is rejected or scored
+            # by the value rule at its turn, it does not refuse the night at launch.
+            ok = pa.compute.and_(ok, pa.compute.is_finite(values).fill_null(False))
         valid = ok if valid is None else pa.compute.and_(valid, ok)
         typical[f] = [_typical(f, values, target, facts)]
     table = pa.table({f: pa.array(v, columns.field(f).type) for f, v in typical.items()})

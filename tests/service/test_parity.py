@@ -243,3 +243,18 @@ def test_reasons_and_scored_unknown_categories_online_as_in_batch(demo_model, tm
         _same(batch, _online(service, rows, cuts), keys_typed=True)
     with running("--model", demo_model, "--explain", "2") as service:
         _same(batch, _online(service, rows, cuts), keys_typed=False)
+
+
+def test_an_infinite_value_with_explain_is_that_rows_rejection_not_a_refused_night(
+    demo_model, tmp_path
+):
+    """Found by the parity property at 1,000 examples: the launcher's --explain check probed
+    the model with the sample's infinite value and refused the whole night (exit 2)."""
+    first = {"k": 7, "tenure_months": 12, "monthly_spend": 50.0, "support_calls": 1,
+             "plan": "pro", "region": "east"}  # fmt: skip
+    out = _night(
+        tmp_path, [first, {**first, "monthly_spend": math.inf}], demo_model, "--explain", "2"
+    )
+    scored, rejected = _batch(out)
+    assert list(scored) == [0] and scored[0]["reason_1"] is not None
+    assert rejected == {1: ("validate", "monthly_spend: inf is not a finite number")}
