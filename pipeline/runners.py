@@ -124,9 +124,9 @@ class Runner:
             _LOG.error("could not cancel the job, cancel it by hand: %s", one_line(e))
 
     def default_streams(self, flags: dict) -> int:
-        """A BigQuery read session's streams when no worker count is given (0: BigQuery
-        decides from the table's size)."""
-        return 0
+        """A BigQuery read session's streams when no worker count is given: two per local
+        worker (Dataflow: 0, BigQuery decides from the table's size)."""
+        return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
 
 
 class DirectRunner(Runner):
@@ -151,9 +151,6 @@ class DirectRunner(Runner):
 
     def stop(self, result) -> None:
         return  # the job ends with the launcher
-
-    def default_streams(self, flags: dict) -> int:
-        return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
 
 
 class RemoteRunner(Runner):
@@ -189,9 +186,7 @@ class RemoteRunner(Runner):
             super().check_dry_run()
 
     def default_streams(self, flags: dict) -> int:
-        if self.dataflow:
-            return 0
-        return 2 * max(int(flags.get("direct_num_workers") or 1), 1)
+        return 0 if self.dataflow else super().default_streams(flags)
 
     def _remote_paths(self, opts: ScoringOptions) -> None:
         """Dataflow workers run on other machines: a local --input, --output or model file is

@@ -12,7 +12,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +20,7 @@ import setuptools
 
 from tests.conftest import ROOT, float_rows
 from tests.service.conftest import free_port
+from tests.service.test_serve_cli import _ready
 
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "templates" / "Dockerfile"]
 
@@ -102,16 +102,7 @@ def test_the_serving_image_installs_and_answers_in_a_fresh_virtualenv(tmp_path, 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the service did not get ready"
-            time.sleep(0.1)
+        _ready(proc, url, timeout=120)
         rows = float_rows(3).to_dict("records")
         res = httpx.post(f"{url}/predict", json={"instances": rows}, timeout=30)
         assert res.status_code == 200, res.text
