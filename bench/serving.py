@@ -131,22 +131,33 @@ def summary(out: list, wall: float | None) -> dict:
     return res
 
 
-def plain_loop(model, count: int) -> dict:
+def paired(target: Target, model, count: int) -> tuple[dict, dict]:
+    """1-row requests to the server, each followed by the model's own predict_proba on a
+    one-row DataFrame in this process: both sampled over the same minutes, so that a slow
+    stretch of a shared machine weighs on both alike."""
     import pandas as pd
 
     from models import demo
 
     frame = pd.DataFrame(rows(1))[demo.NUMERIC + demo.CATEGORICAL]
+    payload = target.body(rows(1)).encode()
     for _ in range(50):
         model.predict_proba(frame)
-    times = []
+    one_client(target, payload, 50, None, [])  # warm the connection and the server
+    conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=60)
+    headers = {"Content-Type": "application/json"}
+    served, plain = [], []
     for _ in range(count):
         t = time.perf_counter()
+        conn.request("POST", target.route, body=payload, headers=headers)
+        res = conn.getresponse()
+        res.read()
+        served.append((time.perf_counter() - t, res.status))
+        t = time.perf_counter()
         model.predict_proba(frame)
-        times.append(time.perf_counter() - t)
-    times.sort()
-    q = statistics.quantiles(times, n=100, method="inclusive")
-    return {"n": count, "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3, "non_200": 0}
+        plain.append((time.perf_counter() - t, 200))
+    conn.close()
+    return summary(served, None), summary(plain, None)
 
 
 def rss_mb(pid: int) -> float:
@@ -222,13 +233,15 @@ def main() -> int:
             Target("beamscore", ours_port, "/predict", ours_body),
             Target("mlflow", mlflow_port, "/invocations", mlflow_body),
         ]
-        results["plain predict_proba, 1 row"] = plain_loop(model, args.requests)
         rss_start = rss_mb(servers["beamscore"].pid)
         for target in targets:
-            for n in (1, 100):
-                results[f"{target.name}, {n}-row requests, sequential"] = sequential(
-                    target, n, args.requests
-                )
+            ours, plain = paired(target, model, args.requests)
+            if target.name == "beamscore":
+                results["plain predict_proba, 1 row (paired with beamscore's)"] = plain
+            results[f"{target.name}, 1-row requests, sequential"] = ours
+            results[f"{target.name}, 100-row requests, sequential"] = sequential(
+                target, 100, args.requests
+            )
             for clients in (1, 8, 32):
                 label = f"{clients} client{'s' * (clients > 1)}"
                 results[f"{target.name}, 1-row requests, {label}"] = concurrent(
@@ -272,7 +285,7 @@ def write_report(args, results: dict, memory: dict | None) -> None:
     def get(name, field):
         return results[name][field]
 
-    own = get("plain predict_proba, 1 row", "p50_ms")
+    own = get("plain predict_proba, 1 row (paired with beamscore's)", "p50_ms")
     ours1 = results["beamscore, 1-row requests, sequential"]
     lines = [
         START,

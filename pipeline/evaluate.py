@@ -36,7 +36,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed, report_bug
-from pipeline.flags import OneLineParser, absolute, filled
+from pipeline.flags import Flag, OneLineParser, absolute, filled
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
 from pipeline.prepare import match_files, parse_run_date
@@ -63,48 +63,79 @@ USAGE = (
     "[--key_columns a,b] [--labels_format parquet|csv|jsonl] [--mlflow_tracking_uri URI] "
     "[--openlineage_url URL] [--run_date YYYY-MM-DD] [--skip_missing]"
 )
-HELP = f"""{USAGE}
-
-Joins a past night's predictions with the labels that arrived later and writes DIR/quality.json.
-
-  --predictions DIR
-      the night's output directory (local or gs://), as `python -m pipeline.run --output` wrote it
-      (required)
-  --labels PATTERN
-      the label files (local or gs:// pattern), Parquet, CSV or JSON Lines (required)
-  --label_column NAME
-      the column of the label files that holds the true value (required)
-  --key_columns a,b
-      the columns that match a label to its prediction (default: the night's key columns)
-  --labels_format parquet|csv|jsonl
-      default: from the file extension
-  --mlflow_tracking_uri URI
-      the MLflow server of the night's run (default: MLFLOW_TRACKING_URI); needed when the night's
-      manifest names an MLflow run, which gains the metrics
-  --openlineage_url URL
-      send an OpenLineage COMPLETE event to this server (default: OPENLINEAGE_URL)
-  --run_date YYYY-MM-DD
-      fills {{run_date}} in --predictions and --labels (as in the scoring run's --output);
-      the night's manifest must be of that date
-  --skip_missing
-      when DIR holds no manifest.json at all (that night was never scored, e.g. a schedule's
-      first weeks), say so and exit 0, writing nothing; without it that is exit 2
-"""
+# The one list of the flags: argparse, --help and the docs' flag reference.
+EVALUATE_FLAGS = (
+    Flag(
+        "predictions",
+        "DIR",
+        "the night's output directory (local or gs://), as `python -m pipeline.run --output` "
+        "wrote it",
+        required=True,
+    ),
+    Flag(
+        "labels",
+        "PATTERN",
+        "the label files (local or gs:// pattern), Parquet, CSV or JSON Lines",
+        required=True,
+    ),
+    Flag(
+        "label_column", "NAME", "the column of the label files that holds the true value",
+        required=True,
+    ),  # fmt: skip
+    Flag(
+        "key_columns",
+        "a,b",
+        "the columns that match a label to its prediction (default: the night's key columns)",
+    ),
+    Flag("labels_format", "parquet|csv|jsonl", "default: from the file extension"),
+    Flag(
+        "mlflow_tracking_uri",
+        "URI",
+        "the MLflow server of the night's run (default: MLFLOW_TRACKING_URI); needed when the "
+        "night's manifest names an MLflow run, which gains the metrics",
+    ),
+    Flag(
+        "openlineage_url",
+        "URL",
+        "send an OpenLineage COMPLETE event to this server (default: OPENLINEAGE_URL)",
+    ),
+    Flag(
+        "run_date",
+        "YYYY-MM-DD",
+        "fills {run_date} in --predictions and --labels (as in the scoring run's --output); the "
+        "night's manifest must be of that date",
+    ),
+    Flag(
+        "skip_missing",
+        "",
+        "when DIR holds no manifest.json at all (that night was never scored, e.g. a schedule's "
+        "first weeks), say so and exit 0, writing nothing; without it that is exit 2",
+    ),
+)
+HELP = "\n".join(
+    [
+        USAGE,
+        "",
+        "Joins a past night's predictions with the labels that arrived later and writes "
+        "DIR/quality.json.",
+        "",
+        *(line for flag in EVALUATE_FLAGS for line in flag.help_lines()),
+    ]
+)
 # Rejected labels kept as examples in quality.json.
 EXAMPLES = 5
 
 
 def _parser() -> argparse.ArgumentParser:
     p = OneLineParser(add_help=False, allow_abbrev=False)
-    p.add_argument("--predictions", required=True)
-    p.add_argument("--labels", required=True)
-    p.add_argument("--label_column", required=True)
-    p.add_argument("--key_columns")
-    p.add_argument("--labels_format", choices=FORMATS)
-    p.add_argument("--mlflow_tracking_uri")
-    p.add_argument("--openlineage_url")
-    p.add_argument("--run_date")
-    p.add_argument("--skip_missing", action="store_true")
+    for flag in EVALUATE_FLAGS:
+        name = f"--{flag.name}"
+        if flag.switch:
+            p.add_argument(name, action="store_true")
+        elif flag.name == "labels_format":
+            p.add_argument(name, choices=FORMATS)
+        else:
+            p.add_argument(name, required=flag.required)
     return p
 
 

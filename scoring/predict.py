@@ -77,6 +77,7 @@ class Predictor:
             for name, cats in spec.facts.categorical.items()
             if cats.unknown_ok and name in spec.features
         }
+        self._columns = None  # the columns Index of the DataFrames given to the model
         self._explainer = None
         if spec.explain is not None:
             from models.explain import Explainer
@@ -205,7 +206,14 @@ class Predictor:
             return np.vstack(
                 [part.column(f).to_numpy(zero_copy_only=False) for f in self._spec.features]
             ).T
-        return part.select(list(self._spec.features)).to_pandas()
+        frame = part.select(list(self._spec.features)).to_pandas()
+        # One columns Index for every batch: pandas builds an Index's hash table on its first
+        # lookup, and the model looks its columns up by name on every call.
+        if self._columns is None:
+            self._columns = frame.columns
+        else:
+            frame.columns = self._columns
+        return frame
 
     def _predict(self, features: Any, n: int) -> tuple[np.ndarray, np.ndarray | None, Any]:
         """The predictions (and probabilities, and with --explain the top-K reasons) of n rows'

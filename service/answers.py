@@ -86,17 +86,17 @@ def output_names(served: Served) -> frozenset[str]:
 
 
 def check_keys(instances: list[dict], served: Served, names: frozenset[str]) -> None:
-    """Without --like every field that is not a feature is a key, echoed as sent: one named like
-    a column the answer writes (prediction, proba_<class>, model_uri, ...) is refused (400),
-    as the batch job refuses such a key at launch."""
-    if served.typed_keys:
-        return
+    """Every field that is not a feature is a key: with --like the night's keys are typed as
+    the night typed them, and any other field is echoed as sent. A field named like a column
+    the answer writes (prediction, proba_<class>, model_uri, ...) is refused (400), as the batch
+    job refuses such a key at launch."""
     features = served.spec.features
+    known = set(features) | set(served.spec.keys)
     for i, row in enumerate(instances):
-        if len(row) <= len(features) and all(k in features for k in row):
+        if len(row) <= len(known) and all(k in known for k in row):
             continue
         for name in row:
-            if name not in features and (name in names or name.startswith("proba_")):
+            if name not in known and (name in names or name.startswith("proba_")):
                 raise BadRequest(
                     400,
                     f"instances[{i}] has a field {name!r}, which is not a feature and is named "
@@ -109,15 +109,16 @@ def check_keys(instances: list[dict], served: Served, names: frozenset[str]) -> 
 def predict_answer(instances: list[dict], served: Served):
     """The /predict answer of these rows, once scored: (status, body)."""
     features = served.spec.features
-    typed = served.typed_keys
     ref = served.spec.model
     model = {"uri": ref.uri, "version": ref.version, "sha256": ref.sha256}
 
     def render(part: Part) -> tuple[int, bytes]:
         predictions: list[Any] = [None] * len(instances)
         for index, row in zip(part.scored.tolist(), part.rows):
-            if not typed:
-                keys = {k: v for k, v in instances[index].items() if k not in features}
+            # The fields that are not features, as sent; the output row's own columns (and with
+            # --like the night's keys, typed) over them.
+            keys = {k: v for k, v in instances[index].items() if k not in features}
+            if keys:
                 keys.update(row)
                 row = keys
             predictions[index] = row

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from models import demo
-from tests.conftest import FEATURES, float_rows
+from tests.conftest import FEATURES, float_rows, run_cli
 from tests.custom_models import Slow
 from tests.service.conftest import running
 
@@ -106,6 +106,21 @@ def test_keys_are_echoed_verbatim_and_a_key_named_like_an_output_column_is_refus
     res = demo_service.predict([{**row, "prediction": 1}])
     assert res.status_code == 400
     assert "'prediction'" in res.json()["error"]
+
+
+def test_served_like_a_night_keys_are_typed_and_other_fields_echoed_as_sent(tmp_path):
+    model, inputs = demo.write_demo(str(tmp_path / "demo"), rows=20, files=1)
+    night = tmp_path / "night"
+    assert run_cli("--input", inputs, "--model", model, "--output", night).code == 0
+    row = _records(demo.make_rows(1, seed=2))[0]
+    with running("--like", night) as service:
+        res = service.predict([{**row, "customer_id": "17", "note": {"a": [1]}}])
+        assert res.status_code == 200, res.text
+        out = res.json()["predictions"][0]
+        assert out["customer_id"] == 17  # the night's key, typed as the night typed it
+        assert out["note"] == {"a": [1]}  # not a column of the night: echoed as sent
+        res = service.predict([{**row, "proba_yes": 1}])
+        assert res.status_code == 400 and "'proba_yes'" in res.json()["error"]
 
 
 @pytest.mark.parametrize(
