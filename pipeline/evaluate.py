@@ -79,7 +79,9 @@ EVALUATE_FLAGS = (
         required=True,
     ),
     Flag(
-        "label_column", "NAME", "the column of the label files that holds the true value",
+        "label_column",
+        "NAME",
+        "the column of the label files that holds the true value",
         required=True,
     ),  # fmt: skip
     Flag(
