@@ -105,6 +105,8 @@ setup(
                 "httpx>=0.27,<1",
             ]
         ),
+        # The docs site (docs/, mkdocs.yml): `mkdocs build --strict` runs in ./run_tests.sh.
+        "docs": locked(["mkdocs>=1.6,<2", "mkdocs-material>=9.5,<10"]),
         # Models of these libraries (README: Model kinds): native model files, their
         # scikit-learn wrappers and MLflow flavours. The launcher refuses such a model, naming
         # the extra, when its library cannot be imported.

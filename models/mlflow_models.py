@@ -207,7 +207,7 @@ def load_local(directory: str) -> Any:
 
     from models import boosters
 
-    # The user vouched for this model by naming it, exactly as for a joblib file (README: Trust).
+    # The user vouched for this model by naming it, exactly as for a joblib file (docs: Trust).
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
     flavors = Model.load(os.path.join(directory, "MLmodel")).flavors
     if "sklearn" in flavors:

@@ -1,6 +1,6 @@
 """Flags as the command lines define them, and the checks of their values.
 
-`Flag` describes one flag (its --help line, the README's and the docs' reference); the model
+`Flag` describes one flag (its --help line and the docs' generated flag reference); the model
 flags are shared by `python -m pipeline.run` and `python -m pipeline.serve`. Each check turns a
 bad value into a ConfigError: one line, exit 2.
 """

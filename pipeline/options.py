@@ -1,6 +1,6 @@
 """The job's own flags, as a PipelineOptions subclass (same flags on every runner and template).
 
-`FLAGS` is the one list of them: argparse, `--help` and the README table all describe the same
+`FLAGS` is the one list of them: argparse, `--help` and docs/reference/flags.md describe the same
 flags (a test holds templates/metadata.json to it too).
 """
 
@@ -154,7 +154,7 @@ read (look at DIR/errors); 2 bad configuration or input, found before scoring (n
 3 could not complete, the previous output is intact (a retry may help); 4 internal error (a bug:
 the traceback is in a file named on stderr); 130/143 interrupted (SIGINT/SIGTERM), the previous
 output is intact.
-See README.md for the output layout, reruns, BigQuery, MLflow and Dataflow."""
+See README.md and docs/ for the output layout, reruns, BigQuery, MLflow and Dataflow."""
 
 
 def help_text() -> str:

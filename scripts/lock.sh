@@ -10,7 +10,7 @@ trap 'rm -rf "$TMP"' EXIT
 "$TMP/venv/bin/python" -m pip install --quiet --upgrade pip
 # Without the lock file, setup.py states only its ranges.
 mkdir "$TMP/src" && cp -r "$ROOT/setup.py" "$ROOT/pipeline" "$ROOT/scoring" "$ROOT/service" "$ROOT/transforms" "$ROOT/models" "$TMP/src/"
-"$TMP/venv/bin/python" -m pip install --quiet "$TMP/src[test,xgboost,lightgbm,explain]"
+"$TMP/venv/bin/python" -m pip install --quiet "$TMP/src[test,xgboost,lightgbm,explain,docs]"
 {
   head -3 "$ROOT/constraints.txt"
   "$TMP/venv/bin/python" -m pip freeze | grep -v -i '^beamscore'
