@@ -229,7 +229,11 @@ def _night(nights: Nights | None, counts: Counts, drift, profile: dict, launch_:
         "checks": {**nights.limits(), "skipped": skipped},
         "failed_checks": failed,
         "drift_exclude": list(nights.drift_exclude),
-        "history": {"source": nights.history_source, "nights": list(nights.history)},
+        "history": {
+            "source": nights.history_source,
+            "nights": list(nights.history),
+            "ignored": list(nights.history_ignored),
+        },
     }
 
 

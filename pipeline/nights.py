@@ -14,6 +14,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import datetime
+import json
 import logging
 import statistics
 
@@ -44,6 +45,8 @@ class Nights:
         drift_exclude: --drift_exclude, the features left out of drift.
         history: the previous nights' briefs (pipeline.history.night_brief), oldest first.
         history_source: where the history came from ("manifests"), or why there is none.
+        history_ignored: the sibling folders whose manifest is not counted, and why:
+            [{"run_date", "folder", "reason"}], oldest first.
     """
 
     min_rows: int | None = None
@@ -52,6 +55,7 @@ class Nights:
     drift_exclude: tuple[str, ...] = ()
     history: tuple[dict, ...] = ()
     history_source: str = "none"
+    history_ignored: tuple[dict, ...] = ()
 
     def limits(self) -> dict:
         return {
@@ -100,7 +104,7 @@ def decide(opts, decided):
         )
     # A check that needs the previous nights may not be skipped because storage did not answer.
     strict = max_rows_change is not None
-    history, source = read_history(absolute(opts.output), decided.run_date, strict)
+    history, source, ignored = read_nights(absolute(opts.output), decided.run_date, strict)
     if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
         history, source = mlflow_history(decided)
     nights = Nights(
@@ -110,6 +114,7 @@ def decide(opts, decided):
         drift_exclude=tuple(exclude),
         history=tuple(history),
         history_source=source,
+        history_ignored=tuple(ignored),
     )
     return decided, nights
 
@@ -120,50 +125,117 @@ def night_dir(pattern: str, run_date: str) -> str:
 
 
 def read_history(pattern: str, run_date: str, strict: bool = False) -> tuple[list[dict], str]:
+    """The previous nights of the same --output pattern and where they came from (read_nights,
+    without the folders it ignored)."""
+    found, source, _ = read_nights(pattern, run_date, strict)
+    return found, source
+
+
+def read_nights(
+    pattern: str, run_date: str, strict: bool = False
+) -> tuple[list[dict], str, list[dict]]:
     """The previous nights of the same --output pattern: the briefs of the manifests (with their
     quality.json, when there) of this tool in the directories of the HISTORY_DAYS run dates
     before `run_date`, the latest HISTORY_NIGHTS, oldest first.
 
-    Each night's directory is looked up by its name (no listing, so a bucket holding months of
-    predictions is never walked); a night that cannot be read is skipped with a warning, unless
-    `strict` and its storage did not answer: then RunFailed (exit 3). A quality.json of another
-    run than the manifest's is not that night's.
+    A night is its run_id and its run_date, counted once, in the folder of its own date: a
+    folder whose manifest says another run_date (a night's output copied under another date by
+    hand), a run_id already counted, a manifest that is not this tool's or not a JSON object, or
+    one that cannot be read is ignored, with a warning and the reason in the list returned. A
+    folder without a manifest is no night (a gap). Each folder is looked up by its name (no
+    listing, so a bucket holding months of predictions is never walked); when `strict` and a
+    night's storage did not answer: RunFailed (exit 3). A quality.json of another run than the
+    manifest's is not that night's.
 
     Returns:
-        (the briefs, where they came from or why there are none).
+        (the briefs, where they came from or why there are none, the folders ignored:
+        [{"run_date", "folder", "reason"}] oldest first).
     """
     if "{run_date}" not in pattern:
-        return [], "none: --output has no {run_date}, each night replaces the last"
+        return [], "none: --output has no {run_date}, each night replaces the last", []
     tonight = datetime.date.fromisoformat(run_date)
     dates = [(tonight - datetime.timedelta(days=d)).isoformat() for d in range(1, HISTORY_DAYS + 1)]
 
     unanswered: list[str] = []
 
-    def one(date: str) -> dict | None:
+    def one(date: str) -> tuple[dict | None, str | None]:
+        """The night in this date's folder (None: none), or why its manifest is ignored."""
         directory = night_dir(pattern, date)
         try:
-            manifest = read_json(FileSystems.join(directory, MANIFEST))
-            if not manifest or manifest.get("producer") != PRODUCER:
-                return None
+            manifest, problem = _manifest(FileSystems.join(directory, MANIFEST))
+            if manifest is None:
+                return None, problem
+            if manifest.get("run_date") != date:
+                return None, (
+                    f"its manifest is of the night of {manifest.get('run_date')!r} (run_id "
+                    f"{manifest.get('run_id')}): a copy of another night's output, counted in "
+                    "its own date's folder only"
+                )
             quality = read_json(FileSystems.join(directory, QUALITY))
         except Exception as e:  # noqa: BLE001 - a night that cannot be read is not tonight's
             if strict and is_unreachable(e):
                 unanswered.append(f"{date}: {one_line(e)}")
-            _LOG.warning("history: could not read the night of %s: %s", date, one_line(e))
-            return None
+            return None, f"its manifest could not be read: {one_line(e)}"
         if isinstance(quality, dict) and quality.get("run_id") not in (None, manifest["run_id"]):
             quality = None  # labels of an earlier scoring of that night
-        return night_brief(manifest, quality)
+        return night_brief(manifest, quality), None
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        found = [b for b in pool.map(one, dates) if b is not None]
+        results = list(pool.map(one, dates))  # the latest first
     if unanswered:
         raise RunFailed(
             f"--max_rows_change needs the previous nights, and {len(unanswered)} of them could "
             f"not be read (storage did not answer), e.g. {unanswered[0]}"
         )
-    found = found[:HISTORY_NIGHTS]  # the latest first
-    return list(reversed(found)), "manifests"
+    found: list[dict] = []
+    ignored: list[dict] = []
+    counted: dict[str, str] = {}  # run_id: the date it is counted on
+    for date, (brief, problem) in zip(dates, results):
+        if brief is not None and brief["run_id"] in counted:
+            brief, problem = (
+                None,
+                (
+                    f"its run_id {brief['run_id']} is the night of {counted[brief['run_id']]}'s, "
+                    "already counted"
+                ),
+            )
+        if problem is not None:
+            ignored.append(
+                {"run_date": date, "folder": night_dir(pattern, date), "reason": problem}
+            )
+            _LOG.warning("history: the folder of %s is ignored: %s", date, problem)
+        elif brief is not None and len(found) < HISTORY_NIGHTS:
+            counted[brief["run_id"]] = date
+            found.append(brief)
+    return list(reversed(found)), "manifests", list(reversed(ignored))
+
+
+def _manifest(path: str) -> tuple[dict | None, str | None]:
+    """A folder's manifest of this tool (None, None: there is none), or why it is not one."""
+    if not FileSystems.exists(path):
+        return None, None
+    try:  # it may go between the two calls
+        with FileSystems.open(path) as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None, None
+    except Exception as e:
+        from google.api_core.exceptions import NotFound
+
+        if isinstance(e, NotFound):
+            return None, None
+        raise
+    try:
+        manifest = json.loads(data)
+    except ValueError as e:
+        return None, f"its manifest.json is not valid JSON ({one_line(e)})"
+    if not isinstance(manifest, dict):
+        return None, f"its manifest.json is a JSON {type(manifest).__name__}, not an object"
+    if manifest.get("producer") != PRODUCER:
+        return None, "its manifest.json is not one of this tool's (no beamscore producer)"
+    if not isinstance(manifest.get("run_id"), str):
+        return None, "its manifest.json has no run_id"
+    return manifest, None
 
 
 def mlflow_history(decided) -> tuple[list[dict], str]:

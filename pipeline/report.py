@@ -140,6 +140,11 @@ def _attention(m: dict, status: str | None, error_groups: list[dict]) -> str:
         )
     for text in _far(m).values():
         items.append(("warn", "#history", text[0].upper() + text[1:]))
+    n = len(_list(_dig(m, "history", "ignored")))
+    if n:
+        items.append(
+            ("warn", "#history-ignored", f"{n:,} folder{'s' * (n != 1)} left out of the history")
+        )
     n = len(_unreadable(m))
     if n:
         items.append(("bad", "#files", f"{n:,} input file{'s' * (n != 1)} could not be read"))
@@ -306,12 +311,26 @@ def _history(m: dict) -> str:
     else:
         note = f"No previous night of this job was found ({_text(source)})."
     return (
-        f'<section id="history"><h2>History</h2><p class="quiet">{note}</p>{_checks(m)}'
+        f'<section id="history"><h2>History</h2><p class="quiet">{note}</p>{_ignored(m)}'
+        f"{_checks(m)}"
         '<div class="scroll"><table class="data"><thead><tr><th scope="col">Night</th>'
         f'<th scope="col">Status</th>{head}<th scope="col">Model version</th>'
         f'<th scope="col">Quality (labels)</th></tr></thead><tbody>{"".join(rows)}</tbody>'
         "</table></div></section>"
     )
+
+
+def _ignored(m: dict) -> str:
+    """The sibling folders whose manifest the history did not count, and why."""
+    items = [
+        f'<li data-ignored="{_e(i.get("run_date"))}"><span class="pill warn">ignored</span> '
+        f'<span class="mono">{_text(i.get("folder"))}</span>: {_e(_clip(i.get("reason"), 400))}'
+        "</li>"
+        for i in _list(_dig(m, "history", "ignored"))
+    ]
+    if not items:
+        return ""
+    return f'<ul class="checks" id="history-ignored">{"".join(items)}</ul>'
 
 
 def _history_cell(night: dict, col: str) -> tuple[str, float | None]:

@@ -113,9 +113,20 @@ def test_five_nights_then_half_the_rows(tmp_path, baseline_model, browser):
         "max_rows_change": None,
         "skipped": [],
     }
+    # The foreign folder in a night's place is left out of the history, and said so.
+    assert m["history"]["ignored"] == [
+        {
+            "run_date": "2026-02-28",
+            "folder": str(tmp_path / "out" / "2026-02-28"),
+            "reason": "its manifest.json is not one of this tool's (no beamscore producer)",
+        }
+    ]
+    assert "WARNING pipeline.nights: history: the folder of 2026-02-28 is ignored" in plain.stderr
     # A clean run's stderr holds only our own lines: no MLflow UserWarning, no matplotlib INFO.
     for line in plain.stderr.splitlines():
-        assert re.match(r"\S+ \S+ INFO (pipeline|models|transforms)[.:]", line), plain.stderr
+        assert re.match(r"\S+ \S+ (INFO|WARNING) (pipeline|models|transforms)[.:]", line), (
+            plain.stderr
+        )
     history = client.get_metric_history(m["mlflow_run_id"], "night_rows_read")
     assert [h.value for h in sorted(history, key=lambda h: h.step)] == [40, 42, 44, 46, 48, 20]
     (auc,) = client.get_metric_history(m["mlflow_run_id"], "night_quality_roc_auc")
@@ -372,8 +383,47 @@ def test_history_that_storage_does_not_answer_is_exit_3_only_when_a_check_needs_
     def unreachable(path):
         raise ConnectionError(f"connection refused reading {path}")
 
-    monkeypatch.setattr(nights, "read_json", unreachable)
+    monkeypatch.setattr(nights, "_manifest", unreachable)
     pattern = str(tmp_path / "{run_date}")
     assert nights.read_history(pattern, "2026-03-02") == ([], "manifests")
     with pytest.raises(RunFailed, match="--max_rows_change needs the previous nights, and 90 of"):
         nights.read_history(pattern, "2026-03-02", strict=True)
+
+
+def test_a_copied_night_a_corrupt_manifest_and_a_foreign_folder_are_left_out_and_said(
+    tmp_path, baseline_model
+):
+    """cp -r of a night under later dates (a backfill by hand) would have held the median at
+    the small night's rows and failed a normal night; each night counts once, in its own
+    folder, and each folder left out is a warning, a manifest entry and a line of the report."""
+    out = tmp_path / "out"
+    inp = tmp_path / "in" / "{run_date}" / "*.parquet"
+    nights = {"2026-03-01": 10, "2026-03-02": 100, "2026-03-03": 100, "2026-03-06": 100}
+    for i, (date, rows) in enumerate(nights.items()):
+        write_input(float_rows(rows, seed=i), tmp_path / "in" / date / "part.parquet")
+    for date in list(nights)[:3]:
+        assert score(inp, baseline_model, out / "{run_date}", "--run_date", date).code == 0
+    for copy in ("2026-03-04", "2026-03-05"):
+        shutil.copytree(out / "2026-03-01", out / copy)
+    (out / "2026-02-27").mkdir()
+    (out / "2026-02-27" / "manifest.json").write_text('{"producer": "beamscore", "run_')
+    (out / "2026-02-26").mkdir()
+    (out / "2026-02-26" / "manifest.json").write_text('{"status": "succeeded"}')
+
+    res = score(
+        inp, baseline_model, out / "{run_date}", "--run_date", "2026-03-06",
+        "--max_rows_change", "0.5",
+    )  # fmt: skip
+    assert res.code == 0, res.stderr  # 100 rows against the median of 10, 100, 100
+    res.output = out / "2026-03-06"
+    history = res.manifest["history"]
+    assert [n["run_date"] for n in history["nights"]] == ["2026-03-01", "2026-03-02", "2026-03-03"]
+    reasons = {i["run_date"]: i["reason"] for i in history["ignored"]}
+    assert list(reasons) == ["2026-02-26", "2026-02-27", "2026-03-04", "2026-03-05"]
+    assert "not one of this tool's" in reasons["2026-02-26"]
+    assert "not valid JSON" in reasons["2026-02-27"]
+    assert reasons["2026-03-04"].startswith("its manifest is of the night of '2026-03-01'")
+    for date in reasons:
+        assert f"history: the folder of {date} is ignored" in res.stderr
+    page = (out / "2026-03-06" / "report.html").read_text()
+    assert page.count('data-ignored="') == 4 and "4 folders left out of the history" in page
