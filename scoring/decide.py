@@ -534,10 +534,13 @@ def plan_explain(
         k = int(str(value).strip())
     except ValueError:
         raise Refused(f"--explain {value!r} is not a whole number of reasons") from None
-    clash = [c for c in keys if re.fullmatch(r"(reason|contribution)_\d+", c)]
+    clash = [c for c in keys if _explain_column(c, k)]
     if clash:
+        kept = [c for c in keys if c not in clash]
+        fix = f"--key_columns {','.join(kept)}" if kept else "rename them upstream"
         raise Refused(
-            f"key column(s) {', '.join(clash)} clash with --explain's columns; choose --key_columns"
+            f"key column(s) {', '.join(clash)} clash with the columns --explain {k} writes "
+            f"(reason_1..{k}, contribution_1..{k}): {fix}"
         )
     rows = probe_frame(features, columns, facts, first)
     try:
@@ -546,3 +549,9 @@ def plan_explain(
             return explain.plan(model, tuple(features), k, baseline, rows)
     except explain.CannotExplain as e:
         raise Refused(str(e)) from None
+
+
+def _explain_column(name: str, k: int) -> bool:
+    """Whether `--explain k` writes a column of this name (reason_1..k, contribution_1..k)."""
+    m = re.fullmatch(r"(reason|contribution)_([1-9]\d{0,8})", name)
+    return m is not None and int(m[2]) <= k

@@ -394,6 +394,32 @@ def test_bad_k_is_refused(tmp_path, k):
     assert not (tmp_path / "out").exists()
 
 
+def test_only_the_reason_columns_the_run_writes_clash_with_a_key(tmp_path):
+    """--explain 2 writes reason_1..2 and contribution_1..2: an input column reason_3 or
+    contribution_02 is a key like any other; contribution_2 is refused, naming the keys to keep."""
+    from sklearn.linear_model import LinearRegression
+
+    df = frame(12)
+    model = LinearRegression().fit(df, labels(df, "reg"))
+    path = write(tmp_path, model, df)
+    rows = pd.read_parquet(tmp_path / "in.parquet")
+    rows["reason_3"], rows["contribution_02"] = "kept", 7
+    rows.to_parquet(tmp_path / "in.parquet")
+    cli = run(tmp_path, path, 2)
+    assert cli.code == 0, cli.stderr
+    written = cli.predictions()
+    assert set(written.reason_3) == {"kept"} and set(written.contribution_02) == {7}
+    assert written.reason_1.notna().all() and "reason_3" in cli.manifest["key_columns"]
+
+    rows["contribution_2"] = 1.0
+    rows.to_parquet(tmp_path / "in.parquet")
+    cli = score(tmp_path / "in.parquet", path, tmp_path / "out2", "--explain", "2")
+    assert_one_line_error(
+        cli, "contribution_2", "--explain 2 writes", "--key_columns id,reason_3,contribution_02"
+    )
+    assert not (tmp_path / "out2").exists()
+
+
 def test_without_explain_no_reason_columns(tmp_path):
     from sklearn.linear_model import LinearRegression
 
