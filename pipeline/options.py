@@ -127,7 +127,8 @@ FLAGS = (
         "returns (exit 0) as soon as the job is submitted, printing the job and where its "
         "manifest will appear: the job commits its output and releases DIR's lock itself (what "
         "a Flex Template launcher must use; its image sets BEAMSCORE_WAIT=false, which changes "
-        "this default)",
+        "this default). On the DirectRunner, which runs the job to its end before it returns, "
+        "false says the night's outcome and exits with its code, as true does",
         default="true",
     ),
     Flag(

@@ -112,7 +112,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         result = score(job, test_pipeline)
         if not job.wait:
             submitted = True  # the job holds the lock now, and releases it itself
-            return _submitted(job, result)
+            if not job.runner.done_on_return:
+                return _submitted(job, result)
+        # The job ended (with --wait false too, where the runner ran it to its end): its
+        # outcome is the night's, said and returned as when the launcher waits.
         return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))

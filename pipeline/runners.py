@@ -41,9 +41,12 @@ class Runner:
         name: the runner's name, as Beam knows it (DirectRunner, DataflowRunner, ...).
         in_process: the workers run on this machine, beside the launcher: they may take the
             launcher's loaded model, and the commit stage runs where a stop signal reaches it.
+        done_on_return: the job has ended (its commit stage included) when the pipeline's run()
+            returns, so even with --wait false the launcher knows the night's outcome.
     """
 
     in_process = False
+    done_on_return = False
 
     def __init__(self, name: str):
         self.name = name
@@ -133,6 +136,7 @@ class DirectRunner(Runner):
     """Beam's DirectRunner (and its variants): workers are threads or processes here."""
 
     in_process = True
+    done_on_return = True
 
     def staging_root(self, options: PipelineOptions) -> str | None:
         return None

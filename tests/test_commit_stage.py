@@ -62,16 +62,11 @@ def test_template_launch_returns_at_submission_and_the_job_commits(
     tmp_path, models_dir, monkeypatch, mode
 ):
     """Built exactly as the template launcher builds it (its image sets BEAMSCORE_WAIT=false,
-    its parameters come as --name=value); the launcher never reads what the commit stage did."""
-    from pipeline import run as cli
-
+    its parameters come as --name=value); the job's commit stage commits and releases the lock
+    itself. The DirectRunner has run the job to its end when it returns, so the launcher says
+    the night's outcome and exits with its code, as when it waits (a Dataflow launcher returns
+    at submission)."""
     monkeypatch.setenv("BEAMSCORE_WAIT", "false")
-
-    def never(*args, **kwargs):
-        raise AssertionError("a launcher that does not wait read the commit stage's result")
-
-    monkeypatch.setattr(cli, "finalize", never)
-    monkeypatch.setattr(cli, "read_outcome", never)
     inp, out = night(tmp_path), tmp_path / "out"
     more = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     argv = template_argv(inp, models_dir / "binary.joblib", out)
@@ -79,11 +74,34 @@ def test_template_launch_returns_at_submission_and_the_job_commits(
         argv += more
     cli_ = run_cli(*argv)
     assert cli_.code == 0, cli_.stderr
-    (line,) = cli_.result.stdout.strip().splitlines()
-    assert line.startswith("SUBMITTED: job ") and f"{out}/manifest.json" in line, line
+    first = cli_.result.stdout.strip().splitlines()[0]
+    assert first.startswith(f"SUCCEEDED: {3 * ROWS_PER_FILE:,} rows read"), cli_.result.stdout
+    assert "SUBMITTED" not in cli_.result.stdout
     manifest = assert_complete(out, 3 * ROWS_PER_FILE)
     assert manifest["model_loads"] == (2 if mode == "multi_processing" else 1)
     assert [f["rows_read"] for f in manifest["inputs"]] == [ROWS_PER_FILE] * 3
+
+
+def test_a_runner_that_returns_at_submission_leaves_the_night_to_the_job(
+    tmp_path, models_dir, monkeypatch
+):
+    """As Dataflow does with --wait false: the launcher prints SUBMITTED and exits 0 once the
+    job is submitted, never reading what the commit stage did; the job commits by itself."""
+    from pipeline import run as cli
+    from pipeline.runners import DirectRunner
+
+    def never(*args, **kwargs):
+        raise AssertionError("a launcher that does not wait read the commit stage's result")
+
+    monkeypatch.setattr(DirectRunner, "done_on_return", False)
+    monkeypatch.setattr(cli, "finalize", never)
+    monkeypatch.setattr(cli, "read_outcome", never)
+    inp, out = night(tmp_path), tmp_path / "out"
+    cli_ = run_cli(*template_argv(inp, models_dir / "binary.joblib", out, "--wait=false"))
+    assert cli_.code == 0, cli_.stderr
+    (line,) = cli_.result.stdout.strip().splitlines()
+    assert line.startswith("SUBMITTED: job ") and f"{out}/manifest.json" in line, line
+    assert_complete(out, 3 * ROWS_PER_FILE)
 
 
 def test_wait_is_checked_and_waiting_keeps_todays_summary(tmp_path, models_dir):

@@ -213,12 +213,13 @@ def test_max_drift_fails_a_drifted_night_and_drift_exclude_leaves_a_feature_out(
     assert kept.manifest["drift_exclude"] == ["f0"]
     assert set(kept.manifest["drift"]) == {"f1", "f2", "f3"}
     assert kept.manifest["failed_checks"] == []
-    # With --wait false the job's own commit stage decides: the launcher is gone by then.
+    # With --wait false the job's own commit stage decides; the DirectRunner ran the job to
+    # its end before returning, so the launcher says the night's outcome and exits with it.
     alone = score(
         tmp_path / "in.parquet", baseline_model, tmp_path / "c", "--min_rows", "61",
         "--wait", "false",
     )  # fmt: skip
-    assert alone.code == 0 and "SUBMITTED" in alone.result.stdout, alone.stderr
+    assert alone.code == 1 and alone.result.stdout.startswith("FAILED: 60 rows read"), alone.stderr
     assert alone.manifest["status"] == "failed"
     assert [c["check"] for c in alone.manifest["failed_checks"]] == ["min_rows"]
     assert "night check failed: min_rows: 60 rows read" in alone.stderr  # the job's log
