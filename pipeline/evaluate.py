@@ -387,16 +387,22 @@ def _typed(
         if not is_label and not pa.types.is_null(block.column(name).type):
             out.key_types.setdefault(name, set()).add(str(block.column(name).type))
         target = _label_type(kind) if is_label else key_types[name]
+        column = block.column(name)
+        if is_label and kind.classes and pa.types.is_integer(target):
+            column = _whole_numbers(column)
         # A class is an identity, like a key (written back as spelled); a regressor's label a
         # number, like a feature.
         done = cast(
-            block.column(name),
+            column,
             target,
             key=not (is_label and kind.name == "regressor"),
             name=f"label {name}" if is_label else name,
         )
         values = done.values
         for failed, reason in done.failures:
+            if is_label and kind.classes:  # not of the classes' type: not one of the classes
+                reason = f"label {name}: {{!r}} is not one of the model's classes "
+                reason += f"({', '.join(kind.classes)})"
             reasons.append((failed & ~bad, _without_hint(reason), block.column(name)))
             bad |= failed
         null = ~bad & ~mask(values.is_valid())
@@ -434,6 +440,14 @@ def _typed(
         return pa.table(columns)
     keep = pa.array(~bad)
     return pa.table({name: values.filter(keep) for name, values in columns.items()})
+
+
+def _whole_numbers(column: pa.Array) -> pa.Array:
+    """Text labels of integer classes with a float's spelling of a whole number ("1.0", what
+    pandas writes for a float column holding NaN) spelled as the integer ("1")."""
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return column
+    return pc.replace_substring_regex(column, pattern=r"^([+-]?\d+)\.0*$", replacement=r"\1")
 
 
 def _without_hint(reason: str) -> str:

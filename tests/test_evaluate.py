@@ -140,6 +140,32 @@ def test_binary_metrics_are_sklearns_and_the_nights_mlflow_run_gains_them(
     assert run.info.status == "FINISHED"  # the night's outcome is not changed
 
 
+def test_pandas_float_labels_of_integer_classes_are_the_integers_they_spell(tmp_path, models_dir):
+    """pandas writes a float column holding NaN as 1.0, 0.0 and empty: for a 0/1 model the
+    whole numbers are its classes, as the same labels in Parquet are; a missing label is
+    rejected as such, and a rejection names the label column, not a key."""
+    night = _night(tmp_path, models_dir / "binary.joblib", 31)
+    ids = list(range(40))
+    ys = [float(i % 2) for i in ids[:-3]] + [np.nan, 1.5, 3.0]
+    frame = pd.DataFrame({"id": ids, "y": ys})
+    frame.to_csv(tmp_path / "labels.csv", index=False)
+    assert "1.0" in (tmp_path / "labels.csv").read_text()
+    cli = evaluate(night, tmp_path / "labels.csv")
+    assert cli.code == 0, cli.stderr
+    q = quality(night)
+    assert q["rows_labelled"] == 37 and q["labels_rejected"]["rows"] == 3
+    reasons = " | ".join(e["reason"] for e in q["labels_rejected"]["examples"])
+    assert "label y is null" in reasons
+    assert "label y: '1.5' is not one of the model's classes (0, 1)" in reasons
+    assert "label y: 3 is not one of the model's classes (0, 1)" in reasons
+    assert "key" not in reasons
+
+    frame.to_parquet(tmp_path / "labels.parquet")  # the same labels, as floats
+    cli = evaluate(night, tmp_path / "labels.parquet")
+    assert cli.code == 0, cli.stderr
+    assert quality(night)["metrics"] == q["metrics"]
+
+
 def test_multiclass_jsonl_labels_with_keys_as_json_text_or_numbers(tmp_path, models_dir):
     night = _night(tmp_path, models_dir / "multiclass.pkl", 22)
     rng = np.random.default_rng(6)
