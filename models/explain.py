@@ -15,7 +15,8 @@ Methods:
   probability for forests and single trees, the prediction for regressors).
 - linear models (coef_ and intercept_): coef x (value - reference mean); the reference means
   come from the model's drift baseline (`mean` of each numeric feature, category shares of a
-  text feature); a linear model without such a baseline is refused.
+  text feature) when it has every feature, else from the launcher's sample of the night (the
+  mean of each column the linear step takes, over the sampled rows); with neither, refused.
 A multi-class model is explained in its predicted class's raw output. A scikit-learn Pipeline
 whose last step is one of these is explained on its last step's inputs, and the contributions
 of the columns a ColumnTransformer made from one input column (one-hot columns) are summed back
@@ -76,8 +77,10 @@ class ExplainPlan:
         units: what a contribution is measured in.
         expected_value: the raw output contributions add up from (one per class for a
             multi-class model: the predicted class's applies).
-        reference: linear models: where the reference means came from (drift_baseline).
+        reference: linear models: where the reference means came from (drift_baseline, or
+            night_sample: the launcher's sample of the night).
         means: linear models: the reference mean of each column the last step takes.
+        reference_rows: with night_sample, how many sampled rows the means are over.
         groups: for each column the last step takes, the index of the input feature it was made
             from (None: the last step takes the features themselves).
     """
@@ -89,6 +92,7 @@ class ExplainPlan:
     reference: str | None = None
     means: tuple[float, ...] | None = None
     groups: tuple[int, ...] | None = None
+    reference_rows: int | None = None
 
     def manifest(self) -> dict[str, Any]:
         ev = self.expected_value
@@ -100,6 +104,8 @@ class ExplainPlan:
         }
         if self.reference:
             out["reference"] = self.reference
+        if self.reference_rows is not None:
+            out["reference_rows"] = self.reference_rows
         return out
 
 
@@ -147,6 +153,7 @@ def plan(
     k: int,
     baseline: dict | None,
     probe_rows: Any,
+    sample_rows: Any = None,
 ) -> ExplainPlan:
     """Decides how to explain the model, and checks it on the probe rows (raises CannotExplain).
 
@@ -156,6 +163,8 @@ def plan(
         k: --explain.
         baseline: the model's drift baseline (linear models take their reference means there).
         probe_rows: a DataFrame of rows the model scores (the launch probe).
+        sample_rows: a DataFrame of the night's sampled rows the model takes (None: none);
+            a linear model's reference means where the baseline lacks a feature.
     """
     method = kind_of(model)
     if not method:
@@ -174,11 +183,15 @@ def plan(
             ) from None
     pre, last = _split(model)
     groups = _groups(pre, features) if pre is not None else None
-    means = reference = None
+    means = reference = rows = None
     if method == "linear":
-        means = _linear_means(pre, last, features, baseline, groups)
-        reference = "drift_baseline"
-    draft = ExplainPlan(k, method, _units(method, last), 0.0, reference, means, groups)
+        if _baseline_covers(baseline, features) or sample_rows is None or not len(sample_rows):
+            means = _linear_means(pre, last, features, baseline, groups)
+            reference = "drift_baseline"
+        else:
+            means = _sample_means(pre, features, sample_rows)
+            reference, rows = "night_sample", len(sample_rows)
+    draft = ExplainPlan(k, method, _units(method, last), 0.0, reference, means, groups, rows)
     explainer = Explainer(model, draft, len(features))
     expected = explainer.expected_value(probe_rows)
     final = dataclasses.replace(draft, expected_value=expected)
@@ -292,6 +305,26 @@ def _column_transformer_groups(ct: Any, features: tuple[str, ...]) -> list[int]:
     return out
 
 
+def _baseline_covers(baseline: dict | None, features) -> bool:
+    return bool(baseline) and all(
+        f in baseline and ("mean" in baseline[f] or "categories" in baseline[f]) for f in features
+    )
+
+
+def _sample_means(pre, features, rows) -> tuple[float, ...]:
+    """The mean of each column the linear step takes, over the night's sampled rows."""
+    frame = rows[list(features)]
+    if pre is None:
+        z = frame.to_numpy(dtype=np.float64)
+    else:
+        z = pre.transform(frame)
+        z = z.toarray() if hasattr(z, "toarray") else np.asarray(z, dtype=np.float64)
+    means = z.mean(axis=0)
+    if not np.isfinite(means).all():
+        raise CannotExplain("--explain: the night's sample gives no finite reference means")
+    return tuple(float(v) for v in means)
+
+
 def _linear_means(pre, last, features, baseline, groups) -> tuple[float, ...]:
     """The reference mean of each column the linear step takes, from the drift baseline."""
     missing = [
@@ -303,11 +336,11 @@ def _linear_means(pre, last, features, baseline, groups) -> tuple[float, ...]:
     ]
     if missing:
         raise CannotExplain(
-            "--explain for a linear model needs the training means of its features from the "
-            f"model's drift baseline, which has none for {', '.join(missing[:5])}: save the "
-            "baseline with models.baseline.baseline_from_frame (it records each numeric "
-            "feature's mean); the night's own means are not used (they would need a first pass "
-            "over the input)"
+            "--explain for a linear model needs reference means of its features: the model's "
+            f"drift baseline has none for {', '.join(missing[:5])}, and there is no sample of "
+            "the night to take them from (save the baseline with "
+            "models.baseline.baseline_from_frame, or serve --like a night scored with --explain, "
+            "whose manifest records them)"
         )
     if pre is None:
         numeric = [f for f in features if "mean" not in baseline[f]]

@@ -437,6 +437,32 @@ def probe_frame(features, columns: pa.Schema, facts: ModelFacts, first):
     return table.to_pandas().reset_index(drop=True) if table.num_rows else pd.DataFrame()
 
 
+def sample_frame(features, columns: pa.Schema, facts: ModelFacts, first):
+    """The launcher's sample of the night as the model takes it: each sampled row whose
+    features all convert, are finite and are categories the model knows, converted as batches
+    are (None: no sample, or no such row)."""
+    if first is None or not first.num_rows or any(f not in first.column_names for f in features):
+        return None
+    typed: dict[str, pa.Array] = {}
+    valid = None
+    for f in features:
+        target = columns.field(f).type
+        raw = first.column(f).combine_chunks()
+        if pa.types.is_dictionary(raw.type):
+            raw = raw.cast(raw.type.value_type)
+        values = cast(raw, target, key=False, name="").values
+        ok = values.is_valid()
+        if pa.types.is_floating(target):
+            ok = pa.compute.and_(ok, pa.compute.is_finite(values).fill_null(False))
+        cats = facts.categorical.get(f)
+        if cats is not None and cats.values and not cats.unknown_ok:
+            ok = pa.compute.and_(ok, pa.compute.is_in(values, value_set=cats.known()))
+        typed[f] = values
+        valid = ok if valid is None else pa.compute.and_(valid, ok)
+    table = pa.table(typed).filter(valid)
+    return table.to_pandas().reset_index(drop=True) if table.num_rows else None
+
+
 def _typical(name: str, values: pa.Array, target: pa.DataType, facts: ModelFacts):
     """A value the model surely takes for a feature: a known category, or the sample's median."""
     if name in facts.categorical and facts.categorical[name].values:
@@ -546,7 +572,14 @@ def plan_explain(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return explain.plan(model, tuple(features), k, baseline, rows)
+            return explain.plan(
+                model,
+                tuple(features),
+                k,
+                baseline,
+                rows,
+                sample_frame(features, columns, facts, first),
+            )
     except explain.CannotExplain as e:
         raise Refused(str(e)) from None
 

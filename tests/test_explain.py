@@ -298,14 +298,45 @@ def test_linear(tmp_path, name):
         assert cli.predictions()[f"reason_{k}"].isna().all()
 
 
-def test_linear_without_training_means_is_refused(tmp_path):
+def test_linear_without_a_baseline_is_refused_where_there_is_no_sample(tmp_path, capsys):
+    """The service from flags has no night to sample: a linear model without a drift baseline
+    has no honest reference means there (served --like a night, it takes the night's)."""
     from sklearn.linear_model import LinearRegression
+
+    from pipeline.serve import main
 
     df = frame(7)
     model = LinearRegression().fit(df, labels(df, "reg"))
-    cli = run(tmp_path, write(tmp_path, model, df, baseline=False), 2)
-    assert_one_line_error(cli, "drift baseline", "mean")
-    assert not (tmp_path / "out").exists()
+    path = write(tmp_path, model, df, baseline=False)
+    assert main(["--model", str(path), "--explain", "2", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "drift baseline has none" in err and "sample" in err
+
+
+def test_a_pipeline_without_a_baseline_takes_its_reference_from_the_nights_sample(tmp_path):
+    """StandardScaler + OneHotEncoder + LogisticRegression, no drift baseline: the reference
+    means are those of the launcher's sample of the night (here every row), named in the
+    manifest; reasons name input columns and add up to the decision function to 1e-6."""
+    from sklearn.linear_model import LogisticRegression
+
+    df = _mixed(seed=13)
+    y = ((df.f0 + (df.city == "paris") - 0.5 * (df.city == "nice")) > 0.3).astype(int)
+    model = _pipeline(LogisticRegression()).fit(df, y)
+    names = list(df.columns)
+    k = len(names)
+    cli = run(tmp_path, write(tmp_path, model, df, baseline=False), k)
+    assert cli.code == 0, cli.stderr
+    explain = cli.manifest["explain"]
+    assert explain["reference"] == "night_sample" and explain["reference_rows"] == len(df)
+    Z = model[:-1].transform(df)
+    Z = Z.toarray() if hasattr(Z, "toarray") else Z
+    per_column = model[-1].coef_[0] * (Z - Z.mean(axis=0))
+    groups = [0, 1, 2] + [3] * (Z.shape[1] - 3)
+    contrib = np.zeros((len(df), len(names)))
+    for column, group in enumerate(groups):
+        contrib[:, group] += per_column[:, column]
+    out = check(cli, contrib, model[-1].decision_function(Z), k, names=names)
+    assert set(out[[f"reason_{i}" for i in range(1, k + 1)]].stack().dropna()) <= set(names)
 
 
 # --------------------------------------------------------------------------------------------
