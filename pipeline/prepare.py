@@ -48,6 +48,8 @@ from transforms.sources import (
     format_of,
     is_tsv,
     one_name_each,
+    partition_values,
+    with_partitions,
 )
 from transforms.spec import ScoringSpec, TextFormat
 
@@ -134,6 +136,7 @@ class _Inputs:
     first_path: str | None
     fingerprints: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)
     table: Any = None  # a BigQuery table input's read session (transforms.bqread.TableInput)
+    partitions: tuple[str, ...] = ()  # the first file's name=value folders: text columns
 
 
 def prepare(
@@ -178,7 +181,12 @@ def prepare(
             first=inputs.first,
             fmt=inputs.fmt,
             source=inputs.first_path,
-            overrides=flags.overrides,
+            # A partition key is text as its folder spells it, in every format (a feature
+            # takes the type the model needs); --column_types types it otherwise.
+            overrides={
+                **{p: pa.string() for p in inputs.partitions if p in keys and p not in features},
+                **flags.overrides,
+            },
             unknown_categories=flags.unknown_categories,
             explain=opts.explain,
             baseline=baseline,
@@ -194,6 +202,7 @@ def prepare(
         baseline=baseline,
         table=inputs.table,
         run_date=flags.run_date,
+        partitions=tuple(p for p in inputs.partitions if p in row.wanted),
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
     return Launch(
@@ -399,15 +408,38 @@ def match_inputs(flags: _Flags) -> _Inputs:
             continue
         if table.num_columns:
             _check_unique_names(table.column_names, path)
+            names = _partitions(table, path)
+            table = with_partitions(table, path, names)
             if table.num_rows:
-                return _Inputs(files, fmt, table, path, fingerprints)
-            headed = headed or (table, path)
+                return _Inputs(files, fmt, table, path, fingerprints, partitions=names)
+            headed = headed or (table, path, names)
     if headed is not None:
-        return _Inputs(files, fmt, headed[0], headed[1], fingerprints)
+        return _Inputs(files, fmt, headed[0], headed[1], fingerprints, partitions=headed[2])
     if problem is not None:
         raise ConfigError(str(problem))
     _LOG.warning("every input file is empty (%d file(s)): the run reads 0 rows", len(files))
     return _Inputs(files, fmt, None, None, fingerprints)
+
+
+def _partitions(table: pa.Table, path: str) -> tuple[str, ...]:
+    """The name=value folders of the file's path that are columns (not inside the file); a
+    name the file holds too is read from the file, and refused when its values differ."""
+    folders = partition_values(path)
+    for name, value in folders.items():
+        if name not in table.column_names:
+            continue
+        held = table.column(name).drop_null()
+        try:
+            spelled = set(held.cast(pa.string()).to_pylist()) if len(held) else set()
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            spelled = {f"a {held.type} value"}
+        if spelled - {value}:
+            shown = ", ".join(repr(v) for v in sorted(spelled - {value})[:3])
+            raise ConfigError(
+                f"column {name} is both the folder {name}={value} of {path} and a column of "
+                f"the file holding {shown}: rename one of them"
+            )
+    return tuple(n for n in folders if n not in table.column_names)
 
 
 # The BigQuery types a feature may have: what the model takes (numbers, booleans, text).
@@ -561,7 +593,12 @@ def decide_columns(
             )
     keys = flags.keys
     if keys is None:
-        keys = tuple(c for c in names if c not in features)
+        # A partition folder named like an output column (run_date=...) is no key by default.
+        keys = tuple(
+            c
+            for c in names
+            if c not in features and not (c in inputs.partitions and _is_output_name(c))
+        )
     elif first is not None:
         absent = [k for k in keys if k not in names]
         if absent:

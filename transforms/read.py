@@ -19,7 +19,13 @@ from models.errors import one_line
 from scoring.spec import KEY_COPY
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
-from transforms.sources import INT96_UNIT, FileUnreadable, open_input, open_raw
+from transforms.sources import (
+    INT96_UNIT,
+    FileUnreadable,
+    open_input,
+    open_raw,
+    with_partitions,
+)
 from transforms.spec import ERRORS, UNITS, Chunk, ScoringSpec, Unit
 from transforms.textread import (
     Lines,
@@ -71,7 +77,7 @@ class ReadUnits(CountingDoFn):
                     yield beam.pvalue.TaggedOutput(ERRORS, item)
                     continue
                 self.count("rows_read", item.batch.num_rows, path)
-                yield item
+                yield self._partitioned(item) if spec.partitions else item
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the other files
             if spec.table is not None:  # a stream that fails: the run fails (exit 3)
                 raise StreamFailed(
@@ -93,6 +99,12 @@ class ReadUnits(CountingDoFn):
                 error_record("read", message, None, path, spec.run_id, file_failed=True),
             )
         yield beam.pvalue.TaggedOutput(UNITS, (path, (unit.index, self._rows, self._lines, failed)))
+
+    def _partitioned(self, chunk: Chunk) -> Chunk:
+        """The chunk with the partition columns of its file's folders (text)."""
+        batch = chunk.batch
+        table = with_partitions(pa.Table.from_batches([batch]), chunk.source, self._spec.partitions)
+        return chunk._replace(batch=table.combine_chunks().to_batches()[0])
 
     def _rejected(self, unit: Unit, text: str | None, reason: str, line: int | None, **extra):
         self.count("rows_read", 1, unit.path)
@@ -132,7 +144,7 @@ class ReadUnits(CountingDoFn):
             if problem := self._lacks_columns(unit, names, rows):
                 yield problem
                 return
-            present = [c for c in self._spec.wanted if c in names]
+            present = [c for c in self._spec.in_files if c in names]
             # Pages stream through a small buffer instead of whole row groups being loaded:
             # memory stays bounded whatever the row-group size.
             for batch in pf.iter_batches(
@@ -157,7 +169,7 @@ class ReadUnits(CountingDoFn):
 
     def _lacks_columns(self, unit: Unit, names: list[str], rows: int) -> dict | None:
         """One rejection for all `rows` of a unit whose file lacks a feature or key column."""
-        missing = [c for c in self._spec.wanted if c not in names]
+        missing = [c for c in self._spec.in_files if c not in names]
         if not missing or not rows:
             return None
         kinds = "feature" if all(c in self._spec.features for c in missing) else "feature/key"
@@ -196,8 +208,8 @@ class ReadUnits(CountingDoFn):
     def _csv(self, unit: Unit) -> Iterator[Any]:
         spec = self._spec
         names = unit.columns
-        present = [c for c in spec.wanted if c in names]
-        lacking = any(c not in names for c in spec.wanted)
+        present = [c for c in spec.in_files if c in names]
+        lacking = any(c not in names for c in spec.in_files)
         copies = [k for k in spec.key_copies if k in names]
         types = {
             c: _csv_type(spec.columns.field(c).type, c in spec.features and c not in copies)
@@ -221,7 +233,7 @@ class ReadUnits(CountingDoFn):
         neighbours; a wanted column that no record of the unit holds is one "file lacks"
         rejection for the unit's rows (held back until a record with it shows up)."""
         spec = self._spec
-        wanted = list(spec.wanted)
+        wanted = list(spec.in_files)
         exact = frozenset(spec.keys)
         seen: set[str] = set()
         pending: list[tuple[pa.Table, Any]] = []

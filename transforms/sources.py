@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -46,6 +48,37 @@ def fingerprint(meta: Any) -> tuple[int, int]:
     and the workers each match the input: a file whose fingerprint differs between the two
     changed while the run read it."""
     return int(meta.size_in_bytes or 0), round((meta.last_updated_in_seconds or 0.0) * 1000)
+
+
+# A Hive-style partition folder (Spark, Hive, BigQuery external tables, pyarrow.dataset):
+# name=value, the value %-encoded; Hive writes a null as __HIVE_DEFAULT_PARTITION__.
+_PARTITION = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+
+
+def partition_values(path: str) -> dict[str, str | None]:
+    """The name=value folders of a file's path, as text (the deepest wins a repeated name)."""
+    found: dict[str, str | None] = {}
+    folders = path.split("://", 1)[-1].replace("\\", "/").split("/")[:-1]
+    for folder in folders:
+        m = _PARTITION.match(folder)
+        if m:
+            value = urllib.parse.unquote(m[2])
+            found[m[1]] = None if value == HIVE_NULL else value
+    return found
+
+
+def with_partitions(table: pa.Table, path: str, names) -> pa.Table:
+    """The table with a text column per partition name (its value in this file's folders, or
+    null where the path has no such folder), after the file's own columns."""
+    if not names:
+        return table
+    values = partition_values(path)
+    for name in names:
+        value = values.get(name)
+        column = pa.array([value] * table.num_rows, pa.string())
+        table = table.append_column(pa.field(name, pa.string()), column)
+    return table
 
 
 def identity(path: str) -> str:

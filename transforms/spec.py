@@ -164,6 +164,8 @@ class ScoringSpec(RowSpec):
         table: a BigQuery table input's read session (transforms.bqread.TableInput), or None
             for files (input_format is then "bigquery").
         run_date: the run date (YYYY-MM-DD) written on every prediction row.
+        partitions: the wanted columns that come from Hive-style name=value folders of each
+            file's path, not from inside the files (text; null where a path has none).
     """
 
     run_id: str
@@ -176,12 +178,18 @@ class ScoringSpec(RowSpec):
     split_bytes: int = 64 << 20
     table: Any = None
     run_date: str | None = None
+    partitions: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, row: RowSpec, **job: Any) -> ScoringSpec:
         """The job's spec: how its rows are scored (`row`), and its input and run (`job`)."""
         scoring = {f.name: getattr(row, f.name) for f in dataclasses.fields(RowSpec)}
         return cls(**scoring, **job)
+
+    @property
+    def in_files(self) -> tuple[str, ...]:
+        """The wanted columns read from inside the files (the others are partitions)."""
+        return tuple(c for c in self.wanted if c not in self.partitions)
 
     @property
     def lineage(self) -> Lineage:
