@@ -222,11 +222,16 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
 def _night(nights: Nights | None, counts: Counts, drift, profile: dict, launch_: Launch) -> dict:
     """The manifest's night sections: the prediction in one number, the night checks (failed
     and skipped), the features left out of drift, and the previous nights it was compared with."""
-    failed, skipped = evaluate(nights, counts.rows_read, drift)
+    failed, skipped = evaluate(nights, counts.rows_read, drift, launch_.input_fingerprint)
     nights = nights or Nights()
     return {
+        "repeated_input": nights.repeated(launch_.input_fingerprint),
         "prediction_summary": prediction_summary(profile, launch_.spec.facts.classes),
-        "checks": {**nights.limits(), "skipped": skipped},
+        "checks": {
+            **nights.limits(),
+            **({"refuse_repeated_input": True} if nights.refuse_repeated_input else {}),
+            "skipped": skipped,
+        },
         "failed_checks": failed,
         "drift_exclude": list(nights.drift_exclude),
         "history": {

@@ -91,6 +91,7 @@ def night_brief(manifest: dict, quality: dict | None = None) -> dict:
         "failed_checks": [str(c.get("check")) for c in failed if isinstance(c, dict)],
         "finished_at": m.get("finished_at"),
         "mlflow_run_id": m.get("mlflow_run_id"),
+        "input_fingerprint": m.get("input_fingerprint"),
         "quality": None,
     }
     if isinstance(quality, dict) and isinstance(quality.get("metrics"), dict):

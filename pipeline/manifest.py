@@ -165,6 +165,7 @@ def build_manifest(
                 "rows_failed": sum(c.get(f"rows_failed_{s}", 0) for s in STAGES),
                 "rows_failed_by_stage": {s: c.get(f"rows_failed_{s}", 0) for s in STAGES},
                 "failed": bool(c.get("files_failed")),
+                "content": launch.input_checksums.get(path),
             }
         )
     manifest = {
@@ -190,6 +191,7 @@ def build_manifest(
         "model_loads": counts.get("model_loads"),
         "unknown_categories": unknown_categories(launch, counts),
         "inputs": inputs,
+        "input_fingerprint": launch.input_fingerprint,
         "files_failed": counts.files_failed,
         "input_pattern": launch.input_pattern,
         "input_format": spec.input_format,

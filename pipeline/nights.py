@@ -22,7 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
-from pipeline.flags import absolute, bounded_number, name_list
+from pipeline.flags import absolute, bounded_number, name_list, switch
 from pipeline.history import MIN_PREVIOUS, night_brief
 from pipeline.manifest import PRODUCER
 from pipeline.output import MANIFEST, read_json
@@ -56,6 +56,7 @@ class Nights:
     history: tuple[dict, ...] = ()
     history_source: str = "none"
     history_ignored: tuple[dict, ...] = ()
+    refuse_repeated_input: bool = False
 
     def limits(self) -> dict:
         return {
@@ -63,6 +64,15 @@ class Nights:
             "max_drift": self.max_drift,
             "max_rows_change": self.max_rows_change,
         }
+
+    def repeated(self, fingerprint: str | None) -> dict | None:
+        """The latest previous night whose input content is tonight's: {"run_date", "run_id"}."""
+        if not fingerprint:
+            return None
+        for brief in reversed(self.history):
+            if brief.get("input_fingerprint") == fingerprint:
+                return {"run_date": brief.get("run_date"), "run_id": brief.get("run_id")}
+        return None
 
 
 def decide(opts, decided):
@@ -115,6 +125,9 @@ def decide(opts, decided):
         history=tuple(history),
         history_source=source,
         history_ignored=tuple(ignored),
+        refuse_repeated_input=switch(
+            "--refuse_repeated_input", getattr(opts, "refuse_repeated_input", None)
+        ),
     )
     return decided, nights
 
@@ -255,8 +268,10 @@ def mlflow_history(decided) -> tuple[list[dict], str]:
     return found, f"MLflow experiment {decided.mlflow_experiment}"
 
 
-def evaluate(nights: Nights | None, rows_read: int, drift: dict | None) -> tuple[list, list]:
-    """The night checks on tonight's final counts.
+def evaluate(
+    nights: Nights | None, rows_read: int, drift: dict | None, fingerprint: str | None = None
+) -> tuple[list, list]:
+    """The night checks on tonight's final counts (and tonight's input fingerprint).
 
     Returns:
         (failed checks, skipped checks): [{"check", "value", "limit", "message"}] and
@@ -290,6 +305,17 @@ def evaluate(nights: Nights | None, rows_read: int, drift: dict | None) -> tuple
                     "message": f"drift above --max_drift {nights.max_drift}: {names}",
                 }
             )
+    repeated = nights.repeated(fingerprint) if nights.refuse_repeated_input else None
+    if repeated is not None:
+        failed.append(
+            {
+                "check": "refuse_repeated_input",
+                "value": repeated["run_date"],
+                "limit": True,
+                "message": f"the input is the night of {repeated['run_date']}'s again (run "
+                f"{repeated['run_id']}): the same content, file for file",
+            }
+        )
     if nights.max_rows_change is not None:
         previous = [b["rows_read"] for b in nights.history if isinstance(b.get("rows_read"), int)]
         if len(previous) < MIN_PREVIOUS:

@@ -101,6 +101,13 @@ FLAGS = (
         "features left out of drift (calendar-like columns such as month, day), recorded in the "
         "manifest",
     ),
+    Flag(
+        "refuse_repeated_input",
+        "",
+        "a night check: an input whose content is a previous night's of the same --output "
+        "pattern (the feed sent that night's data again) fails the night, naming that night; "
+        "without it such a night is marked in the manifest and the report",
+    ),
     Flag("run_date", "YYYY-MM-DD", "fills {run_date} (default: today, UTC)"),
     Flag("batch_size", "N", "rows per Arrow record batch", default="65536"),
     Flag(

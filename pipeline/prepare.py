@@ -20,7 +20,7 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
-from pipeline import gcs, output
+from pipeline import fingerprints, gcs, output
 from pipeline.bigquery import ERRORS_SCHEMA, BigQuerySink, TableRef, parse_table
 from pipeline.errors import ConfigError, RunFailed, refusals
 from pipeline.flags import (
@@ -80,6 +80,8 @@ class Launch:
         openlineage_url: where OpenLineage events go (None: OPENLINEAGE_URL, or nowhere).
         unknown_categories: --unknown_categories (reject or score); what it decided for each
             categorical feature is in spec.facts.categorical (unknown_ok).
+        input_checksums: per input file, its content's checksum (pipeline.fingerprints).
+        input_fingerprint: the night's input content, over every file (None: not known).
     """
 
     spec: ScoringSpec
@@ -98,6 +100,8 @@ class Launch:
     bigquery_errors: BigQuerySink | None = None
     openlineage_url: str | None = None
     unknown_categories: str = "reject"
+    input_checksums: dict[str, str] = dataclasses.field(default_factory=dict)
+    input_fingerprint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +209,7 @@ def prepare(
         partitions=tuple(p for p in inputs.partitions if p in row.wanted),
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
+    checksums = fingerprints.contents(inputs.files) if inputs.table is None else {}
     return Launch(
         spec=spec,
         files=inputs.files,
@@ -222,6 +227,8 @@ def prepare(
         bigquery_errors=errors_sink,
         openlineage_url=flags.openlineage_url,
         unknown_categories=flags.unknown_categories,
+        input_checksums=checksums,
+        input_fingerprint=fingerprints.night(checksums, inputs.files),
     )
 
 

@@ -140,6 +140,17 @@ def _attention(m: dict, status: str | None, error_groups: list[dict]) -> str:
         )
     for text in _far(m).values():
         items.append(("warn", "#history", text[0].upper() + text[1:]))
+    repeated = m.get("repeated_input")
+    refused = any(c.get("check") == "refuse_repeated_input" for c in _list(m.get("failed_checks")))
+    if isinstance(repeated, dict) and not refused:
+        items.append(
+            (
+                "warn",
+                "#history",
+                f"Tonight's input is the night of {repeated.get('run_date')}'s again (the same "
+                "content, file for file)",
+            )
+        )
     n = len(_list(_dig(m, "history", "ignored")))
     if n:
         items.append(
@@ -385,7 +396,7 @@ def _checks(m: dict) -> str:
     failed = {str(c.get("check")): c for c in _list(m.get("failed_checks"))}
     skipped = {str(c.get("check")): c for c in _list(limits.get("skipped"))}
     items = []
-    for name in ("min_rows", "max_drift", "max_rows_change"):
+    for name in ("min_rows", "max_drift", "max_rows_change", "refuse_repeated_input"):
         limit = limits.get(name)
         if limit is None:
             continue
