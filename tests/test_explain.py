@@ -337,6 +337,11 @@ def test_a_pipeline_without_a_baseline_takes_its_reference_from_the_nights_sampl
         contrib[:, group] += per_column[:, column]
     out = check(cli, contrib, model[-1].decision_function(Z), k, names=names)
     assert set(out[[f"reason_{i}" for i in range(1, k + 1)]].stack().dropna()) <= set(names)
+    # --explain 3: the same reference, the top three of those contributions.
+    three = score(tmp_path / "in.parquet", tmp_path / "model.joblib", tmp_path / "out3",
+                  "--explain", "3")  # fmt: skip
+    assert three.manifest["explain"]["reference"] == "night_sample"
+    check(three, contrib, model[-1].decision_function(Z), 3, names=names)
 
 
 # --------------------------------------------------------------------------------------------
