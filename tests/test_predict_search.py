@@ -139,7 +139,9 @@ def test_a_batch_failing_on_no_row_alone_is_scored_whole(tmp_path):
 def _features_of(batch: pa.RecordBatch, numpy_ok: bool):
     """Predictor._features of these rows, for a spec scoring all of their columns."""
     facts = SimpleNamespace(numpy_ok=numpy_ok)
-    me = SimpleNamespace(_spec=SimpleNamespace(facts=facts, features=tuple(batch.schema.names)))
+    me = SimpleNamespace(
+        _spec=SimpleNamespace(facts=facts, features=tuple(batch.schema.names)), _columns=None
+    )
     return Predictor._features(me, batch)
 
 
