@@ -59,6 +59,8 @@ setup(
             "models.*",
         ]
     ),
+    # The run report's page skeleton and styles (the commit stage renders it on the workers).
+    package_data={"pipeline": ["report_assets/*"]},
     install_requires=locked(
         [
             "apache-beam[gcp]>=2.60,<3",

@@ -29,9 +29,12 @@ Stable hooks for tests and scrapers (ids unless said otherwise):
 from __future__ import annotations
 
 import datetime
+import functools
 import html
+import importlib.resources
 import json
 import math
+import string
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,16 +93,22 @@ def render_report(manifest: dict, profile: dict | None, error_groups: list[dict]
         ]
     )
     title = f"{(status or 'unknown').upper()} · scoring run {m.get('run_id') or NA}"
-    page = (
-        "<!DOCTYPE html>\n"
-        '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f'<body class="{_status_class(status)}">\n{body}\n</body>\n</html>\n'
+    page = _asset("page.html").substitute(
+        csp=CSP,
+        title=_e(title),
+        css=_asset("report.css").template,
+        status_class=_status_class(status),
+        body=body,
     )
     # A record may hold a lone surrogate (JSON allows "\ud800"): make the page encodable.
     return page.encode("utf-8", "replace").decode("utf-8")
+
+
+@functools.cache
+def _asset(name: str) -> string.Template:
+    """A file of the page's skeleton and styles (pipeline/report_assets/, package data)."""
+    text = importlib.resources.files("pipeline").joinpath("report_assets", name).read_text()
+    return string.Template(text)
 
 
 # --- the sections ------------------------------------------------------------------------------
@@ -1047,108 +1056,3 @@ def _library_mismatches(libraries: Any) -> Iterable[tuple[str, str, str]]:
 
 def _status_class(status: str | None) -> str:
     return {"succeeded": "ok", "failed": "bad"}.get(status or "", "unknown")
-
-
-_CSS = """
-:root{--bg:#f6f7f9;--card:#fff;--ink:#1c2128;--quiet:#57606a;--line:#d8dee4;--ok:#1a7f37;
---ok-bg:#dafbe1;--bad:#c4202b;--bad-bg:#ffebe9;--warn:#9a6700;--warn-bg:#fff8c5;--accent:#0969da;
---track:#eaeef2;color-scheme:light dark}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--ink:#e6edf3;
---quiet:#8d96a0;--line:#30363d;--ok:#3fb950;--ok-bg:#12261a;--bad:#f85149;--bad-bg:#2d1517;
---warn:#d29922;--warn-bg:#2b2111;--accent:#4493f8;--track:#21262d}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--ink);font:15px/1.5 system-ui,-apple-system,
-"Segoe UI",Roboto,"Helvetica Neue","DejaVu Sans",Arial,sans-serif}
-.mono,pre,code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"DejaVu Sans Mono",monospace}
-.num{font-variant-numeric:tabular-nums;text-align:right}
-.banner{display:grid;grid-template-columns:auto 1fr;gap:4px 24px;align-items:center;
-padding:20px max(24px,calc(50% - 560px));border-bottom:6px solid var(--s);background:var(--card)}
-body.ok{--s:var(--ok);--s-bg:var(--ok-bg)}body.bad{--s:var(--bad);--s-bg:var(--bad-bg)}
-body.unknown{--s:var(--warn);--s-bg:var(--warn-bg)}
-.status{margin:0;padding:10px 22px;border-radius:10px;background:var(--s);color:#fff;
-font-size:40px;font-weight:800;letter-spacing:.04em}
-.what{min-width:0;overflow-wrap:anywhere}.what h1{margin:0;font-size:22px}.what p{margin:2px 0 0;
-color:var(--quiet)}
-.what strong{color:var(--ink)}
-.attention{grid-column:1/-1}.attention ul{list-style:none;margin:12px 0 0;padding:0;display:grid;
-gap:6px}
-.attention li{padding:8px 12px;border-radius:8px;border-left:5px solid var(--quiet);
-background:var(--bg)}
-.attention li.bad{border-color:var(--bad);background:var(--bad-bg)}
-.attention li.warn{border-color:var(--warn);background:var(--warn-bg)}
-.attention li.ok{border-color:var(--ok);background:var(--ok-bg)}
-.attention a{color:inherit;text-decoration:none;font-weight:600;overflow-wrap:anywhere}
-.attention a:hover{text-decoration:underline}
-main{max-width:1168px;margin:0 auto;padding:8px 24px 24px}
-section{margin-top:28px}
-h2{font-size:19px;margin:0 0 10px;padding-bottom:4px;border-bottom:1px solid var(--line)}
-h3{font-size:14px;margin:16px 0 6px;color:var(--quiet);font-weight:600}
-.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:12px}
-.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px}
-.card h3{margin:0;text-transform:uppercase;letter-spacing:.05em;font-size:12px}
-.card p{margin:0}.card .big{font-size:32px;font-weight:700;text-align:left}
-.card.bad{border-color:var(--bad);box-shadow:inset 0 4px 0 var(--bad)}
-.card.bad .big{color:var(--bad)}
-.stages{list-style:none;margin:6px 0 0;padding:0;display:flex;flex-wrap:wrap;gap:2px 16px;
-color:var(--quiet);font-size:13px}
-.stages li{display:flex;flex-direction:column;align-items:flex-start}
-.stages strong{color:var(--ink);font-size:15px}
-table.data{width:100%;border-collapse:collapse;background:var(--card);border:1px solid var(--line);
-border-radius:10px;overflow:hidden}
-table.data caption{text-align:left;color:var(--quiet);padding:0 0 6px;font-size:13px}
-table.data th,table.data td{padding:6px 10px;border-bottom:1px solid var(--line);text-align:left;
-vertical-align:top}
-table.data thead th{font-size:12px;text-transform:uppercase;letter-spacing:.05em;color:var(--quiet)}
-table.data th.num,table.data td.num{text-align:right;white-space:nowrap}
-table.data tbody tr:last-child>*{border-bottom:0}
-tr.failed>*{background:var(--bad-bg)}tr.failed td.path{color:var(--bad);font-weight:700}
-tr.warn>*,tr.drifted>*{background:var(--warn-bg)}
-tr.tonight>*{font-weight:700;border-top:2px solid var(--ink)}
-td.outlier{background:var(--warn-bg);color:var(--warn);outline:2px solid var(--warn);
-outline-offset:-2px}
-#history th[scope=row]{white-space:nowrap}
-ul.checks{list-style:none;margin:0 0 10px;padding:0;display:grid;gap:4px}
-.metric{white-space:nowrap;font-size:13px}
-.path{overflow-wrap:anywhere;min-width:16em}
-.pill{display:inline-block;padding:0 8px;border-radius:99px;font-size:12px;font-weight:600;
-background:var(--track);color:var(--quiet);white-space:nowrap}
-.pill.failed{background:var(--bad);color:#fff}.pill.warn{background:var(--warn);color:#fff}
-.pill.ok{background:var(--ok-bg);color:var(--ok)}
-.error-group{background:var(--card);border:1px solid var(--line);border-left:5px solid var(--bad);
-border-radius:10px;padding:10px 16px;margin-bottom:12px}
-.error-group header{display:flex;gap:12px;align-items:baseline}
-.stage{font-size:12px;font-weight:700;text-transform:uppercase;letter-spacing:.05em;
-padding:1px 8px;border-radius:6px;background:var(--track)}
-.stage-read{background:#ddf4ff;color:#0550ae}.stage-validate{background:#fbefff;color:#8250df}
-.stage-predict{background:#fff1e5;color:#bc4c00}
-.count{color:var(--quiet)}.count strong{color:var(--ink);font-size:18px}
-.reason{margin:6px 0;font-weight:600;overflow-wrap:anywhere;font-size:16px}
-.example{margin:6px 0 0}.example figcaption{font-size:12px;color:var(--quiet);
-overflow-wrap:anywhere}
-pre.record{margin:2px 0 0;padding:6px 10px;background:var(--bg);border:1px solid var(--line);
-border-radius:6px;white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px;max-height:12em;
-overflow:auto}
-.more,.quiet{color:var(--quiet)}
-table.bars{table-layout:fixed}table.bars th:first-child{width:28%}
-table.bars .num{width:110px}table.bars td.bar{vertical-align:middle}
-.hbar{display:block;width:100%;height:14px}
-.hbar .track{fill:var(--track)}.hbar .fill{fill:var(--quiet)}.hbar .fill.bad{fill:var(--bad)}
-.hbar .fill.accent{fill:var(--accent)}
-.hbar .mark{stroke:var(--ink);stroke-width:1.2;stroke-dasharray:2 2;
-vector-effect:non-scaling-stroke}
-.hist{display:block;width:100%;max-width:760px;background:var(--card);border:1px solid var(--line);
-border-radius:10px}
-.hist .bin{fill:var(--accent)}.hist .bin:hover{fill:var(--ink)}
-.hist text{fill:var(--quiet);font-size:12px}.hist .axis{stroke:var(--quiet)}
-.hist .grid{stroke:var(--line);stroke-dasharray:3 3}
-dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:4px 16px;margin:0;
-background:var(--card);border:1px solid var(--line);border-radius:10px;padding:10px 16px}
-dl.facts dt{color:var(--quiet)}dl.facts dd{margin:0;overflow-wrap:anywhere}
-#model table.data{margin-top:12px}
-.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
-.scroll{overflow-x:auto}
-@media (max-width:640px){.banner{grid-template-columns:1fr}.status{justify-self:start;
-font-size:30px}
-main{padding:8px 12px 24px}}
-footer{max-width:1168px;margin:0 auto;padding:16px 24px 32px;color:var(--quiet);font-size:12px}
-"""
