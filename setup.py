@@ -60,7 +60,7 @@ setup(
         ]
     ),
     # The run report's page skeleton and styles (the commit stage renders it on the workers).
-    package_data={"pipeline": ["report_assets/*"]},
+    package_data={"pipeline.report": ["assets/*"]},
     install_requires=locked(
         [
             "apache-beam[gcp]>=2.60,<3",
