@@ -28,7 +28,8 @@ from transforms.sources import (
     open_raw,
 )
 from transforms.spec import TextFormat
-from transforms.textread import RecordBlocks, parse_csv, parse_jsonl
+from transforms.textblocks import RecordBlocks
+from transforms.textread import parse_csv, parse_jsonl
 
 # Rejected labels kept as examples in quality.json.
 EXAMPLES = 5

@@ -25,7 +25,8 @@ from tests.conftest import FEATURES, float_rows
 from transforms.errors import MAX_RECORD_BYTES, to_json_line
 from transforms.spec import ERRORS, ScoringSpec, TextFormat
 from transforms.summary import SUMMARY_FILE
-from transforms.textread import RecordBlocks, split_records
+from transforms.textblocks import RecordBlocks
+from transforms.textread import split_records
 from transforms.units import PlanInput
 
 
@@ -249,7 +250,7 @@ def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cu
     file, and each record's line is its physical line."""
     import pyarrow.csv as pacsv
 
-    from transforms.textread import quote_ends
+    from transforms.textblocks import quote_ends
 
     end = "\r\n" if crlf else "\n"
     data = end.join(["a,b,c"] + [",".join(r) for r in rows]).encode() + end.encode()

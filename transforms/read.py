@@ -27,9 +27,9 @@ from transforms.sources import (
     with_partitions,
 )
 from transforms.spec import ERRORS, UNITS, Chunk, ScoringSpec, Unit
+from transforms.textblocks import RecordBlocks
 from transforms.textread import (
     Lines,
-    RecordBlocks,
     null_spellings_as_nulls,
     parse_csv,
     parse_jsonl,

@@ -8,8 +8,8 @@ import pyarrow as pa
 from models.errors import one_line
 from transforms.sources import INT96_UNIT, FileUnreadable, open_input, open_raw
 from transforms.spec import TextFormat
+from transforms.textblocks import RecordBlocks
 from transforms.textread import (
-    RecordBlocks,
     decode,
     parse_csv,
     parse_jsonl,

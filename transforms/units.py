@@ -34,7 +34,7 @@ from transforms.sources import (
     open_raw,
 )
 from transforms.spec import ERRORS, ScoringSpec, Unit
-from transforms.textread import quote_ends
+from transforms.textblocks import quote_ends
 
 _LOG = logging.getLogger(__name__)
 SCAN = "scan"

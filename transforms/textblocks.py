@@ -1,0 +1,361 @@
+"""Cutting a text file's byte range into blocks of whole records.
+
+A unit owns the records that start in its range; records are found by their line ends, and in
+CSV a line end inside a quoted value is not one (QuoteState; whether the range starts inside one
+comes from the planner). The blocks go to the parsers (transforms.textread).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+
+BLOCK_BYTES = 16 << 20
+_BOM = b"\xef\xbb\xbf"
+_NL, _CR, _QUOTE = 10, 13, 34
+_END = re.compile(rb"\n|\r(?!\n)")  # a record end: \n, \r\n (its \n) or a bare \r
+
+
+def find_end(buf: bytes, start: int = 0, eof: bool = True) -> int:
+    """The index of the first line end at or after `start`: a \n, or a \r not followed by
+    \n (classic Mac line ends); -1 when there is none. A \r as the buffer's last byte is
+    one only at the end of the file (a \n may follow in the next read)."""
+    end = buf.find(b"\n", start)
+    if buf.find(b"\r", start, end if end >= 0 else len(buf)) < 0:
+        return end
+    match = _END.search(buf, start)
+    end = match.start() if match else -1
+    if end == len(buf) - 1 and buf[end] == _CR and not eof:
+        return -1
+    return end
+
+
+def rfind_end(buf: bytes, stop: int | None = None, eof: bool = True) -> int:
+    """The index of the last line end before `stop` (see find_end), or -1."""
+    stop = len(buf) if stop is None else stop
+    end = buf.rfind(b"\n", 0, stop)
+    cr = buf.rfind(b"\r", end + 1, stop)
+    if cr == len(buf) - 1 and not eof:
+        cr = buf.rfind(b"\r", end + 1, cr)
+    if cr >= 0 and (cr + 1 >= len(buf) or buf[cr + 1] != _NL):
+        return cr
+    return end
+
+
+def count_ends(data: bytes) -> int:
+    """How many line ends (\n, \r\n, bare \r) a run of whole records holds."""
+    lf = data.count(b"\n")
+    cr = data.count(b"\r")
+    return lf + cr - data.count(b"\r\n") if cr else lf
+
+
+def end_mask(arr: np.ndarray) -> np.ndarray:
+    """Which bytes end a line: \n, or \r not followed by \n."""
+    ends = arr == _NL
+    cr = arr == _CR
+    if cr.any():
+        after = np.empty_like(cr)
+        after[:-1] = arr[1:] != _NL
+        after[-1:] = True
+        ends |= cr & after
+    return ends
+
+
+class QuoteState:
+    """Which bytes of a CSV buffer lie inside a quoted value, by Arrow's rule: a quote opens a
+    value only at the start of a field (after a delimiter or a line end); inside one, a doubled
+    quote is a quote and a single one closes it; any other quote is text, as in `55" tv`.
+
+    Counting quotes (every quote toggles) gives the same answer for well-formed files and is
+    what the fast path checks; one stray quote in an unquoted field would otherwise turn the
+    rest of the file into "one quoted value". Vectorised over runs of quotes; only a buffer that
+    holds stray quotes walks them, and only from the first one.
+
+    Args:
+        arr: the buffer's bytes (uint8).
+        delimiter: the field delimiter's byte.
+        inside: whether arr[0] lies inside a quoted value.
+        before: the byte before arr[0] (a line end at a record's start).
+    """
+
+    def __init__(self, arr: np.ndarray, delimiter: int, inside: bool = False, before: int = _NL):
+        quotes = np.flatnonzero(arr == _QUOTE)
+        if len(quotes):
+            first = np.concatenate(([True], np.diff(quotes) != 1))
+            heads = np.flatnonzero(first)
+            lengths = np.diff(np.append(heads, len(quotes)))
+            starts = quotes[heads][(lengths & 1) == 1]  # an even run never changes the state
+            prev = arr[np.maximum(starts - 1, 0)].astype(np.int16)
+            prev[starts == 0] = before
+            at_field_start = (prev == _NL) | (prev == 13) | (prev == delimiter)
+        else:
+            starts = quotes
+            at_field_start = np.zeros(0, dtype=bool)
+        self._starts = starts
+        self._inside = inside
+        self._after = _states_after(at_field_start, inside)
+
+    @property
+    def end(self) -> bool:
+        """Whether the byte after the buffer lies inside a quoted value."""
+        return bool(self._after[-1]) if len(self._after) else self._inside
+
+    def inside_at(self, positions: np.ndarray) -> np.ndarray:
+        """Whether each position (not itself a quote) lies inside a quoted value."""
+        runs = np.searchsorted(self._starts, positions)
+        if not len(self._after):
+            return np.full(len(positions), self._inside)
+        return np.where(runs > 0, self._after[np.maximum(runs - 1, 0)], self._inside)
+
+    def opened_before(self, position: int) -> int:
+        """Where the quoted value holding `position` opened (the buffer's start if before it)."""
+        runs = int(np.searchsorted(self._starts, position))
+        return int(self._starts[runs - 1]) if runs else 0
+
+    def closed_after(self, position: int) -> int | None:
+        """Where the quoted value holding `position` closes (None: not in the buffer)."""
+        runs = int(np.searchsorted(self._starts, position))
+        outside = np.flatnonzero(~self._after[runs:])
+        return int(self._starts[runs + outside[0]]) if len(outside) else None
+
+
+def _states_after(at_field_start: np.ndarray, inside: bool) -> np.ndarray:
+    """Inside-or-not after each odd run of quotes: a run toggles the state, except outside a
+    value where it is not at a field start (text, no toggle)."""
+    n = len(at_field_start)
+    after = np.empty(n, dtype=bool)
+    i, rounds = 0, 0
+    while i < n and rounds < 16:  # assume every run toggles; fix up at each stray one
+        j = np.arange(n - i)
+        toggled = (j & 1) == 0
+        guess_after = toggled != inside  # inside XOR (run toggled an odd number of times)
+        guess_before = toggled == inside
+        stray = np.flatnonzero(~guess_before & ~at_field_start[i:])
+        if not len(stray):
+            after[i:] = guess_after
+            return after
+        k = int(stray[0])
+        after[i : i + k] = guess_after[:k]
+        after[i + k] = False  # text in an unquoted field: still outside
+        inside, i, rounds = False, i + k + 1, rounds + 1
+    for j in range(i, n):  # many stray quotes: walk the rest
+        if inside or at_field_start[j]:
+            inside = not inside
+        after[j] = inside
+    return after
+
+
+class Block(NamedTuple):
+    """Whole records of a unit: their bytes and the unit-local line on which they start."""
+
+    data: bytearray
+    first_line: int
+
+
+class RecordBlocks:
+    """Iterates over blocks of whole records of one unit of a text file.
+
+    A unit owns the records that start in (start, stop] (a file's first unit: [0, stop]): it
+    begins after the first record end at or after `start`, and ends with the record that ends
+    at the first record end at or after `stop`, where the next unit begins.
+
+    Args:
+        stream: the file's (decompressed) bytes, positioned at `start`.
+        start: the unit's first byte.
+        stop: the unit's last byte; None: to the end of the file.
+        quoted: whether quotes matter (CSV: a line end inside a quoted value ends no record).
+        in_quotes: whether `start` lies inside a quoted value.
+        delimiter: (CSV) the field delimiter: a quote opens a value only at a field's start.
+        before: the byte before `start` (b"" at the file's start).
+        header: whether the unit begins with a header record to skip (a CSV file's first unit).
+        block_bytes: about how many bytes a block holds (a longer record makes a longer block).
+
+    After iteration, `newlines` holds the line ends the unit consumed (its header's included),
+    so a later unit's local line numbers can be made absolute.
+    """
+
+    def __init__(
+        self,
+        stream: Any,
+        start: int,
+        stop: int | None,
+        *,
+        quoted: bool,
+        in_quotes: bool = False,
+        delimiter: str = ",",
+        before: bytes = b"",
+        header: bool = False,
+        block_bytes: int = BLOCK_BYTES,
+    ):
+        self._stream = stream
+        self._delimiter = ord(delimiter)
+        self._before = before[-1] if before else _NL
+        self._start = start
+        self._stop = stop
+        self._quoted = quoted
+        self._in_quotes = in_quotes
+        self._header = header
+        self._block_bytes = block_bytes
+        self.newlines = 0
+
+    def __iter__(self) -> Iterator[Block]:
+        # A bytearray, so that dropping its head (a header, an alignment) or cutting off a
+        # block's tail copies nothing: CPython trims a bytearray in place at either end.
+        self._buf = bytearray()
+        self._pos = self._start  # file offset of _buf[0]
+        self._eof = False
+        self._more()
+        if self._start == 0 and self._buf.startswith(_BOM):
+            del self._buf[:3]
+            self._pos = 3
+        if self._start > 0 and self._skip_record(int(self._in_quotes)) is None:
+            return  # no record starts in this unit
+        while self._header:  # the first record that is not an empty line
+            record = self._skip_record(0)
+            if record is None:
+                return  # a header and nothing else
+            self.newlines += count_ends(record)
+            self._header = not record.strip()  # blank lines before the header are skipped
+        if self._stop is not None and self._pos > self._stop:
+            return  # the first record starts after the unit's range: the next unit's
+        yield from self._blocks()
+
+    def _more(self) -> bool:
+        chunk = self._stream.read(self._block_bytes)
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    def _skip_record(self, parity: int) -> bytes | None:
+        """Drops the buffer up to and including the first record end and returns what it
+        dropped; None at the end of the file."""
+        while True:
+            end = self._first_end(self._buf, parity, self._before)
+            if end is not None:
+                record = bytes(self._buf[: end + 1])
+                del self._buf[: end + 1]
+                self._pos += end + 1
+                return record
+            if not self._more():
+                return None
+
+    def _blocks(self) -> Iterator[Block]:
+        line = self.newlines + 1
+        while True:
+            while len(self._buf) < self._block_bytes and not self._eof:
+                self._more()
+            cut, done = self._cut(self._buf)
+            if cut is None:  # one record longer than the buffer: read on
+                self._more()
+                continue
+            data = self._buf
+            self._buf = data[cut:]  # the start of the next record: a short copy
+            del data[cut:]
+            self._pos += cut
+            if data:
+                newlines = count_ends(data)
+                yield Block(data, line)
+                line += newlines
+                self.newlines += newlines
+            if done:
+                return
+
+    def _cut(self, buf: bytearray) -> tuple[int | None, bool]:
+        """Where to cut the buffer (after a record end; None: no whole record yet) and whether
+        that ends the unit. The buffer starts at a record start."""
+        quotes = self._quotes(buf) if self._quoted and buf.find(b'"') >= 0 else None
+        if self._stop is not None and self._stop - self._pos < len(buf):
+            end = self._end_from(buf, max(self._stop - self._pos, 0), quotes)
+            if end is not None:
+                return end + 1, True
+        if self._eof:
+            return len(buf), True
+        end = self._last_end(buf, quotes)
+        return (end + 1 if end is not None else None), False
+
+    def _quotes(self, buf: bytearray, inside: bool = False, before: int = _NL) -> QuoteState:
+        # The view is released with the array when this returns: the buffer may then shrink.
+        return QuoteState(np.frombuffer(buf, dtype=np.uint8), self._delimiter, inside, before)
+
+    def _end_from(self, buf: bytes, start: int, quotes: QuoteState | None) -> int | None:
+        """The first record end at or after `start`."""
+        end = find_end(buf, start, self._eof)
+        while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
+            closed = quotes.closed_after(end)
+            end = find_end(buf, closed + 1, self._eof) if closed is not None else -1
+        return end if end >= 0 else None
+
+    def _last_end(self, buf: bytes, quotes: QuoteState | None) -> int | None:
+        """The last record end in the buffer."""
+        end = rfind_end(buf, None, self._eof)
+        while end >= 0 and quotes is not None and quotes.inside_at(np.array([end]))[0]:
+            end = rfind_end(buf, quotes.opened_before(end), self._eof)
+        return end if end >= 0 else None
+
+    def _first_end(self, buf: bytes, parity: int, before: int) -> int | None:
+        """The index of the first record end in buf, given whether its start is inside quotes."""
+        skip = 0
+        if self._quoted and before == _QUOTE:
+            # The unit starts inside a run of quotes that the planner counted whole with the
+            # range before: whether it starts inside quotes holds after the run.
+            skip = len(buf) - len(buf.lstrip(b'"'))
+            buf = buf[skip:]
+        quotes = None
+        if self._quoted and (parity or buf.find(b'"') >= 0):
+            quotes = self._quotes(buf, bool(parity), _NL if skip else before)
+        elif parity:
+            return None
+        end = self._end_from(buf, 0, quotes)
+        if end is None:
+            return None
+        self._before = _NL
+        return end + skip
+
+
+def quote_ends(
+    stream: Any, length: int, delimiter: str, before: bytes, chunk: int = BLOCK_BYTES
+) -> tuple[bool, bool]:
+    """Whether the byte after the next `length` bytes of a stream lies inside a quoted value,
+    if their first byte does not, and if it does (a range's state is known only once the
+    ranges before it are). `before` is the byte before them (b"" at the file's start).
+
+    A run of quotes belongs whole to the range it starts in (`""` inside a value is one quote,
+    but two toggles if split): a run begun before the range is skipped, and one that reaches
+    past the range's end is read to its end."""
+    ends = [False, True]
+    previous = before[-1] if before else _NL
+
+    def update(data: bytes) -> None:
+        nonlocal ends, previous
+        arr = np.frombuffer(data, dtype=np.uint8)
+        ends = [QuoteState(arr, ord(delimiter), inside, previous).end for inside in ends]
+        previous = data[-1]
+
+    skip = previous == _QUOTE  # the range starts inside a run of quotes begun before it
+    pending = b""  # a run of quotes at a chunk's end: counted with what follows it
+    while length > 0:
+        data = stream.read(min(chunk, length))
+        if not data:
+            break
+        length -= len(data)
+        if skip:
+            data = data.lstrip(b'"')
+            skip = not data
+        data = pending + data
+        tail = len(data) - len(data.rstrip(b'"'))
+        pending, data = data[len(data) - tail :], data[: len(data) - tail]
+        if data:
+            update(data)
+    if pending:
+        while (more := stream.read(1)) == b'"':  # past the range: the run's end
+            pending += more
+        update(pending)
+    return ends[0], ends[1]
