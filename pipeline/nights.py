@@ -25,7 +25,7 @@ from pipeline.errors import ConfigError, RunFailed
 from pipeline.flags import absolute, bounded_number, name_list, switch
 from pipeline.history import MIN_PREVIOUS, night_brief
 from pipeline.manifest import PRODUCER
-from pipeline.output import MANIFEST, read_json
+from pipeline.output import MANIFEST, read_bytes, read_json
 
 _LOG = logging.getLogger(__name__)
 
@@ -225,19 +225,9 @@ def read_nights(
 
 def _manifest(path: str) -> tuple[dict | None, str | None]:
     """A folder's manifest of this tool (None, None: there is none), or why it is not one."""
-    if not FileSystems.exists(path):
+    data = read_bytes(path)
+    if data is None:
         return None, None
-    try:  # it may go between the two calls
-        with FileSystems.open(path) as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None, None
-    except Exception as e:
-        from google.api_core.exceptions import NotFound
-
-        if isinstance(e, NotFound):
-            return None, None
-        raise
     try:
         manifest = json.loads(data)
     except ValueError as e:

@@ -87,11 +87,17 @@ def list_files(directory: str) -> list[str]:
 
 def read_json(path: str) -> dict | None:
     """A JSON file's object, or None if it does not exist or is not a JSON object."""
+    data = read_bytes(path)
+    return None if data is None else _json_object(data)
+
+
+def read_bytes(path: str) -> bytes | None:
+    """A file's bytes, or None if it does not exist."""
     if not FileSystems.exists(path):
         return None
     try:  # it may go between the two calls: a lock another run deleted just now
         with FileSystems.open(path) as f:
-            return _json_object(f.read())
+            return f.read()
     except FileNotFoundError:
         return None
     except Exception as e:
