@@ -2,7 +2,7 @@
 
 Everything here comes from the fitted object itself (scikit-learn's fitted attributes); what only
 a prediction can tell (which features may be missing, what predict returns) is asked of the model
-by the launcher (pipeline.prepare). A model that knows its inputs better than its structure tells
+by the launcher (pipeline.launch). A model that knows its inputs better than its structure tells
 (models.boosters.BoosterModel) declares them: `feature_categories_` ({feature: Categories}),
 `numeric_features_` and `allow_nan_`.
 """

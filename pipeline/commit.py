@@ -30,11 +30,11 @@ from models.errors import one_line
 from pipeline import output as outdir
 from pipeline.errors import Interrupted, RunFailed
 from pipeline.history import prediction_summary
+from pipeline.launch import Launch
 from pipeline.manifest import Counts, CountsDisagree, build_manifest, input_changes
 from pipeline.nights import Nights, evaluate
 from pipeline.observers import Finished
 from pipeline.output import LockLost, OutputDir, read_json, write_json
-from pipeline.prepare import Launch
 from pipeline.signals import signals_held
 from transforms.summary import SUMMARY_FILE
 

@@ -37,9 +37,9 @@ from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed, report_bug
 from pipeline.flags import Flag, OneLineParser, absolute, filled
 from pipeline.labels import Kind, Labels, class_index, read_labels
+from pipeline.launch.flags import parse_run_date
 from pipeline.manifest import PRODUCER
 from pipeline.output import COMMIT, MANIFEST, QUALITY, STAGING, list_files, read_json, write_json
-from pipeline.prepare import parse_run_date
 from transforms.emulators import anonymous_if_emulated
 from transforms.read import hinted
 from transforms.sources import (

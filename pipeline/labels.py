@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 
 from models.errors import is_unreachable, one_line
 from pipeline.errors import ConfigError, RunFailed
-from pipeline.prepare import match_files
+from pipeline.launch.inputs import match_files
 from scoring.values import cast, mask
 from transforms.read import hinted
 from transforms.samples import csv_header, json_array_message

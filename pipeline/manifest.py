@@ -143,7 +143,7 @@ def build_manifest(
     """The manifest of the contract, plus what a person debugging a run wants next to it.
 
     Args:
-        launch: the launch decisions (pipeline.prepare.Launch).
+        launch: the launch decisions (pipeline.launch.Launch).
         counts: the run's reconciled counts.
         status: succeeded or failed.
         started_at: when the launcher started (ISO 8601, UTC).

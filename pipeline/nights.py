@@ -1,12 +1,13 @@
 """Is tonight normal? The night checks (--min_rows, --max_drift, --max_rows_change), the drift
 exclusions (--drift_exclude) and the job's history, found at launch without a new service.
 
-The launcher decides (`decide`): the checks' limits, the features left out of drift, and the
-previous nights of the same job, read from the manifests in the sibling output directories of
-the same `--output` pattern with `{run_date}` (local or gs://; only directories holding this
-tool's manifest; only manifest.json and quality.json are read, never predictions). The history
-is a small list carried in the commit stage's plan; the commit stage, where the counts are final
-(also with --wait false on Dataflow), evaluates the checks (`evaluate`).
+The launcher decides (pipeline.launch.nights): the checks' limits, the features left out of
+drift, and the previous nights of the same job, which this module reads (`read_nights`) from the
+manifests in the sibling output directories of the same `--output` pattern with `{run_date}`
+(local or gs://; only directories holding this tool's manifest; only manifest.json and
+quality.json are read, never predictions). The history is a small list carried in the commit
+stage's plan; the commit stage, where the counts are final (also with --wait false on
+Dataflow), evaluates the checks (`evaluate`).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import statistics
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import is_unreachable, one_line
-from pipeline.errors import ConfigError, RunFailed
-from pipeline.flags import absolute, bounded_number, name_list, switch
+from pipeline.errors import RunFailed
 from pipeline.history import MIN_PREVIOUS, night_brief
 from pipeline.manifest import PRODUCER
 from pipeline.output import MANIFEST, read_bytes, read_json
@@ -73,63 +73,6 @@ class Nights:
             if brief.get("input_fingerprint") == fingerprint:
                 return {"run_date": brief.get("run_date"), "run_id": brief.get("run_id")}
         return None
-
-
-def decide(opts, decided):
-    """The night checks and the history of a launch; refuses (exit 2) a bad value, a
-    --drift_exclude naming no feature, --max_drift for a model without a drift baseline.
-
-    Args:
-        opts: the parsed flags (pipeline.options.ScoringOptions).
-        decided: the launch decisions (pipeline.prepare.Launch).
-
-    Returns:
-        (the launch, its drift baseline without the excluded features; Nights).
-    """
-
-    def number(flag: str, kind: type, low: float, high: float):
-        value = getattr(opts, flag, None)
-        return None if value is None else bounded_number(f"--{flag}", value, kind, low, high)
-
-    min_rows = number("min_rows", int, 0, 2**63 - 1)
-    max_drift = number("max_drift", float, 0.0, 1e9)
-    max_rows_change = number("max_rows_change", float, 0.0, 1e9)
-    exclude = name_list("--drift_exclude", getattr(opts, "drift_exclude", None)) or ()
-    spec = decided.spec
-    unknown = [name for name in exclude if name not in spec.features]
-    if unknown:
-        raise ConfigError(
-            f"--drift_exclude {', '.join(unknown)}: not a feature of the model "
-            f"(its features: {', '.join(spec.features)})"
-        )
-    baseline = spec.baseline
-    if exclude and baseline:
-        baseline = {k: v for k, v in baseline.items() if k not in exclude} or None
-        decided = dataclasses.replace(decided, spec=dataclasses.replace(spec, baseline=baseline))
-    if max_drift is not None and not baseline:
-        why = "every feature it has one for is excluded" if spec.baseline else "it has none"
-        raise ConfigError(
-            f"--max_drift needs the model's drift baseline, and {spec.model.uri} has none "
-            f"usable ({why}): drop --max_drift or score a model saved with a baseline"
-        )
-    # A check that needs the previous nights may not be skipped because storage did not answer.
-    strict = max_rows_change is not None
-    history, source, ignored = read_nights(absolute(opts.output), decided.run_date, strict)
-    if not history and "{run_date}" not in opts.output and decided.mlflow_experiment:
-        history, source = mlflow_history(decided)
-    nights = Nights(
-        min_rows=min_rows,
-        max_drift=max_drift,
-        max_rows_change=max_rows_change,
-        drift_exclude=tuple(exclude),
-        history=tuple(history),
-        history_source=source,
-        history_ignored=tuple(ignored),
-        refuse_repeated_input=switch(
-            "--refuse_repeated_input", getattr(opts, "refuse_repeated_input", None)
-        ),
-    )
-    return decided, nights
 
 
 def night_dir(pattern: str, run_date: str) -> str:

@@ -184,7 +184,7 @@ class ScoringOptions(PipelineOptions):
 
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        # Values are checked by the launcher (pipeline.prepare), not argparse, so a bad or
+        # Values are checked by the launcher (pipeline.launch), not argparse, so a bad or
         # missing one is one line on stderr and exit 2, not a usage dump.
         for flag in FLAGS:
             if flag.switch:  # --name alone, or --name=true|false (a Flex Template parameter)

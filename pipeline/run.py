@@ -39,12 +39,11 @@ from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
 from pipeline.errors import ConfigError, Interrupted, RunFailed, report_bug
 from pipeline.flags import OneLineParser
 from pipeline.graph import build
+from pipeline.launch import Launch, decide
 from pipeline.nights import Nights
-from pipeline.nights import decide as decide_nights
 from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
-from pipeline.prepare import Launch, prepare
 from pipeline.runners import Runner, runner_for
 from pipeline.signals import HELD as _HELD
 from pipeline.signals import SIGNALS as _SIGNALS
@@ -207,9 +206,7 @@ def launch(options: PipelineOptions) -> _Run:
     clock = time.monotonic()
     runner = runner_for(options)
     wait = wait_for_job(options.view_as(ScoringOptions))
-    decided = prepare(options.view_as(ScoringOptions), staging_root=runner.staging_root(options))
-    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
-    runner.worker_installs(options, decided)
+    decided, nights = decide(options, runner)
     out = OutputDir(decided.output, decided.spec.run_id)
     job = _Run(decided, options, runner, out, started, clock, wait=wait, nights=nights)
     try:
@@ -271,11 +268,7 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     runner.check_dry_run()
     clock = time.monotonic()
     wait = wait_for_job(options.view_as(ScoringOptions))
-    decided = prepare(
-        options.view_as(ScoringOptions), staging_root=runner.staging_root(options), dry_run=True
-    )
-    decided, nights = decide_nights(options.view_as(ScoringOptions), decided)
-    runner.worker_installs(options, decided)
+    decided, nights = decide(options, runner, dry_run=True)
     p = test_pipeline or beam.Pipeline(options=options)
     started = datetime.datetime.now(datetime.UTC)
     plan = plan_for(decided, runner.name, started, launcher_waits=wait, nights=nights)

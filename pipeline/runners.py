@@ -91,19 +91,13 @@ class Runner:
             yield
 
     def worker_installs(self, options: PipelineOptions, decided: Any) -> None:
-        """`decided` is the launch's pipeline.prepare.Launch.
+        """Remote workers install beamscore from its sdist (--setup_file), without extras: what
+        the model needs more (pipeline.launch.installs, for the launch's Launch `decided`) is
+        installed through a requirements file of the exact running versions, unless the user
+        gave one, or a worker image of their own."""
+        from pipeline.launch.installs import worker_packages
 
-        Remote workers install beamscore from its sdist (--setup_file), without extras: a
-        model that needs XGBoost or LightGBM (or shap, for --explain on a scikit-learn tree
-        model) has them installed through a requirements file of the exact running versions,
-        unless the user gave one, or a worker image of their own."""
-        from models.boosters import worker_requirements
-
-        needed = worker_requirements(decided.model)
-        if decided.spec.explain is not None and decided.spec.explain.method == "shap_tree":
-            from models.boosters import pins
-
-            needed.extend(pins(["shap"]))  # --explain's TreeExplainer (beamscore[explain])
+        needed = worker_packages(decided)
         setup = options.view_as(SetupOptions)
         image = options.view_as(WorkerOptions).sdk_container_image
         if not needed or setup.requirements_file or image:

@@ -1,7 +1,7 @@
 """What is decided once, before any row is scored: the model, the features and their types,
 the key types, what the model takes (asked of it), and how its rows are explained.
 
-The batch launcher (pipeline.prepare) decides from the model and the first input file's sample;
+The batch launcher (pipeline.launch) decides from the model and the first input file's sample;
 the online service (service) from the model alone, or from a committed night's manifest. Both
 get the same `RowSpec` for the same model and sample. A refusal is `Refused`: exit 2 in both.
 """

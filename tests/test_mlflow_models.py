@@ -253,8 +253,8 @@ def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(
     import time
 
     from pipeline.errors import RunFailed
+    from pipeline.launch import prepare
     from pipeline.options import ScoringOptions
-    from pipeline.prepare import prepare
     from pipeline.run import parse_options
 
     write_input(float_rows(10), tmp_path / "in.parquet")

@@ -12,7 +12,7 @@ class Started:
     """What an observer is told when the run starts (in the launcher).
 
     Attributes:
-        launch: the launch decisions (pipeline.prepare.Launch).
+        launch: the launch decisions (pipeline.launch.Launch).
         runner: the Beam runner's name.
         workers: how many workers were asked for, as the runner's own flag says it.
         out: the output directory, locked (pipeline.output.OutputDir).

@@ -11,7 +11,7 @@ from pipeline.lineage import Dataset, Lineage, job_name_for
 from pipeline.observers.base import Finished, Observer, Started
 
 if TYPE_CHECKING:
-    from pipeline.prepare import Launch
+    from pipeline.launch import Launch
 
 
 class LineageEvents(Observer):
