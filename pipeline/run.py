@@ -20,7 +20,6 @@ import re
 import shlex
 import signal
 import sys
-import tempfile
 import time
 
 import apache_beam as beam
@@ -34,9 +33,9 @@ from apache_beam.runners.runner import PipelineState
 
 from models.errors import launch_deadline_s, one_line
 from pipeline import observers as observing
-from pipeline import output as outdir
 from pipeline.commit import INCOMPLETE, CommitPlan, plan_for, read_outcome
-from pipeline.errors import ConfigError, Interrupted, RunFailed, report_bug
+from pipeline.console import LAUNCH_LOG, LaunchLogHeld, dry_run_summary, launch_decided, summary
+from pipeline.errors import ConfigError, Interrupted, RunEnded, RunFailed, report_bug
 from pipeline.flags import OneLineParser
 from pipeline.graph import build
 from pipeline.launch import Launch, decide
@@ -45,14 +44,12 @@ from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
 from pipeline.output import MANIFEST, OutputDir, read_json
 from pipeline.runners import Runner, runner_for
-from pipeline.signals import HELD as _HELD
 from pipeline.signals import SIGNALS as _SIGNALS
 from pipeline.signals import signals_held as _signals_held
+from pipeline.signals import stop_the_run
 from pipeline.tracking import close_abandoned
 from transforms.emulators import anonymous_if_emulated
-from transforms.errors import STAGES
 from transforms.predict import share_with_workers
-from transforms.profile import PSI_WARNING
 
 _LOG = logging.getLogger("pipeline")
 
@@ -118,14 +115,15 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
-        with contextlib.suppress(AttributeError):  # main() says what DIR holds now
-            e.commit_state = (job.out.commit_state(), job.out.path)
+        dir_state = job.out.commit_state()
         job.out.discard_staging()
-        if not getattr(e, "told", False):  # the commit stage told the observers itself
+        if not (isinstance(e, RunFailed) and e.told):  # the commit stage told them itself
             message = one_line(e, with_type=not isinstance(e, RunFailed))
             for observer in job.observers:
                 observer.failed(message, stopped)
-        raise
+        if isinstance(e, (ConfigError, RunFailed)):
+            raise
+        raise RunEnded(e, dir_state, job.out.path) from e  # main() says what DIR holds
     finally:
         if not submitted:
             job.out.release_lock()
@@ -295,7 +293,7 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
     """Runs the Beam pipeline, its commit stage included, to the end (with --wait false: until
     it is submitted); any failure is a RunFailed (the old output stays)."""
     spec = job.launch.spec
-    _launch_decided()
+    launch_decided()
     _LOG.info(
         "run %s: scoring %s files matching %s with %s (version %s)",
         spec.run_id,
@@ -335,9 +333,7 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
             raise Interrupted(_SIGNALS[0]) from None
         outcome = read_outcome(job.plan.outcome)
         if outcome.get("error"):  # the commit stage failed: its own words
-            failed = RunFailed(outcome["error"])
-            failed.told = not job.wait
-            raise failed from e
+            raise RunFailed(outcome["error"], told=not job.wait) from e
         raise RunFailed(
             f"the run could not complete: {one_line(e, 500, with_type=True, innermost=True)}"
         ) from e
@@ -417,221 +413,23 @@ def _submitted(job: _Run, result) -> ScoringResult:
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# What a person reads
-
-
-def _files(n: int) -> str:
-    return f"{n:,} file" if n == 1 else f"{n:,} files"
-
-
-def summary(res: ScoringResult, launch_output: str) -> str:
-    """The closing lines a person reads: counts, throughput, where things are."""
-    m = res.manifest
-    c = m["counts"]
-    by_stage = ", ".join(f"{s} {c['rows_failed_by_stage'][s]:,}" for s in STAGES)
-    rate = c["rows_read"] / res.seconds if res.seconds else 0.0
-    lines = [
-        f"{m['status'].upper()}: {c['rows_read']:,} rows read, {c['rows_predicted']:,} predicted, "
-        f"{c['rows_failed']:,} failed ({by_stage}) in {res.seconds:.1f}s ({rate:,.0f} rows/s); "
-        f"error rate {m['error_rate']:.4%} (max {m['max_error_rate']:.4%}); "
-        f"model loaded {m['model_loads']} time(s)",
-    ]
-    if not c["rows_read"] and not m["files_failed"]:
-        table = m.get("input_table")
-        if table:
-            selected = f"--input_filter {table['filter']!r} selects" if table.get("filter") else ""
-            lines.append(f"  WARNING: no rows: {selected or 'there are'} no rows in {table['uri']}")
-        else:
-            lines.append(
-                f"  WARNING: no rows: every input file is empty ({_files(len(m['inputs']))})"
-            )
-    if m["files_failed"]:
-        lines.append(f"  files that could not be read: {', '.join(m['files_failed'])}")
-    for check in m.get("failed_checks") or []:
-        lines.append(f"  FAILED night check {check['check']}: {check['message']}")
-    for check in (m.get("checks") or {}).get("skipped") or []:
-        lines.append(f"  night check {check['check']} {check['message']}")
-    lines.append(
-        f"  predictions: {launch_output}/predictions/ ({_files(len(m['outputs']['predictions']))})"
-    )
-    if m["outputs"]["errors"]:
-        lines.append(
-            f"  errors:      {launch_output}/errors/ ({_files(len(m['outputs']['errors']))})"
+def _what_dir_holds(ended: RunEnded | None) -> str:
+    """What a run that ended (None: before its output directory was locked) left there."""
+    if ended is not None and ended.dir_state == "committed":
+        return (
+            f"this run's output had been committed before the stop: {ended.path} holds it complete"
         )
-        for group in (res.errors_summary or {}).get("groups", [])[:3]:
-            example = group["examples"][0] if group["examples"] else {}
-            reason = example.get("error", group["reason"])[:200]
-            lines.append(f"    {group['count']:,} x {group['stage']}: {reason}")
-    scored = {k: n for k, n in m["unknown_categories"]["scored"].items() if n}
-    if scored:
-        rows = ", ".join(f"{k} {n:,}" for k, n in scored.items())
-        lines.append(f"  rows scored with an unknown category (as the model takes one): {rows}")
-    drifted = {k: v for k, v in (m.get("drift") or {}).items() if v > PSI_WARNING}
-    for feature, value in sorted(drifted.items(), key=lambda kv: -kv[1]):
-        lines.append(f"  WARNING drift: {feature} PSI {value:.3f} (> {PSI_WARNING})")
-    for key in ("bigquery", "bigquery_errors"):
-        if m.get(key):
-            bq = m[key]
-            lines.append(
-                f"  {key + ':':<12} {bq['rows_loaded']:,} rows in {bq['table']}, "
-                f"partition {bq['partition']} (replaced)"
-            )
-    lines.append(f"  manifest:    {launch_output}/{MANIFEST}")
-    if m.get("report"):
-        lines.append(f"  report:      {launch_output}/{outdir.REPORT}")
-    else:
-        lines.append("  report:      NOT written (see the warning above)")
-    if m.get("mlflow_run_id"):
-        state = "logged" if res.mlflow_logged else "NOT fully logged (see the warnings above)"
-        lines.append(f"  mlflow run:  {m['mlflow_run_id']} ({state})")
-    if res.lineage_sent is not None:
-        state = f"NOT sent ({', '.join(res.lineage_sent)})" if res.lineage_sent else "sent"
-        lines.append(f"  lineage:     {state}")
-    return "\n".join(lines)
-
-
-class _LaunchLogHeld(logging.Filter):
-    """Holds the launcher's INFO lines ("loaded model ...") until the launch has decided
-    everything, so a configuration error stays the one line on stderr; warnings pass."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.held: list[tuple[logging.Handler, logging.LogRecord]] = []
-        self.handlers: list[logging.Handler] = []
-
-    def hold(self) -> None:
-        self.handlers = list(logging.getLogger().handlers)
-        for handler in self.handlers:
-            handler.addFilter(self)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.WARNING:
-            return True
-        self.held.extend((h, record) for h in self.handlers if self in h.filters)
-        return False
-
-    def release(self, show: bool) -> None:
-        for handler in self.handlers:
-            handler.removeFilter(self)
-        held, self.held = self.held, []
-        if show:
-            for handler, record in held:
-                if record.levelno >= handler.level:
-                    handler.handle(record)
-
-
-def dry_run_summary(job) -> str:
-    """One screen about a translated Dataflow job: its steps, what its workers need, what
-    submitting it would stage; the whole job description goes to a local file named here."""
-    from apache_beam.options.pipeline_options import SetupOptions, WorkerOptions
-
-    options = job.options
-    transforms = job.proto_pipeline.components.transforms
-    roots = list(job.proto_pipeline.root_transform_ids)
-    while len(roots) == 1 and transforms[roots[0]].subtransforms:  # the pipeline's own root
-        roots = list(transforms[roots[0]].subtransforms)
-    steps = [transforms[t].unique_name for t in roots]
-    worker = options.view_as(WorkerOptions)
-    setup = options.view_as(SetupOptions)
-    image = worker.sdk_container_image or "Dataflow's default Beam SDK image"
-    machine = worker.machine_type or "Dataflow's default"
-    workers = worker.max_num_workers or "Dataflow's autoscaling default"
-    staged = []
-    if setup.setup_file:
-        staged.append(f"workflow.tar.gz (the sdist of {setup.setup_file})")
-    if setup.requirements_file:
-        with open(setup.requirements_file) as f:
-            needs = ", ".join(line.strip() for line in f if line.strip()) or "nothing"
-        staged.append(f"requirements.txt ({needs})")
-    staged += [f"{os.path.basename(p)} (--extra_package)" for p in setup.extra_packages or []]
-    if setup.save_main_session:
-        staged.append("pickled_main_session")
-    scratch = tempfile.mkdtemp(prefix="beamscore-dry-run-")
-    path = os.path.join(scratch, f"{options.view_as(GoogleCloudOptions).job_name}.json")
-    with open(path, "w") as f:
-        f.write(job.json())
-    return "\n".join(
-        [
-            f"DRY RUN: {len(steps)} steps: {', '.join(steps)}",
-            f"  workers:  image {image}; machine type {machine}; at most {workers} workers",
-            f"  staged at submission: {'; '.join(staged) or 'nothing'}",
-            f"  job description: {path}",
-        ]
-    )
-
-
-_LAUNCH_LOG: list[_LaunchLogHeld] = []  # set by main() while the launch decides
-
-
-def _launch_decided() -> None:
-    """The launch went through: the INFO lines it held are written now, in order."""
-    while _LAUNCH_LOG:
-        _LAUNCH_LOG.pop().release(show=True)
-
-
-class _QuietAfterSignal(logging.Filter):
-    """Drops Beam's error logs (with their tracebacks) of a bundle a stop signal interrupted,
-    and of a commit stage that failed in this process (its message is the error line)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("apache_beam"):
-            return True
-        if _SIGNALS:
-            return False
-        failed = record.exc_info[1] if record.exc_info else None
-        if _is_stream_failure(failed):  # a BigQuery stream: the error line names it
-            return False
-        return not isinstance(failed, RunFailed) or "'Commit'" not in record.getMessage()
-
-
-def _is_stream_failure(e: BaseException | None) -> bool:
-    """Whether an exception is, or was raised from, a BigQuery stream that failed."""
-    from transforms.read import StreamFailed
-
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, StreamFailed):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
-@contextlib.contextmanager
-def _signals_stop_the_run():
-    """SIGINT (Ctrl-C) and SIGTERM (what schedulers send to stop a task) stop the run: it
-    commits nothing, and exits 128 + the signal's number."""
-
-    def stop(signum, _frame):
-        if not _SIGNALS:
-            _SIGNALS.append(signum)
-            if not _HELD and not _commit_begun():
-                raise Interrupted(signum)
-
-    quiet = _QuietAfterSignal()
-    handlers = list(logging.getLogger().handlers)
-    for handler in handlers:
-        handler.addFilter(quiet)
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for handler in handlers:
-            handler.removeFilter(quiet)
-        _SIGNALS.clear()
-
-
-def _what_dir_holds(e: BaseException) -> str:
-    """What a run that ended in `e` left in its output directory, as run() noted it."""
-    state, path = getattr(e, "commit_state", ("none", None))
-    if state == "committed":
-        return f"this run's output had been committed before the stop: {path} holds it complete"
-    if state == "half":
-        return f"the commit stopped half-way: {INCOMPLETE.format(path)}"
+    if ended is not None and ended.dir_state == "half":
+        return f"the commit stopped half-way: {INCOMPLETE.format(ended.path)}"
     return "nothing was committed, the previous output is intact"
+
+
+def _stopped(e: BaseException, ended: RunEnded | None) -> int:
+    """The one line of a run a stop signal ended, and its exit code (128 + the signal)."""
+    code = getattr(e, "exit_code", 128 + signal.SIGINT)
+    reason = str(e) or "interrupted by SIGINT"
+    print(f"error: {reason}; {_what_dir_holds(ended)}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -649,31 +447,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("google.auth").setLevel(logging.ERROR)
     # With no errors the errors sink has nothing to finalize, which it warns about.
     logging.getLogger("apache_beam.io.filebasedsink").setLevel(logging.ERROR)
-    held = _LaunchLogHeld()
+    held = LaunchLogHeld()
     held.hold()
-    _LAUNCH_LOG.append(held)
+    LAUNCH_LOG.append(held)
     try:
-        with _signals_stop_the_run():
+        with stop_the_run(_commit_begun):
             res = run(argv)
     except ConfigError as e:  # one line: what the launcher logged on the way is not shown
-        _LAUNCH_LOG.clear()
+        LAUNCH_LOG.clear()
         held.release(show=False)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except RunFailed as e:
-        _launch_decided()
+        launch_decided()
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except RunEnded as ended:  # a signal or a bug, once DIR was locked
+        launch_decided()
+        if isinstance(ended.error, (KeyboardInterrupt, Interrupted)):
+            return _stopped(ended.error, ended)
+        return report_bug(ended.error, _what_dir_holds(ended))
     except (KeyboardInterrupt, Interrupted) as e:
-        _launch_decided()
-        code = getattr(e, "exit_code", 128 + signal.SIGINT)
-        reason = str(e) or "interrupted by SIGINT"
-        print(f"error: {reason}; {_what_dir_holds(e)}", file=sys.stderr)
-        return code
+        launch_decided()
+        return _stopped(e, None)
     except Exception as e:  # noqa: BLE001 - a bug: one line for the person, the trace in a file
-        _launch_decided()
-        return report_bug(e, _what_dir_holds(e))
-    _launch_decided()  # a run that never reached scoring (a dry run) still shows them
+        launch_decided()
+        return report_bug(e, _what_dir_holds(None))
+    launch_decided()  # a run that never reached scoring (a dry run) still shows them
     if res.submitted is not None:
         print(
             f"SUBMITTED: job {res.submitted} runs and commits its output by itself; its "
