@@ -3,9 +3,9 @@
 It does what the launcher used to do once the job was over, so that a job launched by a Flex
 Template, Cloud Scheduler or Composer finishes its own night with no launcher waiting: counts
 reconciled, the input checked unchanged, BigQuery loaded (predictions of a succeeded run, errors
-of every run that completed), the staged files moved into DIR with the report and the manifest
-(through the journal of pipeline.output), MLflow and OpenLineage told, and, when no launcher
-waits, DIR's lock released.
+of every run that completed), the report rendered, the staged files moved into DIR with the
+report and the manifest (through the journal of pipeline.staging), MLflow and OpenLineage told,
+and, when no launcher waits, DIR's lock released.
 
 It is idempotent: a retry of its bundle, or a rerun of it after a crash inside it, finds the
 run's journal and finishes that same commit, or finds DIR already holding this run's manifest.
@@ -27,15 +27,16 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from models.errors import one_line
-from pipeline import output as outdir
 from pipeline.errors import Interrupted, RunFailed
 from pipeline.history import prediction_summary
 from pipeline.launch import Launch
+from pipeline.lock import LockLost, RunLock, keep_job_lock
 from pipeline.manifest import Counts, CountsDisagree, build_manifest, input_changes
 from pipeline.nights import Nights, evaluate
 from pipeline.observers import Finished
-from pipeline.output import LockLost, OutputDir, read_json, write_json
+from pipeline.output import MANIFEST, REPORT, read_json, write_json
 from pipeline.signals import signals_held
+from pipeline.staging import Staging
 from transforms.summary import SUMMARY_FILE
 
 _LOG = logging.getLogger(__name__)
@@ -94,14 +95,14 @@ class CommitFn(beam.DoFn):
 
 class KeepLock(beam.DoFn):
     """Passes elements through; its setup keeps a job-owned lock fresh from each worker
-    process (pipeline.output.keep_job_lock) while the job runs without a waiting launcher."""
+    process (pipeline.lock.keep_job_lock) while the job runs without a waiting launcher."""
 
     def __init__(self, output: str, run_id: str):
         self._output = output
         self._run_id = run_id
 
     def setup(self) -> None:
-        outdir.keep_job_lock(self._output, self._run_id)
+        keep_job_lock(self._output, self._run_id)
 
     def process(self, element):
         yield element
@@ -115,10 +116,11 @@ def commit_run(plan: CommitPlan) -> dict:
     lock ended, so the next run need not wait for it to go stale.
     """
     launch_ = plan.launch
-    out = OutputDir(launch_.output, launch_.spec.run_id)
+    lock = RunLock(launch_.output, launch_.spec.run_id)
+    staging = Staging(launch_.output, launch_.spec.run_id)
     try:
         with signals_held():  # on the DirectRunner the launcher's signals wait for the commit
-            manifest, profile, errors_summary = _commit(plan, out)
+            manifest, profile, errors_summary = _commit(plan, staging, lock)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
         message = str(e) if isinstance(e, RunFailed) else one_line(e, with_type=True)
@@ -126,39 +128,41 @@ def commit_run(plan: CommitPlan) -> dict:
         if not plan.launcher_waits:
             for observer in plan.observers:
                 observer.failed(message, stopped)
-            if out.commit_state() == "none":
-                _safely("mark the lock ended", out.mark_lock_ended, message)
+            if staging.state() == "none":
+                _safely("mark the lock ended", lock.mark_ended, message)
         raise
     outcome: dict = {"errors_summary": _brief(errors_summary)}
-    report = out.join(outdir.REPORT) if manifest.get("report") else None
+    report = staging.join(REPORT) if manifest.get("report") else None
     night = Finished(launch_, manifest, profile, errors_summary, report)
     for observer in plan.observers:
         outcome.update(observer.finished(night))
     if not plan.launcher_waits:  # a waiting launcher, whose heartbeat runs, releases it
-        out.release_lock()
+        lock.release()
         for check in manifest.get("failed_checks") or []:  # the job's log: nobody prints them
             _LOG.warning("night check failed: %s: %s", check["check"], check["message"])
     _write_outcome(plan, outcome)
     return manifest
 
 
-def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict | None]:
+def _commit(
+    plan: CommitPlan, staging: Staging, lock: RunLock
+) -> tuple[dict, dict | None, dict | None]:
     """Commits the run (or finishes its commit); returns the manifest, profile, errors brief."""
-    journal = out.journal()
+    journal = staging.journal()
     if journal is not None:  # a retry, or a rerun after a crash: finish that same commit
-        _LOG.warning("finishing the commit of run %s from its journal", out.run_id)
-        _adopt_lock(out)
-        _move_committed(out, lambda: out.finish_commit(journal))
+        _LOG.warning("finishing the commit of run %s from its journal", staging.run_id)
+        _adopt_lock(lock)
+        _move_committed(staging, lambda: staging.finish(journal))
         return journal["manifest"], None, None
-    committed = read_json(out.join(outdir.MANIFEST)) or {}
-    if committed.get("run_id") == out.run_id:  # a retry after the commit itself was done
-        out.committed = True
-        out.delete_staging()  # what a retried summary step wrote again
+    committed = read_json(staging.join(MANIFEST)) or {}
+    if committed.get("run_id") == staging.run_id:  # a retry after the commit itself was done
+        staging.committed = True
+        staging.delete()  # what a retried summary step wrote again
         with contextlib.suppress(LockLost):  # done already: a lock gone is no failure
-            out.adopt_lock()
+            lock.adopt()
         return committed, None, None
     launch_ = plan.launch
-    run_summary = out.read_staged(SUMMARY_FILE)
+    run_summary = staging.read(SUMMARY_FILE)
     if run_summary is None:
         raise RunFailed(f"the run ended without its summary ({SUMMARY_FILE}); nothing committed")
     counts = Counts(run_summary.get("totals", {}), run_summary["counts"])
@@ -175,7 +179,7 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
     status = "succeeded"
     if counts.files_failed or counts.error_rate > launch_.max_error_rate:
         status = "failed"
-    files = out.staged_files(run_summary)
+    files = staging.staged_files(run_summary)
     outputs = {d: [f for f in files if f.startswith(d + "/")] for d in ("predictions", "errors")}
     profile, errors_summary = run_summary["profile"], run_summary["errors"]
     extra: dict = {}
@@ -194,8 +198,8 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
         }
     for observer in plan.observers:
         extra.update(observer.manifest())
-    _adopt_lock(out)
-    extra.update(_load_bigquery(launch_, out, files, counts, status))
+    _adopt_lock(lock)
+    extra.update(_load_bigquery(launch_, staging, files, counts, status))
     seconds = time.time() - plan.started_s
     manifest = build_manifest(
         launch=launch_,
@@ -208,14 +212,13 @@ def _commit(plan: CommitPlan, out: OutputDir) -> tuple[dict, dict | None, dict |
         outputs=outputs,
         extra=extra,
     )
-    _adopt_lock(out)
+    _adopt_lock(lock)
 
+    if _write_report(staging, manifest, profile, errors_summary):
+        files = [*files, REPORT]
+        manifest["report"] = REPORT
     loaded = [extra[k]["table"] for k in ("bigquery", "bigquery_errors") if extra.get(k)]
-    _move_committed(
-        out,
-        lambda: out.commit(manifest, files, profile=profile, errors_summary=errors_summary),
-        loaded,
-    )
+    _move_committed(staging, lambda: staging.commit(manifest, files), loaded)
     return manifest, profile, errors_summary
 
 
@@ -242,7 +245,7 @@ def _night(nights: Nights | None, counts: Counts, drift, profile: dict, launch_:
     }
 
 
-def _move_committed(out: OutputDir, commit, loaded: list[str] = ()) -> None:
+def _move_committed(staging: Staging, commit, loaded: list[str] = ()) -> None:
     """Runs the commit's moves; a storage error is RunFailed saying what DIR holds now."""
     try:
         commit()
@@ -253,26 +256,28 @@ def _move_committed(out: OutputDir, commit, loaded: list[str] = ()) -> None:
             if loaded
             else ""
         )
-        if out.journaled:  # the journal is written: the next run of this command finishes it
+        if staging.journaled:  # the journal is written: the next run of this command finishes it
             raise RunFailed(
                 f"committing the output stopped half-way ({one_line(e, with_type=True)}): "
-                f"{INCOMPLETE.format(out.path)}{bigquery}"
+                f"{INCOMPLETE.format(staging.path)}{bigquery}"
             ) from e
         raise RunFailed(
             f"committing the output failed before it began ({one_line(e, with_type=True)}): "
-            f"nothing was committed, {out.path} holds the previous output{bigquery}"
+            f"nothing was committed, {staging.path} holds the previous output{bigquery}"
         ) from e
 
 
-def _adopt_lock(out: OutputDir) -> None:
+def _adopt_lock(lock: RunLock) -> None:
     try:
-        out.adopt_lock()
+        lock.adopt()
     except LockLost as e:
-        raise RunFailed(f"this run lost the lock of {out.path} ({e}); nothing was committed") from e
+        raise RunFailed(
+            f"this run lost the lock of {lock.path} ({e}); nothing was committed"
+        ) from e
 
 
 def _load_bigquery(
-    launch_: Launch, out: OutputDir, files: list[str], counts: Counts, status: str
+    launch_: Launch, staging: Staging, files: list[str], counts: Counts, status: str
 ) -> dict:
     """Loads the staged predictions (a succeeded run only) and errors (every run that completed)
     into BigQuery, in one transaction.
@@ -283,7 +288,7 @@ def _load_bigquery(
     from pipeline.bigquery import errors_to_parquet, replace_partitions
 
     def staged(directory: str) -> list[str]:  # by the names relative to DIR, not the full path
-        return [FileSystems.join(out.staging, f) for f in files if f.startswith(directory + "/")]
+        return [FileSystems.join(staging.dir, f) for f in files if f.startswith(directory + "/")]
 
     keys, loads = [], []
     if launch_.bigquery is not None and status == "succeeded":
@@ -301,6 +306,21 @@ def _load_bigquery(
         if not loads:
             return {}
         return dict(zip(keys, replace_partitions(loads, launch_.run_date, launch_.spec.run_id)))
+
+
+def _write_report(staging: Staging, manifest: dict, profile, errors_summary) -> bool:
+    """Renders report.html into the staging directory; a report that cannot be made is a
+    warning, never a reason to lose the run."""
+    from pipeline.report import render_report
+
+    try:
+        page = render_report(manifest, profile, (errors_summary or {}).get("groups", []))
+        with FileSystems.create(FileSystems.join(staging.dir, REPORT), mime_type="text/html") as f:
+            f.write(page.encode("utf-8"))
+    except Exception as e:  # noqa: BLE001 - the report is a view of the manifest, not data
+        _LOG.warning("could not write %s: %s", REPORT, one_line(e, with_type=True))
+        return False
+    return True
 
 
 def _brief(errors_summary: dict | None) -> dict | None:

@@ -39,14 +39,16 @@ from pipeline.errors import ConfigError, Interrupted, RunEnded, RunFailed, repor
 from pipeline.flags import OneLineParser
 from pipeline.graph import build
 from pipeline.launch import Launch, decide
+from pipeline.lock import RunLock
 from pipeline.nights import Nights
 from pipeline.observers.openlineage import LineageEvents
 from pipeline.options import ScoringOptions, help_text, wait_for_job
-from pipeline.output import MANIFEST, OutputDir, read_json
+from pipeline.output import MANIFEST, read_json
 from pipeline.runners import Runner, runner_for
 from pipeline.signals import SIGNALS as _SIGNALS
 from pipeline.signals import signals_held as _signals_held
 from pipeline.signals import stop_the_run
+from pipeline.staging import Staging
 from pipeline.tracking import close_abandoned
 from transforms.emulators import anonymous_if_emulated
 from transforms.predict import share_with_workers
@@ -77,7 +79,8 @@ class _Run:
     launch: Launch
     options: PipelineOptions
     runner: Runner
-    out: OutputDir
+    lock: RunLock
+    staging: Staging
     started: datetime.datetime
     clock: float
     observers: list[observing.Observer] = dataclasses.field(default_factory=list)
@@ -115,18 +118,18 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
-        dir_state = job.out.commit_state()
-        job.out.discard_staging()
+        dir_state = job.staging.state()
+        job.staging.discard()
         if not (isinstance(e, RunFailed) and e.told):  # the commit stage told them itself
             message = one_line(e, with_type=not isinstance(e, RunFailed))
             for observer in job.observers:
                 observer.failed(message, stopped)
         if isinstance(e, (ConfigError, RunFailed)):
             raise
-        raise RunEnded(e, dir_state, job.out.path) from e  # main() says what DIR holds
+        raise RunEnded(e, dir_state, job.staging.path) from e  # main() says what DIR holds
     finally:
         if not submitted:
-            job.out.release_lock()
+            job.lock.release()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,23 +208,24 @@ def launch(options: PipelineOptions) -> _Run:
     runner = runner_for(options)
     wait = wait_for_job(options.view_as(ScoringOptions))
     decided, nights = decide(options, runner)
-    out = OutputDir(decided.output, decided.spec.run_id)
-    job = _Run(decided, options, runner, out, started, clock, wait=wait, nights=nights)
+    lock = RunLock(decided.output, decided.spec.run_id)
+    staging = Staging(decided.output, decided.spec.run_id)
+    job = _Run(decided, options, runner, lock, staging, started, clock, wait=wait, nights=nights)
     try:
         with _signals_held():  # a stop signal waits until the lock can be released again
-            out.acquire_lock()
-        if out.taken_over:
-            close_abandoned(out.taken_over, decided.tracking_uri)
-        started = observing.Started(decided, runner.name, _workers(options), out)
+            lock.acquire()
+        if lock.taken_over:
+            close_abandoned(lock.taken_over, decided.tracking_uri)
+        started = observing.Started(decided, runner.name, _workers(options), lock)
         for observer in observing.for_launch(decided):  # exit 3 (unreachable) or 2 (refused)
             job.observers.append(observer)  # told it failed, should it fail to start
             observer.started(started)
-        out.recover()
+        staging.recover()
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
         for observer in job.observers:
             observer.failed(one_line(e, with_type=not isinstance(e, RunFailed)), stopped)
-        out.release_lock()
+        lock.release()
         raise
     return job
 
@@ -270,7 +274,7 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     p = test_pipeline or beam.Pipeline(options=options)
     started = datetime.datetime.now(datetime.UTC)
     plan = plan_for(decided, runner.name, started, launcher_waits=wait, nights=nights)
-    build(p, decided.spec, OutputDir(decided.output, decided.spec.run_id).staging, plan)
+    build(p, decided.spec, Staging(decided.output, decided.spec.run_id).dir, plan)
     with runner.staging_turn(options):
         result = p.run()
     return ScoringResult(result, {}, 0, decided.output, time.monotonic() - clock, dry_run=True)
@@ -315,13 +319,13 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         command=job.command,
     )
     p = test_pipeline or beam.Pipeline(options=job.options)
-    build(p, spec, job.out.staging, job.plan)
+    build(p, spec, job.staging.dir, job.plan)
     result = None
     if job.runner.in_process:
-        _COMMITTING.append(job.out)
+        _COMMITTING.append(job.staging)
     try:
         if not job.wait:
-            job.out.hand_lock_to_job(_job_name(job.options, spec.run_id))
+            job.lock.hand_to_job(_job_name(job.options, spec.run_id))
         with job.runner.staging_turn(job.options):
             result = p.run()  # on Dataflow: returns once the job is submitted
         state = result.wait_until_finish() if job.wait else None
@@ -352,11 +356,11 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
 # The local output directories whose commit a stop signal waits for once its journal is written:
 # on the DirectRunner with worker processes, the commit stage runs in another process than the
 # launcher's handlers (in the launcher's own process, it holds them itself).
-_COMMITTING: list[OutputDir] = []
+_COMMITTING: list[Staging] = []
 
 
 def _commit_begun() -> bool:
-    return any(out.commit_state() == "half" for out in _COMMITTING)
+    return any(staging.state() == "half" for staging in _COMMITTING)
 
 
 def _job_name(options: PipelineOptions, run_id: str) -> str:
@@ -377,10 +381,10 @@ def _outcome_path(job: _Run) -> str | None:
 def finalize(job: _Run, result) -> ScoringResult:
     """What the job's commit stage left: DIR's manifest, read back as the exit code."""
     outcome = read_outcome(job.plan.outcome)
-    manifest = read_json(job.out.join(MANIFEST)) or {}
+    manifest = read_json(job.staging.join(MANIFEST)) or {}
     if manifest.get("run_id") != job.launch.spec.run_id:
         raise RunFailed(
-            f"the job ended without committing its output ({job.out.path} holds no manifest of "
+            f"the job ended without committing its output ({job.staging.path} holds no manifest of "
             f"run {job.launch.spec.run_id}); nothing was committed"
         )
     res = ScoringResult(

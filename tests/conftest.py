@@ -187,6 +187,13 @@ def _environment(changes: dict | None) -> dict:
     return {k: v for k, v in env.items() if v is not None}
 
 
+def kill_hook(what: str) -> dict:
+    """The environment of a subprocess run whose commit is killed right after its journal is
+    written (`what`: "journal" or "sigterm_launcher"; see tests/hooks/sitecustomize.py)."""
+    path = os.pathsep.join([str(ROOT / "tests" / "hooks"), str(ROOT)])
+    return {"PYTHONPATH": path, "BEAMSCORE_TEST_KILL_IN_COMMIT": what}
+
+
 def assert_one_line_error(cli: Cli, *words: str) -> None:
     """Exit 2, one line on stderr naming the problem, no traceback."""
     assert cli.code == 2, cli.stderr

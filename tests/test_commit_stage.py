@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import lock as pl
 from pipeline import output as po
 from pipeline.errors import ConfigError
-from pipeline.output import LOCK, OutputDir, write_json
+from pipeline.lock import RunLock
+from pipeline.output import LOCK, write_json
 from tests.conftest import float_rows as rows
-from tests.conftest import run_cli, write_input
+from tests.conftest import kill_hook, run_cli, write_input
 
 ROWS_PER_FILE = 300
 
@@ -131,7 +133,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
     write_input(rows(50, seed=7, start_id=10_000), inp / "p9.parquet")  # tonight has more
 
     failures: list[str] = []
-    real_move, real_write = po._move, po.write_json
+    real_move, real_write = po.move, po.write_json
 
     def move(sources, destinations):
         if not failures and where == "after the journal":
@@ -145,7 +147,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
             raise OSError("storage hiccup")
         return real_write(path, data)
 
-    monkeypatch.setattr(po, "_move", move)
+    monkeypatch.setattr(po, "move", move)
     monkeypatch.setattr(po, "write_json", write_json)
     real_process = commit.CommitFn.process
     attempts: list[str] = []
@@ -178,7 +180,7 @@ def test_a_run_killed_inside_the_commit_is_finished_by_the_next_run(tmp_path, mo
 
     # On the DirectRunner the commit stage runs in the launcher's process: SIGKILL right after
     # the commit's journal is written, before any file moves.
-    killed = run_cli(*args, env={po.KILL_HOOK: "journal"}, process=True)
+    killed = run_cli(*args, env=kill_hook("journal"), process=True)
     assert killed.code == -9, killed.stderr
     (journal,) = out.glob("_staging/*/COMMIT")
     killed_run = json.loads(journal.read_text())["run_id"]
@@ -197,7 +199,7 @@ def test_sigterm_during_a_worker_process_commit_waits_for_it(tmp_path, models_di
     inp, out = night(tmp_path), tmp_path / "out"
     args = template_argv(inp, models_dir / "binary.joblib", out)
     procs = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-    stopped = run_cli(*args, *procs, env={po.KILL_HOOK: "sigterm_launcher"}, process=True)
+    stopped = run_cli(*args, *procs, env=kill_hook("sigterm_launcher"), process=True)
     assert stopped.code == 143, stopped.stderr
     (line,) = [ln for ln in stopped.stderr.splitlines() if ln.startswith("error:")]
     assert "interrupted by SIGTERM" in line and "committed before the stop" in line, line
@@ -223,7 +225,7 @@ def job_lock(beat_ago: float, **more) -> dict:
         "heartbeat_at": _iso(beat_ago),
         "owner": "job",
         "job": "beamscore-2026-11-24",
-        "stale_after_s": po.JOB_STALE_AFTER_S,
+        "stale_after_s": pl.JOB_STALE_AFTER_S,
         **more,
     }
 
@@ -232,8 +234,8 @@ def job_lock(beat_ago: float, **more) -> dict:
     ("lock", "taken"),
     [
         (job_lock(5), False),  # the launcher is gone, the job's workers beat
-        (job_lock(po.STALE_AFTER_S + 60), False),  # still younger than the job's staleness
-        (job_lock(po.JOB_STALE_AFTER_S + 60), True),  # the job is gone
+        (job_lock(pl.STALE_AFTER_S + 60), False),  # still younger than the job's staleness
+        (job_lock(pl.JOB_STALE_AFTER_S + 60), True),  # the job is gone
         (job_lock(5, ended="the commit failed"), True),  # the job's commit failed
         ({**job_lock(5), "owner": None}, True),  # a launcher's lock: its dead pid is enough
     ],
@@ -242,41 +244,41 @@ def test_a_lock_the_job_owns_is_not_taken_over_while_the_job_beats(tmp_path, loc
     out = tmp_path / "out"
     out.mkdir()
     write_json(str(out / LOCK), lock)
-    nxt = OutputDir(str(out), "the-next-run")
+    nxt = RunLock(str(out), "the-next-run")
     if not taken:
         with pytest.raises(ConfigError, match="locked by run the-job"):
-            nxt.acquire_lock()
+            nxt.acquire()
         return
-    nxt.acquire_lock()
+    nxt.acquire()
     try:
         assert nxt.taken_over == lock
         assert json.loads((out / LOCK).read_text())["run_id"] == "the-next-run"
     finally:
-        nxt.release_lock()
+        nxt.release()
 
 
 def test_workers_keep_the_job_lock_fresh_until_it_is_not_theirs(tmp_path, monkeypatch):
-    monkeypatch.setattr(po, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(pl, "HEARTBEAT_S", 0.05)
     out = tmp_path / "out"
     out.mkdir()
-    launcher = OutputDir(str(out), "the-job")
-    launcher.acquire_lock()
-    launcher.hand_lock_to_job("beamscore-test")
+    launcher = RunLock(str(out), "the-job")
+    launcher.acquire()
+    launcher.hand_to_job("beamscore-test")
     handed = json.loads((out / LOCK).read_text())
-    assert handed["owner"] == "job" and handed["stale_after_s"] == po.JOB_STALE_AFTER_S
-    po.keep_job_lock(str(out), "the-job")
-    po.keep_job_lock(str(out), "the-job")  # one beat per process and lock
+    assert handed["owner"] == "job" and handed["stale_after_s"] == pl.JOB_STALE_AFTER_S
+    pl.keep_job_lock(str(out), "the-job")
+    pl.keep_job_lock(str(out), "the-job")  # one beat per process and lock
     assert sum(t.name == "lock-the-job" for t in threading.enumerate()) == 1
     deadline = time.monotonic() + 10
     while json.loads((out / LOCK).read_text())["heartbeat_at"] == handed["heartbeat_at"]:
         assert time.monotonic() < deadline, "the workers' heartbeat never came"
         time.sleep(0.02)
-    stage = OutputDir(str(out), "the-job")  # the commit stage, in another process
-    stage.adopt_lock()
-    stage.release_lock()
+    stage = RunLock(str(out), "the-job")  # the commit stage, in another process
+    stage.adopt()
+    stage.release()
     assert not (out / LOCK).exists()
     deadline = time.monotonic() + 10
-    while (str(out), "the-job") in po._JOB_BEATS:
+    while (str(out), "the-job") in pl._JOB_BEATS:
         assert time.monotonic() < deadline, "the heartbeat did not stop"
         time.sleep(0.02)
     time.sleep(0.2)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output import OutputDir, check_owned, write_json
+from pipeline.output import check_owned, write_json
+from pipeline.staging import Staging
 from tests.conftest import ROOT, float_rows, run_cli, write_input
 
 pytestmark = pytest.mark.slow
@@ -124,13 +125,13 @@ def test_killed_run_leaves_previous_output_and_next_run_leaves_one_copy(tmp_path
 
 def test_commit_interrupted_after_its_journal_is_rolled_forward(tmp_path):
     out = tmp_path / "out"
-    old = OutputDir(str(out), "run-old")
+    old = Staging(str(out), "run-old")
     (out / "predictions").mkdir(parents=True)
     (out / "predictions" / "part-old.parquet").write_bytes(b"old")
     write_json(str(out / "manifest.json"), {"producer": "beamscore", "run_id": "run-old"})
 
-    new = OutputDir(str(out), "run-new")
-    staged = Path(new.staging) / "predictions" / "part-new.parquet"
+    new = Staging(str(out), "run-new")
+    staged = Path(new.dir) / "predictions" / "part-new.parquet"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"new")
     journal = {
@@ -138,7 +139,7 @@ def test_commit_interrupted_after_its_journal_is_rolled_forward(tmp_path):
         "files": ["predictions/part-new.parquet"],
         "manifest": {"producer": "beamscore", "run_id": "run-new"},
     }
-    write_json(str(Path(new.staging) / "COMMIT"), journal)
+    write_json(str(Path(new.dir) / "COMMIT"), journal)
     # The commit died right after writing its journal: nothing has moved yet.
     check_owned(str(out))
     old.recover()
@@ -152,9 +153,9 @@ def test_unfinished_staging_is_dropped_without_touching_the_output(tmp_path):
     (out / "predictions").mkdir(parents=True)
     (out / "predictions" / "part-old.parquet").write_bytes(b"old")
     write_json(str(out / "manifest.json"), {"producer": "beamscore", "run_id": "run-old"})
-    dead = Path(OutputDir(str(out), "run-dead").staging) / "predictions" / "part-x.parquet"
+    dead = Path(Staging(str(out), "run-dead").dir) / "predictions" / "part-x.parquet"
     dead.parent.mkdir(parents=True)
     dead.write_bytes(b"partial")
-    OutputDir(str(out), "run-next").recover()
+    Staging(str(out), "run-next").recover()
     assert os.listdir(out / "predictions") == ["part-old.parquet"]
     assert not (out / "_staging").exists()

@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.output import LOCK, OutputDir, write_json
+from pipeline.lock import RunLock
+from pipeline.output import LOCK, write_json
 from tests.conftest import ROOT, float_rows, score, write_input
 
 pytestmark = pytest.mark.slow
 
 DRIVER = r"""
 import os, shutil, signal, sys
+import pipeline.lock as pl
 import pipeline.output as po
 import pipeline.report as report
 import pipeline.run as r
@@ -44,7 +46,7 @@ if hook in ("remove", "add", "rewrite"):
 
     r.launch = launch
 elif hook in ("sigterm_in_commit", "fail_in_commit"):
-    real_move = po._move
+    real_move = po.move
 
     def move(sources, destinations):
         if hook == "sigterm_in_commit":
@@ -52,16 +54,16 @@ elif hook in ("sigterm_in_commit", "fail_in_commit"):
             return real_move(sources, destinations)
         raise OSError("disk gone")  # after the old files were deleted
 
-    po._move = move
+    po.move = move
 elif hook == "sigterm_in_lock":
-    real_create = po.OutputDir._create_exclusive
+    real_create = pl.RunLock._create_exclusive
 
     def create_exclusive(self, record):
         made = real_create(self, record)
         os.kill(os.getpid(), signal.SIGTERM)  # the lock exists, its heartbeat not yet
         return made
 
-    po.OutputDir._create_exclusive = create_exclusive
+    pl.RunLock._create_exclusive = create_exclusive
 elif hook == "journal_fails":
     real_write_json = po.write_json
 
@@ -247,14 +249,14 @@ def test_runs_racing_for_one_lock_exactly_one_gets_it(tmp_path, before):
     for attempt in range(25):
         if before == "dead":
             write_json(str(out / LOCK), dead)
-        dirs = [OutputDir(str(out), f"run-{attempt}-{i}") for i in range(3)]
+        dirs = [RunLock(str(out), f"run-{attempt}-{i}") for i in range(3)]
         outcomes: list[str] = []
         start = threading.Barrier(len(dirs))
 
-        def take(d: OutputDir, outcomes: list[str] = outcomes, start=start) -> None:
+        def take(d: RunLock, outcomes: list[str] = outcomes, start=start) -> None:
             start.wait()
             try:
-                d.acquire_lock()
+                d.acquire()
                 outcomes.append("lock")
             except Exception as e:  # noqa: BLE001 - the losers' refusal
                 outcomes.append(type(e).__name__)
@@ -267,6 +269,6 @@ def test_runs_racing_for_one_lock_exactly_one_gets_it(tmp_path, before):
         assert sorted(outcomes) == ["ConfigError", "ConfigError", "lock"], outcomes
         holder = json.loads((out / LOCK).read_text())["run_id"]
         for d in dirs:
-            d.release_lock()
+            d.release()
         assert holder in {d.run_id for d in dirs}
         assert sorted(p.name for p in out.iterdir()) == [], "lock and no temporary left"

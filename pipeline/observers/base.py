@@ -15,13 +15,14 @@ class Started:
         launch: the launch decisions (pipeline.launch.Launch).
         runner: the Beam runner's name.
         workers: how many workers were asked for, as the runner's own flag says it.
-        out: the output directory, locked (pipeline.output.OutputDir).
+        lock: the output directory's lock, held (pipeline.lock.RunLock): an observer may add
+            fields to its record.
     """
 
     launch: Any
     runner: str
     workers: str
-    out: Any
+    lock: Any
 
 
 @dataclasses.dataclass

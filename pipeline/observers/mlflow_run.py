@@ -42,7 +42,7 @@ class MlflowRun(Observer):
         self._log = RunLog(self.tracking_uri, self.experiment)  # exit 3 / 2 before any work
         self.run_id = self._log.start(run.launch, run.runner, run.workers)
         # A run that dies holding DIR's lock has its MLflow run closed by the next run.
-        run.out.update_lock(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.tracking_uri)
+        run.lock.update(mlflow_run_id=self.run_id, mlflow_tracking_uri=self.tracking_uri)
 
     def manifest(self) -> dict:
         return {"mlflow_run_id": self.run_id} if self.run_id else {}
