@@ -3,7 +3,7 @@
     .venv/bin/python scripts/flag_reference.py          # rewrite the page
     .venv/bin/python scripts/flag_reference.py --check  # exit 1 when the page is stale
 
-tests/test_docs.py fails when the committed page differs from what this renders.
+tests/unit/test_docs.py fails when the committed page differs from what this renders.
 """
 
 from __future__ import annotations

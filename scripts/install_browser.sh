@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's Chromium for the run report's browser tests (tests/test_report.py) when it is
+# Installs Debian's Chromium for the run report's browser tests (tests/unit/test_report.py) when it is
 # missing; does nothing when it is there. Debian's build rather than Playwright's own browser
 # download, which needs a host that not every machine running the tests can reach. Playwright
 # drives it with the driver its own Python package ships, so no chromedriver is needed.

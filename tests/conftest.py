@@ -410,6 +410,16 @@ def mlflow_server(tmp_path_factory) -> str:
                 time.sleep(0.5)
 
 
+# The fixtures that start (or share) a real service on 127.0.0.1: a test using one is `backed`.
+BACKED_FIXTURES = frozenset({"gcs", "bigquery_emulator", "mlflow_server", "receiver"})
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if BACKED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.backed)
+
+
 def pytest_sessionfinish(session) -> None:
     """The main process, once every worker is done: stops the MLflow server if one started."""
     if hasattr(session.config, "workerinput"):
@@ -424,3 +434,84 @@ def pytest_sessionfinish(session) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
     record.unlink()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's Chromium with a fresh profile, through Playwright (pages: tests.helpers.Page)."""
+    from tests.helpers import CHROMIUM, CHROMIUM_ARGS
+
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/install_browser.sh"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def booster_files(tmp_path_factory):
+    """Model files written by XGBoost and LightGBM themselves, trained in about a second."""
+    import joblib
+    import lightgbm as lgb
+    import xgboost as xgb
+
+    from tests.helpers import training_frame
+
+    out = tmp_path_factory.mktemp("boosters")
+    X, y = training_frame()
+    numeric = X[FEATURES]
+    three = np.digitize(numeric.f0, [-0.5, 0.5])  # classes 0, 1, 2
+    params = {"max_depth": 3, "nthread": 1}
+    xgb.train(
+        {**params, "objective": "binary:logistic"},
+        xgb.DMatrix(X, y, enable_categorical=True),
+        15,
+    ).save_model(out / "cat.json")
+    xgb.train(
+        {**params, "objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(numeric, three), 10
+    ).save_model(out / "multi.ubj")
+    joblib.dump(
+        xgb.XGBClassifier(n_estimators=15, max_depth=3, n_jobs=1).fit(numeric, y),
+        out / "xgb_classifier.joblib",
+    )
+    lgb.train(
+        {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 5},
+        lgb.Dataset(X, y),
+        15,
+    ).save_model(out / "cat.txt")
+    labels = np.array(["low", "mid", "high"])[three]
+    joblib.dump(
+        lgb.LGBMClassifier(n_estimators=10, verbose=-1, n_jobs=1).fit(numeric, labels),
+        out / "lgb_classifier.joblib",
+    )
+    return out
+
+
+@pytest.fixture
+def receiver():
+    """An OpenLineage endpoint on 127.0.0.1 recording what it is sent (tests.helpers.Receiver)."""
+    from tests.helpers import serving
+
+    with serving() as r:
+        yield r
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_openlineage(monkeypatch):
+    """The developer's or CI's own OpenLineage settings reach no test."""
+    for name in (
+        "OPENLINEAGE_URL",
+        "OPENLINEAGE_NAMESPACE",
+        "OPENLINEAGE_ENDPOINT",
+        "OPENLINEAGE_API_KEY",
+        "OPENLINEAGE_DISABLED",
+    ):
+        monkeypatch.delenv(name, raising=False)

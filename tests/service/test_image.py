@@ -53,6 +53,7 @@ def test_each_dockerfile_copies_every_package_the_project_installs(dockerfile):
     assert packages <= copied, packages - copied
 
 
+@pytest.mark.subprocess
 @pytest.mark.image_install
 def test_the_serving_image_installs_and_answers_in_a_fresh_virtualenv(tmp_path, models_dir):
     app = tmp_path / "app"

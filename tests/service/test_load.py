@@ -25,6 +25,7 @@ def _rss_kb(pid: int) -> int:
         return int(re.search(r"VmRSS:\s+(\d+)", f.read())[1])
 
 
+@pytest.mark.subprocess
 def test_sixteen_clients_for_a_minute_no_5xx_no_lost_answer_flat_memory(models_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -17,8 +17,8 @@ import pytest
 
 from tests import custom_models
 from tests.conftest import ROOT, float_rows
+from tests.helpers import fitted
 from tests.service.conftest import free_port
-from tests.test_launch_checks import fitted
 
 pytestmark = pytest.mark.service
 
@@ -46,6 +46,7 @@ def _ready(proc: subprocess.Popen, url: str, timeout: float = 60) -> None:
     raise AssertionError("the service did not get ready")
 
 
+@pytest.mark.subprocess
 def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
     joblib.dump(fitted(custom_models.Slow(1.5)), tmp_path / "slow.joblib")
     port = free_port()
@@ -75,6 +76,7 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
     assert "Traceback" not in stderr
 
 
+@pytest.mark.subprocess
 def test_a_port_in_use_and_a_missing_model_are_one_line_and_exit_2(tmp_path, models_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

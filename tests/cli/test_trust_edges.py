@@ -115,6 +115,7 @@ def four_files(tmp_path: Path) -> Path:
     return tmp_path / "in"
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("hook", "file", "says"),
     [
@@ -149,6 +150,7 @@ def committed_rows(out: Path) -> int:
     return manifest["counts"]["rows_predicted"]
 
 
+@pytest.mark.subprocess
 def test_sigterm_during_the_commit_waits_for_it_to_finish(tmp_path, models_dir):
     inp, out = four_files(tmp_path), tmp_path / "out"
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
@@ -167,6 +169,7 @@ def test_sigterm_during_the_commit_waits_for_it_to_finish(tmp_path, models_dir):
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "predictions", "report.html"]
 
 
+@pytest.mark.subprocess
 def test_commit_that_fails_half_way_is_exit_3_and_the_rerun_finishes_it(tmp_path, models_dir):
     inp, out = four_files(tmp_path), tmp_path / "out"
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
@@ -186,6 +189,7 @@ def test_commit_that_fails_half_way_is_exit_3_and_the_rerun_finishes_it(tmp_path
     assert not (out / "_staging").exists()
 
 
+@pytest.mark.subprocess
 def test_commit_that_fails_before_it_begins_is_exit_3_with_the_old_output(tmp_path, models_dir):
     inp, out = four_files(tmp_path), tmp_path / "out"
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
@@ -204,6 +208,7 @@ def test_commit_that_fails_before_it_begins_is_exit_3_with_the_old_output(tmp_pa
     assert not (out / "_lock").exists()
 
 
+@pytest.mark.subprocess
 def test_a_signal_while_the_lock_is_taken_does_not_leave_it_behind(tmp_path, models_dir):
     inp, out = four_files(tmp_path), tmp_path / "out"
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
@@ -214,6 +219,7 @@ def test_a_signal_while_the_lock_is_taken_does_not_leave_it_behind(tmp_path, mod
     assert score(*args[1::2]).code == 0
 
 
+@pytest.mark.subprocess
 def test_a_report_that_cannot_be_rendered_does_not_leave_the_old_one(tmp_path, models_dir):
     inp, out = four_files(tmp_path), tmp_path / "out"
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib", "--output", out]
@@ -228,6 +234,7 @@ def test_a_report_that_cannot_be_rendered_does_not_leave_the_old_one(tmp_path, m
     assert "report" not in json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.subprocess
 def test_a_second_run_in_one_process_still_stops_on_sigterm(tmp_path, models_dir):
     inp = four_files(tmp_path)
     args = ["--input", inp / "*.parquet", "--model", models_dir / "binary.joblib"]

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.conftest import FEATURES, ROOT, assert_one_line_error, float_rows, run_cli, write_input
+from tests.helpers import sqlite_store
 
 pytestmark = pytest.mark.slow
 
@@ -33,16 +34,6 @@ def model_with_baseline(tmp_path_factory, models_dir):
     base = baseline_from_frame(float_rows(5000, seed=1)[FEATURES], FEATURES)
     (out / "binary.joblib.drift.json").write_text(json.dumps(base))
     return path
-
-
-def sqlite_store(tmp_path, experiment: str = "nightly") -> str:
-    """A sqlite tracking store whose experiment keeps its artifacts under tmp_path (MLflow's
-    default would be ./mlruns in the working directory: the checkout)."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    MlflowClient(uri).create_experiment(experiment, artifact_location=str(tmp_path / "artifacts"))
-    return uri
 
 
 def read_run(uri: str, run_id: str):
@@ -169,6 +160,7 @@ def test_regressor_distribution_and_a_sample_of_at_most_1000_errors(tmp_path, mo
     assert histogram["min"] == predictions.min() and histogram["max"] == predictions.max()
 
 
+@pytest.mark.subprocess
 def test_a_killed_run_is_closed_as_killed_by_the_next_run(tmp_path, mlflow_server):
     import joblib
 
@@ -310,6 +302,7 @@ class Route:
                 s.close()  # a reset, as from a host that is gone
 
 
+@pytest.mark.subprocess
 def test_server_gone_mid_run_still_commits_the_predictions(
     tmp_path, model_with_baseline, mlflow_server
 ):

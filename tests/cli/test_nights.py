@@ -22,9 +22,7 @@ from pipeline.nights import Nights, evaluate, read_history
 from pipeline.observers import Observer
 from pipeline.report import render_report
 from tests.conftest import FEATURES, assert_one_line_error, float_rows, score, write_input
-from tests.test_mlflow_tracking import sqlite_store
-from tests.test_report import Page
-from tests.test_report import browser as browser  # the module-scoped fixture
+from tests.helpers import Page, sqlite_store
 
 pytestmark = pytest.mark.slow
 

@@ -21,27 +21,9 @@ from unittest import mock
 import pytest
 
 from tests.conftest import ROOT, float_rows, write_input
+from tests.helpers import DATAFLOW, written_under
 
 pytestmark = pytest.mark.slow
-
-DATAFLOW = [
-    "--runner",
-    "DataflowRunner",
-    "--project",
-    "test-project",
-    "--region",
-    "europe-west1",
-    "--temp_location",
-    "gs://test-bucket/dataflow/tmp",
-    "--setup_file",
-    str(ROOT / "setup.py"),
-    "--job_name",
-    "beamscore-test",
-    "--max_num_workers",
-    "7",
-    "--dry_run=True",
-    "--no_auth",
-]
 
 
 @pytest.fixture
@@ -78,11 +60,6 @@ def gs_job_inputs(tmp_path, models_dir, gcs):
         "--run_date",
         "2026-11-24",
     ]
-
-
-def _written_under(gcs, url: str) -> list[str]:
-    prefix = url.removeprefix("gs://scoring/")
-    return [b.name for b in gcs["bucket"].list_blobs(prefix=prefix)]
 
 
 @contextlib.contextmanager
@@ -128,7 +105,7 @@ def test_dataflow_translation_has_the_steps_options_and_package(gs_job_inputs, g
     res, job, staged = _translated(gs_job_inputs, monkeypatch)
     assert res.dry_run and res.exit_code == 0
     output = gs_job_inputs[gs_job_inputs.index("--output") + 1]
-    assert not _written_under(gcs, output), "a dry run must not touch DIR"
+    assert not written_under(gcs, output), "a dry run must not touch DIR"
     top = {
         t.unique_name
         for t in job.proto_pipeline.components.transforms.values()
@@ -169,6 +146,7 @@ def test_dataflow_translation_has_the_steps_options_and_package(gs_job_inputs, g
         assert required in names, required
 
 
+@pytest.mark.subprocess
 @pytest.mark.worker_install
 def test_the_staged_package_installs_and_scores_in_a_fresh_virtualenv(
     job_inputs, gs_job_inputs, gcs, tmp_path, monkeypatch
@@ -264,6 +242,7 @@ def test_job_description_does_not_grow_with_the_number_of_files(tmp_path, monkey
     assert sizes[10_000] <= sizes[10], sizes
 
 
+@pytest.mark.subprocess
 def test_run_dataflow_sh_dry_run(gs_job_inputs, gcs, tmp_path):
     env = {
         **os.environ,
@@ -283,7 +262,7 @@ def test_run_dataflow_sh_dry_run(gs_job_inputs, gcs, tmp_path):
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("DRY RUN: Dataflow job beamscore-2026-11-24-"), line
-    assert not _written_under(gcs, gs_job_inputs[gs_job_inputs.index("--output") + 1])
+    assert not written_under(gcs, gs_job_inputs[gs_job_inputs.index("--output") + 1])
 
 
 def test_dry_run_needs_dataflow(job_inputs):
@@ -336,6 +315,7 @@ def test_workers_install_the_library_a_booster_needs(tmp_path, monkeypatch, gcs)
     assert staged["requirements.txt"].decode().split() == [f"xgboost-cpu=={xgb.__version__}"]
 
 
+@pytest.mark.subprocess
 def test_runner_settings_are_checked_before_the_output_is_touched(job_inputs, tmp_path):
     from tests.conftest import assert_one_line_error, run_cli
 

@@ -65,7 +65,7 @@ def _night(tmp: Path, model: Path, seed: int, *more: str) -> Path:
 
 @pytest.fixture(scope="module")
 def mlflow_uri(tmp_path_factory) -> str:
-    from tests.test_mlflow_tracking import sqlite_store
+    from tests.helpers import sqlite_store
 
     return sqlite_store(tmp_path_factory.mktemp("mlflow"))
 
@@ -289,10 +289,11 @@ def test_refusals_are_one_line_and_write_nothing(tmp_path, regressor_night):
     assert sorted(p.name for p in (tmp_path / "foreign").iterdir()) == ["data.txt", "manifest.json"]
 
 
+@pytest.mark.backed
 def test_rescoring_the_night_drops_its_quality_and_lineage_is_sent(
     tmp_path, models_dir, regressor_night
 ):
-    from tests.test_lineage import serving
+    from tests.helpers import serving
 
     night = regressor_night
     pd.DataFrame({"id": range(60), "y": np.linspace(0, 1, 60)}).to_csv(

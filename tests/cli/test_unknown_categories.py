@@ -23,7 +23,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from tests.conftest import FEATURES, run_cli, write_input
-from tests.test_boosters import COLORS, as_category, colored_rows, training_frame
+from tests.helpers import COLORS, as_category, colored_rows, training_frame
 
 pytestmark = pytest.mark.slow
 

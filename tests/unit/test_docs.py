@@ -11,7 +11,7 @@ import pytest
 from pipeline import evaluate, options
 from service import flags as serve_flags
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = runpy.run_path(str(ROOT / "scripts" / "flag_reference.py"))
 
 

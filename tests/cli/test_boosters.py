@@ -13,29 +13,9 @@ import pandas as pd
 import pytest
 
 from tests.conftest import FEATURES, assert_one_line_error, float_rows, run_cli, write_input
+from tests.helpers import EXACT, as_category, colored_rows
 
 pytestmark = pytest.mark.slow
-
-COLORS = ["blue", "green", "red"]
-EXACT = {"rtol": 0, "atol": 1e-9}
-
-
-def colored_rows(n: int, seed: int, start_id: int = 0) -> pd.DataFrame:
-    """float_rows plus a text feature `color`, as an input file holds it."""
-    df = float_rows(n, seed, start_id)
-    df["color"] = np.random.default_rng(seed + 100).choice(COLORS, n)
-    return df
-
-
-def training_frame(n: int = 1000, seed: int = 1) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features with `color` as a pandas category column (as the libraries are trained), and a
-    binary label that depends on f0, f1 and the color; a few NaNs so the boosters learn where
-    missing values go."""
-    df = colored_rows(n, seed)
-    X = df[FEATURES + ["color"]].assign(color=lambda d: pd.Categorical(d.color, COLORS))
-    X.loc[X.index[::37], "f1"] = np.nan
-    y = ((X.f0 + 0.5 * X.f1.fillna(0) + (X.color == "red")) > 0.4).astype(int).to_numpy()
-    return X, y
 
 
 def dirty(df: pd.DataFrame) -> pd.DataFrame:
@@ -44,47 +24,6 @@ def dirty(df: pd.DataFrame) -> pd.DataFrame:
     out.loc[out.index[::11], "f1"] = np.nan
     out.loc[out.index[5::29], "color"] = None
     out.loc[out.index[7], "color"] = "purple"
-    return out
-
-
-def as_category(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows as the user's own code hands them to the library: color as a pandas category."""
-    return df[FEATURES + ["color"]].assign(color=lambda d: pd.Categorical(d.color))
-
-
-@pytest.fixture(scope="session")
-def booster_files(tmp_path_factory):
-    """Model files written by XGBoost and LightGBM themselves, trained in about a second."""
-    import lightgbm as lgb
-    import xgboost as xgb
-
-    out = tmp_path_factory.mktemp("boosters")
-    X, y = training_frame()
-    numeric = X[FEATURES]
-    three = np.digitize(numeric.f0, [-0.5, 0.5])  # classes 0, 1, 2
-    params = {"max_depth": 3, "nthread": 1}
-    xgb.train(
-        {**params, "objective": "binary:logistic"},
-        xgb.DMatrix(X, y, enable_categorical=True),
-        15,
-    ).save_model(out / "cat.json")
-    xgb.train(
-        {**params, "objective": "multi:softprob", "num_class": 3}, xgb.DMatrix(numeric, three), 10
-    ).save_model(out / "multi.ubj")
-    joblib.dump(
-        xgb.XGBClassifier(n_estimators=15, max_depth=3, n_jobs=1).fit(numeric, y),
-        out / "xgb_classifier.joblib",
-    )
-    lgb.train(
-        {"objective": "binary", "verbose": -1, "num_threads": 1, "min_data_per_group": 5},
-        lgb.Dataset(X, y),
-        15,
-    ).save_model(out / "cat.txt")
-    labels = np.array(["low", "mid", "high"])[three]
-    joblib.dump(
-        lgb.LGBMClassifier(n_estimators=10, verbose=-1, n_jobs=1).fit(numeric, labels),
-        out / "lgb_classifier.joblib",
-    )
     return out
 
 
@@ -162,7 +101,8 @@ def test_xgboost_classifier_in_joblib(tmp_path, booster_files):
 
 def test_lightgbm_txt_with_a_category_feature(tmp_path, booster_files):
     """An unknown color is a missing value to LightGBM's own predict, and so here when the run
-    says --unknown_categories score (by default it is rejected: tests/test_unknown_categories)."""
+    says --unknown_categories score (by default it is rejected:
+    tests/cli/test_unknown_categories)."""
     import lightgbm as lgb
 
     path = booster_files / "cat.txt"
@@ -192,6 +132,7 @@ def test_lightgbm_classifier_with_text_labels_in_joblib(tmp_path, booster_files)
     assert sorted(model.classes_) == ["high", "low", "mid"]
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("model, library", [("cat.json", "xgboost"), ("cat.txt", "lightgbm")])
 def test_library_that_cannot_be_imported_names_the_extra(tmp_path, booster_files, model, library):
     # The interpreter starts with the library blocked, as if it were not installed.

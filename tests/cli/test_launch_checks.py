@@ -28,16 +28,13 @@ from tests.conftest import (
     run_cli,
     write_input,
 )
+from tests.helpers import fitted
 
 pytestmark = pytest.mark.slow
 
 
 def args(inp, model, out, *more) -> list:
     return ["--input", inp, "--model", model, "--output", out, *more]
-
-
-def fitted(estimator, n: int = 200):
-    return estimator.fit(float_rows(n, seed=3)[FEATURES], np.zeros(n))
 
 
 # --- the command line -------------------------------------------------------------------
@@ -86,6 +83,7 @@ def test_misspelt_placeholders_and_names_given_twice_are_refused(tmp_path, model
     assert (tmp_path / "o" / "2026-01-02" / "manifest.json").exists()
 
 
+@pytest.mark.subprocess
 def test_help_lists_every_flag_with_its_default():
     from pipeline.options import FLAGS
 
@@ -463,6 +461,7 @@ def _wait_for_scoring(proc: subprocess.Popen, out: Path, timeout: float = 60) ->
         time.sleep(0.05)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_run_exits_128_plus_signal_and_leaves_the_output(tmp_path, signum, code):
     joblib.dump(fitted(custom_models.Slow(0.3)), tmp_path / "slow.joblib")
@@ -483,6 +482,7 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_the_output(tmp_path, s
     assert not list((tmp_path / "o").glob("_staging/*"))
 
 
+@pytest.mark.subprocess
 def test_a_run_that_lost_its_lock_commits_nothing(tmp_path):
     joblib.dump(fitted(custom_models.Slow(0.2)), tmp_path / "slow.joblib")
     write_input(float_rows(600), tmp_path / "in.parquet")

@@ -1,15 +1,10 @@
-"""The run report in a real headless Chromium: what the page shows is what the run did.
-
-Each test runs the real CLI, opens the DIR/report.html it wrote from file:// and reads the numbers
-the browser renders against the manifest, the predictions and the errors output. Chromium is
-Debian's (/usr/bin/chromium, installed by scripts/install_browser.sh), driven by Playwright.
-"""
+"""The report rendered from fixed and generated manifests, read in a real browser (Debian's
+Chromium)."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import re
 import shutil
 import struct
 from collections import Counter
@@ -22,88 +17,12 @@ from hypothesis import strategies as st
 
 from pipeline.report import MAX_FILES, PSI_WARNING, STAGES, render_report
 from tests.conftest import FEATURES, float_rows, run_cli, write_input
+from tests.helpers import Page
 
-pytestmark = pytest.mark.slow
-
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium phones home at start, which this machine
-# refuses; --disable-quic and friends keep it quiet too.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCRIPT = "<script>alert(1)</script>"
+
+
 EVIL_NAME = '"><img src=x onerror=alert(2)>.csv'
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    """Debian's Chromium with a fresh profile directory, through Playwright."""
-    assert CHROMIUM.exists(), "no /usr/bin/chromium: run scripts/install_browser.sh"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=CHROMIUM_ARGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        yield context
-        context.close()
-
-
-class Page:
-    """A report loaded in the browser, with every request, dialog and console error it caused."""
-
-    def __init__(self, context, path: Path):
-        self.url = path.as_uri()
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.console_errors: list[str] = []  # a fetch the CSP blocked is reported here
-        self.page = context.new_page()
-        self.page.on("request", lambda r: self.requests.append(r.url))
-        self.page.on(
-            "console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text)
-        )
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.goto(self.url, wait_until="load")
-
-    def text(self, selector: str) -> str:
-        return self.page.inner_text(selector).strip()
-
-    def number(self, selector: str) -> float:
-        """A number as the page shows it ("1,234", "0.50%"): percentages as fractions."""
-        text = self.text(selector)
-        value = float(re.sub(r"[,%\s]", "", text))
-        return value / 100 if text.endswith("%") else value
-
-    def attr(self, selector: str, name: str) -> str | None:
-        return self.page.get_attribute(selector, name)
-
-    def all(self, selector: str):
-        return self.page.locator(selector).all()
-
-    def screenshot(self, path: Path) -> Path:
-        self.page.screenshot(path=str(path), full_page=True)
-        return path
-
-    def close(self):
-        self.page.close()
-
-
-def show(browser, tmp_path: Path, manifest: dict, profile, groups) -> Page:
-    """Renders the report into tmp_path and opens it."""
-    path = tmp_path / "report.html"
-    path.write_text(render_report(manifest, profile, groups), encoding="utf-8")
-    return Page(browser, path)
 
 
 def group_errors(errors: list[dict]) -> list[dict]:
@@ -283,114 +202,6 @@ def test_failed_run_shows_its_counts_files_errors_and_drift(browser, dirty_run, 
     page.close()
 
 
-def test_regressor_run_shows_the_prediction_histogram(browser, tmp_path, models_dir):
-    write_input(float_rows(1500, seed=5), tmp_path / "in" / "a.parquet")
-    write_input(float_rows(700, seed=6, start_id=1500), tmp_path / "in" / "b.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in" / "*.parquet",
-        "--model",
-        models_dir / "regressor.joblib",
-        "--output",
-        tmp_path / "out",
-    )
-    assert cli.code == 0, cli.stderr
-    m, predictions = cli.manifest, cli.predictions()
-    page = opened(browser, cli)
-
-    assert_headline(page, m)
-    assert page.text("#status") == "SUCCEEDED"
-    assert page.text(".attention") == "Nothing needs attention"
-    assert page.text("#errors").endswith("No rejected records.")
-    assert "n/a" in page.text("#drift")
-    assert [r.get_attribute("data-path") for r in page.all("#files tbody tr")] == [
-        i["path"] for i in m["inputs"]
-    ]
-    bins = [int(b.get_attribute("data-count")) for b in page.all("#prediction-histogram rect")]
-    values = predictions.prediction.to_numpy()
-    expected, _ = np.histogram(values, bins=len(bins), range=(values.min(), values.max()))
-    assert bins == expected.tolist() and sum(bins) == len(predictions)
-    assert page.page.locator("#class-shares").count() == 0
-    assert_offline(page)
-    assert_png(page.screenshot(tmp_path / "report.png"))
-    page.close()
-
-
-def test_classifier_run_shows_class_shares(browser, tmp_path, models_dir):
-    write_input(float_rows(1200, seed=7), tmp_path / "in.jsonl")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.jsonl",
-        "--model",
-        models_dir / "multiclass.pkl",
-        "--output",
-        tmp_path / "out",
-    )
-    assert cli.code == 0, cli.stderr
-    m, predictions = cli.manifest, cli.predictions()
-    page = opened(browser, cli)
-
-    assert_headline(page, m)
-    shares = Counter(predictions.prediction)
-    assert set(shares) == {"low", "mid", "high"}
-    rows = page.all("#class-shares tbody tr")
-    assert [r.get_attribute("data-class") for r in rows] == [k for k, _ in shares.most_common()]
-    for row in rows:
-        label = row.get_attribute("data-class")
-        assert int(row.locator("td.num").first.inner_text().replace(",", "")) == shares[label]
-        share = row.locator("td.num").nth(1).inner_text()
-        assert float(share.rstrip("%")) == pytest.approx(
-            100 * shares[label] / len(predictions), abs=0.05
-        )
-    assert page.page.locator("#proba-histogram rect.bin").count() == 20
-    assert_offline(page)
-    page.close()
-
-
-def test_new_and_missing_manifest_keys(browser, tmp_path, models_dir):
-    """A manifest with the keys being added (duration, throughput, library versions, the reason
-    a run could not complete) shows them; an empty one shows n/a instead of failing."""
-    write_input(float_rows(200, seed=8), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
-    assert cli.code == 0, cli.stderr
-    m = cli.manifest
-    m["status"] = "failed"
-    m["duration_s"] = 3723.4
-    m["rows_per_s"] = 12345.678
-    m["error"] = f"the run could not complete: worker lost {SCRIPT}"
-    m["model"]["library_versions"] = {
-        "scikit-learn": {"saved": "1.8.0", "running": "1.9.1"},
-        "numpy": {"saved": "2.4.6", "running": "2.4.6"},
-    }
-    page = show(browser, tmp_path, m, None, [])
-    assert page.text("#duration") == "1 h 02 min"
-    assert page.text("#throughput") == "12,346"
-    assert float(page.attr("#throughput", "data-value")) == 12345.678
-    assert f"worker lost {SCRIPT}" in page.text(".attention")
-    assert "scikit-learn saved with 1.8.0, running 1.9.1" in page.text(".attention")
-    assert page.attr('tr[data-library="scikit-learn"]', "class") == "warn"
-    assert page.attr('tr[data-library="numpy"]', "class") == ""
-    assert "n/a" in page.text("#predictions")
-    assert page.dialogs == [] and page.page.locator("script").count() == 0
-    page.close()
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    page = show(browser, empty, {}, None, [])
-    for ident in ("run-id", "rows-read", "error-rate", "duration", "throughput", "model-uri"):
-        assert page.text("#" + ident) == "n/a", ident
-    assert page.text("#status") == "N/A"
-    assert_offline(page)
-    page.close()
-
-
 def test_constants_agree_with_the_pipeline():
     from transforms.errors import STAGES as PIPELINE_STAGES
     from transforms.profile import PSI_WARNING as PIPELINE_PSI_WARNING
@@ -425,6 +236,8 @@ def test_report_module_imports_only_the_standard_library():
 
 # Any JSON value, with the attacks a file name or a record may hold among the strings.
 ATTACKS = [SCRIPT, EVIL_NAME, "</style><script>alert(3)</script>", "\ud800", "x\x00y"]
+
+
 json_value = st.recursive(
     st.none()
     | st.booleans()
@@ -450,9 +263,13 @@ counts = shaped(
     rows_failed=json_value,
     rows_failed_by_stage=st.dictionaries(st.sampled_from([*STAGES, *ATTACKS]), json_value),
 )
+
+
 any_file = shaped(
     path=json_value, rows_read=json_value, rows_failed=json_value, failed=st.booleans()
 )
+
+
 manifests = shaped(
     status=st.sampled_from(["succeeded", "failed", *ATTACKS]) | json_value,
     run_id=json_value,
@@ -502,6 +319,8 @@ manifests = shaped(
     rerun_command=json_value,
     outputs=shaped(predictions=json_value, errors=json_value),
 )
+
+
 profiles = st.none() | shaped(
     rows=json_value,
     class_counts=st.dictionaries(st.sampled_from(ATTACKS) | st.text(max_size=3), json_value),
@@ -510,6 +329,8 @@ profiles = st.none() | shaped(
         edges=st.lists(st.floats(-1e6, 1e6), max_size=6), counts=st.lists(json_value, max_size=5)
     ),
 )
+
+
 groups = st.lists(
     shaped(
         stage=json_value,

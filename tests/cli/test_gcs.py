@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import io
-
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import FEATURES, float_rows, run_cli
+from tests.helpers import read_predictions, upload_parquet
 
 pytestmark = pytest.mark.slow
-
-
-def upload_parquet(bucket, name: str, df) -> None:
-    buf = io.BytesIO()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
-    bucket.blob(name).upload_from_string(buf.getvalue())
-
-
-def read_predictions(bucket, prefix: str):
-    blobs = [b for b in bucket.list_blobs(prefix=prefix) if b.name.endswith(".parquet")]
-    tables = [pq.read_table(io.BytesIO(b.download_as_bytes())) for b in blobs]
-    return blobs, pa.concat_tables(tables).to_pandas()
 
 
 def test_gs_input_model_and_output_with_rerun(tmp_path, models_dir, gcs):

@@ -19,7 +19,7 @@ from tests.conftest import (
     run_cli,
     write_input,
 )
-from tests.test_gcs import read_predictions, upload_parquet
+from tests.helpers import read_predictions, upload_parquet
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import pytest
 from scoring.predict import Predictor, _row, _typed_alike_alone
 from tests.conftest import FEATURES, float_rows
 from tests.custom_models import OddRefuser
-from tests.test_transforms import make_spec
+from tests.helpers import make_spec
 
 
 def predict(

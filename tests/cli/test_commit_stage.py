@@ -172,6 +172,7 @@ def test_a_commit_that_fails_once_and_is_retried_ends_in_one_commit(
     assert not (out / LOCK).exists()
 
 
+@pytest.mark.subprocess
 def test_a_run_killed_inside_the_commit_is_finished_by_the_next_run(tmp_path, models_dir):
     inp, out = night(tmp_path), tmp_path / "out"
     args = template_argv(inp, models_dir / "binary.joblib", out)
@@ -193,6 +194,7 @@ def test_a_run_killed_inside_the_commit_is_finished_by_the_next_run(tmp_path, mo
     assert manifest["run_id"] != killed_run
 
 
+@pytest.mark.subprocess
 def test_sigterm_during_a_worker_process_commit_waits_for_it(tmp_path, models_dir):
     """multi_processing: the commit stage runs in a worker process; a SIGTERM the launcher gets
     once the commit's journal is written waits for the commit, then exits 143 (CONTRACT.md)."""
@@ -292,7 +294,7 @@ def test_workers_keep_the_job_lock_fresh_until_it_is_not_theirs(tmp_path, monkey
 def test_dry_run_prints_one_screen_and_writes_the_job_description(
     tmp_path, models_dir, gcs, monkeypatch, wait
 ):
-    from tests.test_dataflow import DATAFLOW, _written_under
+    from tests.helpers import DATAFLOW, written_under
 
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     prefix = f"commit-stage/{tmp_path.name}"
@@ -319,4 +321,4 @@ def test_dry_run_prints_one_screen_and_writes_the_job_description(
     job = json.loads(path.read_text())
     assert job["name"] == "beamscore-test"
     assert last.startswith("DRY RUN: Dataflow job beamscore-test translated, not submitted")
-    assert not _written_under(gcs, out)
+    assert not written_under(gcs, out)

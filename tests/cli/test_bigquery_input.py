@@ -58,7 +58,7 @@ def tables(bigquery_emulator):
 def night(tables, models_dir, tmp_path_factory):
     """The night scored once: --input_filter with {run_date}, the run's output (and the
     OpenLineage events it sent, on cli.lineage)."""
-    from tests.test_lineage import serving
+    from tests.helpers import serving
 
     out = tmp_path_factory.mktemp("bq_input") / "out"
     with serving() as receiver:
@@ -156,6 +156,7 @@ def _stream_schema(client, stream):
     return pa.schema([])
 
 
+@pytest.mark.backed
 def test_a_filter_that_selects_no_rows_is_an_empty_night(tables, models_dir, tmp_path):
     cli = run_cli(
         "--input",
@@ -264,7 +265,7 @@ def test_dataflow_dry_run_of_a_table_input(tables, models_dir, gcs, monkeypatch)
     """A Dataflow job for a table: the launch checks and the session, then the translated job
     reads the session's streams (4 per worker asked for: --max_num_workers 7)."""
     from pipeline.run import run
-    from tests.test_dataflow import DATAFLOW
+    from tests.helpers import DATAFLOW
 
     monkeypatch.setenv("NO_GCE_CHECK", "True")
     gcs["bucket"].blob("bq_input/binary.joblib").upload_from_filename(models_dir / "binary.joblib")

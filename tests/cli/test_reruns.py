@@ -76,6 +76,7 @@ def test_errors_of_the_previous_run_are_replaced(tmp_path, models_dir):
     assert clean.manifest["outputs"]["errors"] == []
 
 
+@pytest.mark.subprocess
 def test_killed_run_leaves_previous_output_and_next_run_leaves_one_copy(tmp_path, models_dir):
     small = tmp_path / "small.parquet"
     write_input(float_rows(100), small)

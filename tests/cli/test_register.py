@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from tests.conftest import FEATURES, ROOT, float_rows, run_cli, write_input
-from tests.test_boosters import COLORS, EXACT, as_category, colored_rows, training_frame
+from tests.helpers import COLORS, EXACT, as_category, colored_rows, training_frame
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +49,7 @@ def score_registered(tmp_path, registry: str, model_uri: str, df: pd.DataFrame):
     )
 
 
+@pytest.mark.subprocess
 def test_column_transformer_hist_gradient_boosting_from_the_command_line(tmp_path, registry):
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingRegressor

@@ -13,29 +13,9 @@ import pandas as pd
 import pytest
 
 from models.baseline import baseline_from_frame
-from models.explain import top_k
 from models.register import requirements
-from tests import test_boosters
 from tests.conftest import assert_one_line_error, score
-
-booster_files = test_boosters.booster_files  # its session fixture (XGBoost and LightGBM files)
-ROWS = 120
-FEATURES = ["f0", "f1", "f2", "f3", "f4"]
-
-
-def frame(seed: int = 0, n: int = ROWS) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
-    df["f4"] = np.round(df["f4"])  # a coarse feature: ties and zero contributions happen
-    return df
-
-
-def labels(df: pd.DataFrame, kind: str) -> np.ndarray:
-    if kind == "binary":
-        return (df.f0 + 0.5 * df.f1 - 0.3 * df.f2 > 0).astype(int).to_numpy()
-    if kind == "multi":
-        return np.digitize(df.f0 + 0.5 * df.f1, [-0.5, 0.5])
-    return (2 * df.f0 - df.f1 + 0.5 * df.f2 * df.f3).to_numpy()
+from tests.unit.test_explain import FEATURES, ROWS, frame, labels
 
 
 def write(tmp_path, model, df: pd.DataFrame, name: str = "model.joblib", baseline=True):
@@ -101,10 +81,6 @@ def check(
 
 def _predicted(margins: np.ndarray) -> np.ndarray:
     return np.argmax(margins, axis=1)
-
-
-# --------------------------------------------------------------------------------------------
-# XGBoost and LightGBM: their own contribution functions
 
 
 @pytest.mark.parametrize("kind", ["binary", "multi", "regression"])
@@ -177,10 +153,6 @@ def test_lightgbm_native_file(tmp_path):
     cli = run(tmp_path, path, 3)
     contribs = np.asarray(model.booster_.predict(df.to_numpy(), pred_contrib=True))
     check(cli, contribs[:, :-1], None, 3)
-
-
-# --------------------------------------------------------------------------------------------
-# scikit-learn trees: shap's TreeExplainer
 
 
 def _tree_models():
@@ -256,10 +228,6 @@ def test_sklearn_tree_without_shap(tmp_path, monkeypatch):
     cli = run(tmp_path, path, 2)
     assert_one_line_error(cli, "shap", "beamscore[explain]")
     assert not (tmp_path / "out").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# Linear models: coefficient x (value - training mean)
 
 
 def _linear(name: str):
@@ -344,10 +312,6 @@ def test_a_pipeline_without_a_baseline_takes_its_reference_from_the_nights_sampl
     check(three, contrib, model[-1].decision_function(Z), 3, names=names)
 
 
-# --------------------------------------------------------------------------------------------
-# Pipelines: one-hot columns summed back to their input column
-
-
 def _mixed(seed: int = 8, n: int = ROWS) -> pd.DataFrame:
     df = frame(seed, n)[["f0", "f1", "f2"]]
     rng = np.random.default_rng(seed)
@@ -403,10 +367,6 @@ def test_pipeline_names_input_columns(tmp_path, last):
     out = check(cli, contrib, raw, k, names=names)
     seen = set(out[[f"reason_{i}" for i in range(1, k + 1)]].stack().dropna())
     assert seen <= set(names) and "city" in seen
-
-
-# --------------------------------------------------------------------------------------------
-# Refused at launch: exit 2, one line, nothing written
 
 
 def test_unsupported_model_is_refused(tmp_path):
@@ -468,50 +428,11 @@ def test_without_explain_no_reason_columns(tmp_path):
     assert "explain" not in cli.manifest
 
 
-# --------------------------------------------------------------------------------------------
-# The reduction
-
-
-def test_top_k_order_ties_and_zeros():
-    contrib = np.array(
-        [
-            [0.5, -0.5, 0.1, 0.0],  # a tie: the model's feature order decides
-            [0.0, 0.0, -2.0, 0.0],  # one feature contributes: the rest are null
-            [0.0, 0.0, 0.0, 0.0],
-        ]
-    )
-    index, values = top_k(contrib, 3)
-    assert index.tolist() == [[0, 1, 2], [2, -1, -1], [-1, -1, -1]]
-    np.testing.assert_array_equal(values, [[0.5, -0.5, 0.1], [-2.0, np.nan, np.nan], [np.nan] * 3])
-
-
 @pytest.fixture(autouse=True)
 def _quiet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def test_dataflow_workers_install_shap_for_a_tree_model(tmp_path):
-    """Remote workers install no extras: --explain on a scikit-learn tree model has shap
-    installed through the requirements file, pinned to the running version."""
-    import types
-
-    import shap
-    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
-    from sklearn.ensemble import RandomForestRegressor
-
-    from models.explain import ExplainPlan
-    from pipeline.runners import named
-
-    df = frame(12)
-    model = RandomForestRegressor(n_estimators=2, max_depth=2).fit(df, labels(df, "reg"))
-    plan = ExplainPlan(2, "shap_tree", "prediction", 0.0)
-    decided = types.SimpleNamespace(model=model, spec=types.SimpleNamespace(explain=plan))
-    options = PipelineOptions([])
-    named("DataflowRunner").worker_installs(options, decided)
-    path = options.view_as(SetupOptions).requirements_file
-    assert open(path).read().split() == [f"shap=={shap.__version__}"]
 
 
 def test_report_and_mlflow_show_the_top_reasons(tmp_path):
@@ -610,7 +531,7 @@ def test_boosters_with_a_category_feature_and_missing_values(tmp_path, booster_f
     import xgboost
 
     from tests.conftest import FEATURES as FOUR
-    from tests.test_boosters import as_category, colored_rows
+    from tests.helpers import as_category, colored_rows
 
     df = colored_rows(150, seed=3)
     df.loc[df.index[::11], "f1"] = np.nan

@@ -1,9 +1,12 @@
-"""The project's structure, read from its source: no import circle among its modules."""
+"""The project's structure, read from its source: no import circle among its modules, no runner
+name tested outside the runner seam, no module over the size limit, and the tests in layers."""
 
 from __future__ import annotations
 
 import ast
+import re
 from collections import defaultdict
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -115,3 +118,82 @@ def runner_name_tests() -> list[str]:
 
 def test_no_runner_name_test_outside_the_runner_seam():
     assert runner_name_tests() == []
+
+
+# --- the tests' layers -----------------------------------------------------------------------
+
+# What a test calls that runs the command line, a pipeline or a process (a method call such as
+# `predictor.score(` is none of them).
+RUNS_CLI = re.compile(r"(?<![\w.])(run_cli|score|main)\(")
+RUNS_PIPELINE = re.compile(r"TestPipeline|beam\.Pipeline")
+RUNS_PROCESS = re.compile(
+    r"process=True|subprocess\.(run|Popen|check_)|(?<![\w.])(drive|kill_hook|_start)\("
+)
+MODULE_LIMIT = 600
+
+
+def _test_functions() -> list[tuple[Path, str, ast.FunctionDef, str]]:
+    """(file, layer folder, test function, its source with the helpers of its module it calls)."""
+    out = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        helpers = {
+            n.name: ast.get_source_segment(text, n)
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef) and not n.name.startswith("test")
+        }
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
+                source = ast.get_source_segment(text, node)
+                called = [h for name, h in helpers.items() if f"{name}(" in source]
+                layer = path.relative_to(ROOT / "tests").parts[0]
+                out.append((path, layer, node, "\n".join([source, *called])))
+    return out
+
+
+def test_every_test_sits_in_a_layer_folder():
+    layers = {layer for _, layer, _, _ in _test_functions()}
+    assert layers == {"unit", "dofns", "cli", "service"}, layers
+
+
+def test_unit_tests_run_no_cli_pipeline_or_process():
+    found = [
+        f"{path.relative_to(ROOT)}::{node.name}"
+        for path, layer, node, source in _test_functions()
+        if layer == "unit"
+        and any(p.search(source) for p in (RUNS_CLI, RUNS_PIPELINE, RUNS_PROCESS))
+    ]
+    assert found == []
+
+
+def test_dofn_tests_run_the_transforms_under_test_pipeline():
+    found = [
+        f"{path.relative_to(ROOT)}::{node.name}"
+        for path, layer, node, source in _test_functions()
+        if layer == "dofns" and not (RUNS_PIPELINE.search(source) or "run_graph(" in source)
+    ]
+    assert found == []
+
+
+def test_tests_that_run_a_process_or_talk_to_a_receiver_are_marked_so():
+    unmarked = []
+    for path, _, node, source in _test_functions():
+        if path == Path(__file__):
+            continue
+        marks = " ".join(ast.unparse(d) for d in node.decorator_list)
+        if RUNS_PROCESS.search(source) and "subprocess" not in marks:
+            unmarked.append(f"{path.relative_to(ROOT)}::{node.name} (subprocess)")
+        if "serving(" in source and "backed" not in marks:
+            unmarked.append(f"{path.relative_to(ROOT)}::{node.name} (backed)")
+    assert unmarked == []
+
+
+def test_no_module_of_the_three_packages_is_over_the_limit():
+    long = {
+        str(path.relative_to(ROOT)): n
+        for package in ("pipeline", "transforms", "models")
+        for path in (ROOT / package).rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MODULE_LIMIT
+    }
+    assert long == {}
