@@ -158,6 +158,8 @@ def build_cases(data: Path) -> list[Case]:
     rows1m = _rel(data / "rows1m" / "*.parquet")
     csv1m = _rel(data / "csv1m" / "*.csv")
     jsonl1m = _rel(data / "jsonl1m" / "*.jsonl")
+    csv4m = _rel(data / "csv4m" / "*.csv")
+    jsonl4m = _rel(data / "jsonl4m" / "*.jsonl")
     one_file = _rel(data / "rows4m_one" / "rows.parquet")
     dirty = _rel(data / "csv1m_dirty" / "*.csv")
     one_row = _rel(data / "one_row" / "*.parquet")
@@ -331,6 +333,20 @@ def build_cases(data: Path) -> list[Case]:
             1_000_000,
             jsonl1m,
         ),
+        *(
+            Case(
+                f"{who}_{fmt}_light_4m",
+                f"{what} on 4M rows in 8 {label} files, light",
+                project(inputs, "light")
+                if who == "project"
+                else script("plain_loop.py", inputs, "light"),
+                4_000_000,
+                inputs,
+                True,
+            )
+            for fmt, label, inputs in (("csv", "CSV", csv4m), ("jsonl", "JSON Lines", jsonl4m))
+            for who, what in (("project", "pipeline.run"), ("plain", "plain_loop.py"))
+        ),
         Case(
             "project_onefile_2workers_light_4m",
             "pipeline.run on rows4m as ONE Parquet file of 32 row groups, 2 worker threads",
@@ -417,20 +433,30 @@ RATIOS = [
         for m in ("light", "heavy")
     ),
     Ratio("runinference/project light 1M", "runinference_light_1m", "project_light_1m", ">=", 8),
-    Ratio("CSV project/plain pyarrow.csv", "project_csv_light_1m", "plain_csv_light_1m", "<=", 1.5),
+    Ratio("CSV project/plain pyarrow.csv", "project_csv_light_1m", "plain_csv_light_1m", "<=", 1.6),
     Ratio(
         "JSON Lines project/plain pyarrow.json",
         "project_jsonl_light_1m",
         "plain_jsonl_light_1m",
         "<=",
-        1.5,
+        1.6,
+    ),
+    *(
+        Ratio(
+            f"per extra row (4M - 1M), project/plain {label}",
+            f"project_{fmt}_light_4m-project_{fmt}_light_1m",
+            f"plain_{fmt}_light_4m-plain_{fmt}_light_1m",
+            "<=",
+            1.2,
+        )
+        for fmt, label in (("csv", "CSV"), ("jsonl", "JSON Lines"))
     ),
     Ratio(
         "one 4M file (32 row groups) on 2 workers / 8 files on 1 worker",
         "project_onefile_2workers_light_4m",
         "project_light_4m",
         "<=",
-        1.0,
+        0.9,
     ),
     Ratio(
         "2 worker processes / 1 worker, light 4M",

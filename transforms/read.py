@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from models.errors import one_line
 from scoring.spec import KEY_COPY
+from transforms.ahead import ahead
 from transforms.emulators import anonymous_if_emulated
 from transforms.errors import CountingDoFn, error_record
 from transforms.sources import (
@@ -217,8 +218,14 @@ class ReadUnits(CountingDoFn):
         }
         keys = {c: spec.key_type(c) for c in present if c in spec.keys}
         lacking_rows = 0
-        for block in self._text_blocks(unit, quoted=True):
-            parsed = parse_csv(block.data, block.first_line, names, present, types, spec.text, keys)
+
+        def parsed_blocks():
+            for block in self._text_blocks(unit, quoted=True):
+                yield parse_csv(
+                    block.data, block.first_line, names, present, types, spec.text, keys
+                )
+
+        for parsed in ahead(parsed_blocks):
             for rejection in parsed.rejected:
                 yield self._rejected(unit, rejection.text, rejection.reason, rejection.line)
             if lacking:
@@ -237,8 +244,12 @@ class ReadUnits(CountingDoFn):
         exact = frozenset(spec.keys)
         seen: set[str] = set()
         pending: list[tuple[pa.Table, Any]] = []
-        for block in self._text_blocks(unit, quoted=False):
-            parsed = parse_jsonl(block.data, block.first_line, spec.text, exact)
+
+        def parsed_blocks():
+            for block in self._text_blocks(unit, quoted=False):
+                yield parse_jsonl(block.data, block.first_line, spec.text, exact)
+
+        for parsed in ahead(parsed_blocks):
             for rejection in parsed.rejected:
                 yield self._rejected(unit, rejection.text, rejection.reason, rejection.line)
             table = parsed.table

@@ -17,6 +17,7 @@ import numpy as np
 _LOG = logging.getLogger(__name__)
 
 BLOCK_BYTES = 16 << 20
+SCAN_BYTES = 1 << 20  # what the quote scan reads at a time: small reads reuse warm memory
 _BOM = b"\xef\xbb\xbf"
 _NL, _CR, _QUOTE = 10, 13, 34
 _END = re.compile(rb"\n|\r(?!\n)")  # a record end: \n, \r\n (its \n) or a bare \r
@@ -49,10 +50,12 @@ def rfind_end(buf: bytes, stop: int | None = None, eof: bool = True) -> int:
 
 
 def count_ends(data: bytes) -> int:
-    """How many line ends (\n, \r\n, bare \r) a run of whole records holds."""
+    """How many line ends (\n, \r\n, bare \r) a run of whole records holds (one counting
+    pass when there is no \r, which memchr rules out at a few GB/s)."""
     lf = data.count(b"\n")
-    cr = data.count(b"\r")
-    return lf + cr - data.count(b"\r\n") if cr else lf
+    if data.find(b"\r") < 0:
+        return lf
+    return lf + data.count(b"\r") - data.count(b"\r\n")
 
 
 def end_mask(arr: np.ndarray) -> np.ndarray:
@@ -321,7 +324,7 @@ class RecordBlocks:
 
 
 def quote_ends(
-    stream: Any, length: int, delimiter: str, before: bytes, chunk: int = BLOCK_BYTES
+    stream: Any, length: int, delimiter: str, before: bytes, chunk: int = SCAN_BYTES
 ) -> tuple[bool, bool]:
     """Whether the byte after the next `length` bytes of a stream lies inside a quoted value,
     if their first byte does not, and if it does (a range's state is known only once the
@@ -335,8 +338,9 @@ def quote_ends(
 
     def update(data: bytes) -> None:
         nonlocal ends, previous
-        arr = np.frombuffer(data, dtype=np.uint8)
-        ends = [QuoteState(arr, ord(delimiter), inside, previous).end for inside in ends]
+        if data.find(b'"') >= 0:  # without a quote the state goes through unchanged
+            arr = np.frombuffer(data, dtype=np.uint8)
+            ends = [QuoteState(arr, ord(delimiter), inside, previous).end for inside in ends]
         previous = data[-1]
 
     skip = previous == _QUOTE  # the range starts inside a run of quotes begun before it
@@ -346,6 +350,9 @@ def quote_ends(
         if not data:
             break
         length -= len(data)
+        if not skip and not pending and data.find(b'"') < 0:  # memchr: no quote, no change
+            previous = data[-1]
+            continue
         if skip:
             data = data.lstrip(b'"')
             skip = not data

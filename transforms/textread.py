@@ -12,6 +12,7 @@ import codecs
 import dataclasses
 import json
 import logging
+import re
 import threading
 from typing import Any, NamedTuple
 
@@ -23,6 +24,7 @@ from transforms.spec import TextFormat
 from transforms.textblocks import QuoteState, end_mask
 
 _LOG = logging.getLogger(__name__)
+_BLANK = re.compile(rb"\s*")  # a block of blank lines only (matched without a copy of it)
 # Arrow's JSON reader needs a record to fit in one of its blocks; smaller blocks parse in
 # parallel, so try those first and fall back to one block for a block holding a huge record.
 _JSON_PARSE_BLOCK = 1 << 20
@@ -283,7 +285,7 @@ def parse_csv(
     except UnicodeDecodeError:
         utf8, excluded, rejected = _without_bad_text(data, first_line, csv, text)
     invalid: list[str] = []
-    if not utf8.strip():  # nothing left (every record had bytes that are not text)
+    if _BLANK.fullmatch(utf8):  # nothing left (every record had bytes that are not text)
         table = pa.Table.from_arrays(
             [pa.nulls(0, types.get(c, pa.string())) for c in present], names=present
         )
