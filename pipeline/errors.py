@@ -54,8 +54,8 @@ class RunEnded(BaseException):
     Attributes:
         error: the exception the run ended in (KeyboardInterrupt, Interrupted, or a bug).
         dir_state: what the output directory holds of this run: "committed" (its manifest is
-            the directory's), "half" (its commit journal is written, the commit not finished)
-            or "none" (the previous output is intact).
+            the directory's), "half" (its commit journal is written, the commit not finished),
+            "none" (the previous output is intact) or "unknown" (it could not be read).
         path: the output directory.
     """
 

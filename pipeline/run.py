@@ -118,7 +118,10 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
-        dir_state = job.staging.state()
+        try:
+            dir_state = job.staging.state()
+        except Exception:  # noqa: BLE001 - storage gone too: the run's own error is the news
+            dir_state = "unknown"
         job.staging.discard()
         if not (isinstance(e, RunFailed) and e.told):  # the commit stage told them itself
             message = one_line(e, with_type=not isinstance(e, RunFailed))
@@ -425,6 +428,11 @@ def _what_dir_holds(ended: RunEnded | None) -> str:
         )
     if ended is not None and ended.dir_state == "half":
         return f"the commit stopped half-way: {INCOMPLETE.format(ended.path)}"
+    if ended is not None and ended.dir_state == "unknown":
+        return (
+            f"what {ended.path} holds could not be read; the next run of this command finishes "
+            "this run's commit if it was begun"
+        )
     return "nothing was committed, the previous output is intact"
 
 
