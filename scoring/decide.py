@@ -415,19 +415,8 @@ def probe_frame(features, columns: pa.Schema, facts: ModelFacts, first):
     valid = None
     for f in features:
         target = columns.field(f).type
-        if first is not None and f in first.column_names:
-            raw = first.column(f).slice(0, 50).combine_chunks()
-            if pa.types.is_dictionary(raw.type):
-                raw = raw.cast(raw.type.value_type)
-            values = cast(raw, target, key=False, name="").values
-        else:
-            values = pa.nulls(0, target)
+        values, ok = _usable(first, f, target, rows=50)
         sampled[f] = values
-        ok = values.is_valid()
-        if pa.types.is_floating(target):
-            # NaN and infinities are no probe values: a row holding one is rejected or scored
-            # by the value rule at its turn, it does not refuse the night at launch.
-            ok = pa.compute.and_(ok, pa.compute.is_finite(values).fill_null(False))
         valid = ok if valid is None else pa.compute.and_(valid, ok)
         typical[f] = [_typical(f, values, target, facts)]
     table = pa.table({f: pa.array(v, columns.field(f).type) for f, v in typical.items()})
@@ -446,14 +435,7 @@ def sample_frame(features, columns: pa.Schema, facts: ModelFacts, first):
     typed: dict[str, pa.Array] = {}
     valid = None
     for f in features:
-        target = columns.field(f).type
-        raw = first.column(f).combine_chunks()
-        if pa.types.is_dictionary(raw.type):
-            raw = raw.cast(raw.type.value_type)
-        values = cast(raw, target, key=False, name="").values
-        ok = values.is_valid()
-        if pa.types.is_floating(target):
-            ok = pa.compute.and_(ok, pa.compute.is_finite(values).fill_null(False))
+        values, ok = _usable(first, f, columns.field(f).type)
         cats = facts.categorical.get(f)
         if cats is not None and cats.values and not cats.unknown_ok:
             ok = pa.compute.and_(ok, pa.compute.is_in(values, value_set=cats.known()))
@@ -461,6 +443,25 @@ def sample_frame(features, columns: pa.Schema, facts: ModelFacts, first):
         valid = ok if valid is None else pa.compute.and_(valid, ok)
     table = pa.table(typed).filter(valid)
     return table.to_pandas().reset_index(drop=True) if table.num_rows else None
+
+
+def _usable(first, name: str, target: pa.DataType, rows: int | None = None):
+    """A sampled feature's column converted as batches are (its first `rows`; no values when
+    the sample lacks it), and which values are usable: valid and, for a float, finite (NaN and
+    infinities are no probe values: a row holding one is rejected or scored by the value rule
+    at its turn, it does not refuse the night at launch)."""
+    if first is None or name not in first.column_names:
+        values = pa.nulls(0, target)
+    else:
+        raw = first.column(name)
+        raw = (raw.slice(0, rows) if rows is not None else raw).combine_chunks()
+        if pa.types.is_dictionary(raw.type):
+            raw = raw.cast(raw.type.value_type)
+        values = cast(raw, target, key=False, name="").values
+    ok = values.is_valid()
+    if pa.types.is_floating(target):
+        ok = pa.compute.and_(ok, pa.compute.is_finite(values).fill_null(False))
+    return values, ok
 
 
 def _typical(name: str, values: pa.Array, target: pa.DataType, facts: ModelFacts):
