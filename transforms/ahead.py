@@ -33,8 +33,9 @@ def ahead(produce: Callable[[], Iterator[T]], depth: int = 2) -> Iterator[T]:
         return False
 
     def run() -> None:
-        source = produce()
+        source = None
         try:
+            source = produce()  # inside: a producer that fails at once is raised there too
             for item in source:
                 if not put((item, None)):
                     return

@@ -98,9 +98,7 @@ def decide(
         RunFailed (exit 3).
     """
     opts = options.view_as(ScoringOptions)
-    decided = prepare(
-        opts, staging_root=runner.staging_root(options), dry_run=dry_run, runner=runner
-    )
+    decided = prepare(opts, runner, staging_root=runner.staging_root(options), dry_run=dry_run)
     decided, nights = night_decisions.decide(opts, decided)
     runner.worker_installs(options, decided)
     return decided, nights
@@ -108,10 +106,10 @@ def decide(
 
 def prepare(
     opts: ScoringOptions,
+    runner: Runner,
     today: datetime.date | None = None,
     staging_root: str | None = None,
     dry_run: bool = False,
-    runner: Runner | None = None,
 ) -> Launch:
     """Checks the configuration and inputs and decides the job (the night decisions aside).
 
@@ -121,7 +119,7 @@ def prepare(
         staging_root: where MLflow model artifacts are staged for remote workers (None: they
             stay in a local temp directory, fine for the DirectRunner).
         dry_run: only translating the job: DIR is checked but nothing is written there.
-        runner: the runner seam (None: the runner the options name).
+        runner: the runner seam (a BigQuery input asks it how many streams to read).
 
     Returns:
         The launch decisions; raises ConfigError (exit 2) or RunFailed (exit 3).
@@ -136,10 +134,6 @@ def prepare(
     if is_table(flags.input_pattern):  # the table's columns, then the model, then the session
         table_types = table_columns(flags)
         model = load_model(flags, staging_root)
-        if runner is None:
-            from pipeline.runners import named
-
-            runner = named(str(opts.get_all_options().get("runner") or "DirectRunner"))
         inputs = open_table(flags, model, table_types, streams_wanted(opts, runner))
     else:
         inputs = match_inputs(flags)

@@ -256,6 +256,7 @@ def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(
     from pipeline.launch import prepare
     from pipeline.options import ScoringOptions
     from pipeline.run import parse_options
+    from pipeline.runners import named
 
     write_input(float_rows(10), tmp_path / "in.parquet")
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")
@@ -273,7 +274,11 @@ def test_staging_a_model_where_cloud_storage_does_not_answer_is_exit_3(
     )
     start = time.monotonic()
     with pytest.raises(RunFailed) as failed:
-        prepare(options.view_as(ScoringOptions), staging_root="gs://staging-bucket/tmp")
+        prepare(
+            options.view_as(ScoringOptions),
+            named("DataflowRunner"),
+            staging_root="gs://staging-bucket/tmp",
+        )
     assert time.monotonic() - start < 60
     message = str(failed.value)
     assert "--temp_location gs://staging-bucket/tmp" in message and "unreachable" in message

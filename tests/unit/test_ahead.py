@@ -53,3 +53,11 @@ def test_a_consumer_that_stops_closes_the_producer():
     assert closed.wait(5)
     assert len(made) <= 4  # never more than depth items ahead (plus the ones taken)
     assert not [t for t in threading.enumerate() if t.name == "beamscore-read-ahead"]
+
+
+def test_a_producer_that_fails_before_its_first_item_is_raised_not_waited_for():
+    def produce():
+        raise OSError("cannot open the file")
+
+    with pytest.raises(OSError, match="cannot open the file"):
+        list(ahead(produce))
