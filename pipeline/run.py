@@ -274,7 +274,7 @@ def _translate_only(options: PipelineOptions, test_pipeline) -> ScoringResult:
     clock = time.monotonic()
     wait = wait_for_job(options.view_as(ScoringOptions))
     decided, nights = decide(options, runner, dry_run=True)
-    p = test_pipeline or beam.Pipeline(options=options)
+    p = test_pipeline or beam.Pipeline(runner.beam_runner(options), options=options)
     started = datetime.datetime.now(datetime.UTC)
     plan = plan_for(decided, runner.name, started, launcher_waits=wait, nights=nights)
     build(p, decided.spec, Staging(decided.output, decided.spec.run_id).dir, plan)
@@ -321,7 +321,7 @@ def score(job: _Run, test_pipeline: beam.Pipeline | None = None):
         nights=job.nights,
         command=job.command,
     )
-    p = test_pipeline or beam.Pipeline(options=job.options)
+    p = test_pipeline or beam.Pipeline(job.runner.beam_runner(job.options), options=job.options)
     build(p, spec, job.staging.dir, job.plan)
     result = None
     if job.runner.in_process:

@@ -232,3 +232,25 @@ def test_two_worker_processes_load_the_model_once_each(tmp_path, models_dir):
     # One load per worker process that ran the scoring stage, never one per bundle or batch.
     assert 1 <= m["model_loads"] <= 2
     assert len(cli.predictions()) == 12000
+
+
+def test_a_local_run_never_tries_prism_which_beam_downloads(tmp_path, models_dir, monkeypatch):
+    """Beam's DirectRunner first tries its Prism runner, a binary it downloads from GitHub into
+    ~/.apache_beam at run time; a local night runs on the FnApiRunner without that try."""
+    from apache_beam.runners.portability import prism_runner
+
+    tried = []
+
+    def prism(self, *args, **kwargs):
+        tried.append(args)
+        raise RuntimeError("Prism was tried")
+
+    monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", prism)
+    write_input(float_rows(50), tmp_path / "in" / "a.parquet")
+    cli = run_cli(
+        "--input", tmp_path / "in" / "*.parquet", "--model", models_dir / "binary.joblib",
+        "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert cli.code == 0, cli.stderr
+    assert cli.manifest["counts"]["rows_predicted"] == 50
+    assert tried == []
