@@ -23,6 +23,7 @@ from transforms.errors import CountingDoFn, error_record
 from transforms.sources import (
     INT96_UNIT,
     FileUnreadable,
+    mapped,
     open_input,
     open_raw,
     with_partitions,
@@ -115,7 +116,13 @@ class ReadUnits(CountingDoFn):
         )
 
     def _chunks(self, unit: Unit, table: pa.Table, lines: Any = None) -> Iterator[Chunk]:
-        """A parsed table as Chunks of at most batch_size rows, numbered within the unit."""
+        """A parsed table as Chunks of at most batch_size rows, numbered within the unit.
+
+        Arrow's parser hands a block back in pieces of about a MB (a few thousand rows), one
+        per thread's share: joined first, so that validation, the model and the writer see
+        batch_size rows at a time (a Parquet row group per batch), not a piece at a time."""
+        if table.num_columns and table.column(0).num_chunks > 1:
+            table = table.combine_chunks()
         offset = 0
         for batch in table.to_batches(max_chunksize=self._spec.batch_size):
             if batch.num_rows:
@@ -190,19 +197,27 @@ class ReadUnits(CountingDoFn):
         )
 
     def _text_blocks(self, unit: Unit, quoted: bool):
-        """The unit's blocks of whole records, with the stream kept open while they are read."""
+        """The unit's blocks of whole records: views of the file's memory map when it is local
+        and uncompressed (their lines are the file's own, counted only for a block with a
+        rejected record), else read from a stream kept open while they are read."""
+        options = dict(
+            quoted=quoted,
+            in_quotes=unit.in_quotes,
+            delimiter=self._spec.text.delimiter,
+            header=quoted and unit.index == 0,
+        )
+        view = mapped(unit.path)
+        if view is not None:
+            before = view[unit.start - 1 : unit.start] if unit.start else b""
+            blocks = RecordBlocks(
+                None, unit.start, unit.stop, before=before, mapped=view, **options
+            )
+            yield from blocks
+            self._lines = blocks.newlines
+            return
         with open_input(unit.path, max(unit.start - 1, 0)) as stream:
             before = stream.read(1) if unit.start else b""  # a quote after a delimiter opens
-            blocks = RecordBlocks(
-                stream,
-                unit.start,
-                unit.stop,
-                quoted=quoted,
-                in_quotes=unit.in_quotes,
-                delimiter=self._spec.text.delimiter,
-                before=before,
-                header=quoted and unit.index == 0,
-            )
+            blocks = RecordBlocks(stream, unit.start, unit.stop, before=before, **options)
             yield from blocks
             self._lines = blocks.newlines
 
@@ -222,7 +237,14 @@ class ReadUnits(CountingDoFn):
         def parsed_blocks():
             for block in self._text_blocks(unit, quoted=True):
                 yield parse_csv(
-                    block.data, block.first_line, names, present, types, spec.text, keys
+                    block.data,
+                    block.first_line,
+                    names,
+                    present,
+                    types,
+                    spec.text,
+                    keys,
+                    quoted=block.quoted,
                 )
 
         for parsed in ahead(parsed_blocks):

@@ -134,6 +134,29 @@ def open_raw(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+def mapped(path: str) -> Any:
+    """A local, uncompressed, non-empty file as a read-only memory map (None for any other):
+    its text is cut and parsed where the page cache holds it, with no copy into Python memory.
+
+    The map stays open while a block (a view of it) is held. A file cut short while it is read
+    ends the process (SIGBUS), as any reader of a memory map: the run fails and leaves DIR as
+    it was; the input-change check already refuses a file rewritten under a run.
+    """
+    if "://" in path or compression_of(path) != CompressionTypes.UNCOMPRESSED:
+        return None
+    import mmap
+
+    try:
+        with open(path, "rb") as f:
+            if not os.fstat(f.fileno()).st_size:
+                return None
+            view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError):  # a file system that cannot map it: read it as a stream
+        return None
+    view.madvise(mmap.MADV_SEQUENTIAL)
+    return view
+
+
 @contextlib.contextmanager
 def open_input(path: str, offset: int = 0) -> Iterator[Any]:
     """The file's decompressed bytes as a stream with read(n), from `offset` (uncompressed files

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from scoring.rows import json_table
 from transforms.spec import TextFormat
-from transforms.textblocks import QuoteState, end_mask
+from transforms.textblocks import QuoteState, end_mask, line_of
 
 _LOG = logging.getLogger(__name__)
 _BLANK = re.compile(rb"\s*")  # a block of blank lines only (matched without a copy of it)
@@ -38,8 +39,8 @@ class BlockLines:
     block's bytes only when asked (a block with a rejected record).
 
     Args:
-        data: the block (UTF-8 or ASCII-compatible bytes of whole records).
-        first_line: the unit-local line of data[0].
+        data: the block (UTF-8 or ASCII-compatible bytes of whole records; any bytes-like).
+        first_line: the unit-local line of data[0], or a function that counts it.
         csv: the CSV delimiter and column count, or None for JSON Lines.
         excluded: indexes (among the block's non-empty records) of records taken out before
             parsing (bytes that are not valid text).
@@ -48,8 +49,8 @@ class BlockLines:
 
     def __init__(
         self,
-        data: bytes,
-        first_line: int,
+        data: Any,
+        first_line: int | Callable[[], int],
         csv: tuple[str, int] | None,
         rows: int,
         excluded: frozenset[int] = frozenset(),
@@ -152,7 +153,9 @@ class Records:
         return (self[i] for i in range(len(self)))
 
 
-def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> Records:
+def split_records(
+    data: Any, first_line: int | Callable[[], int], csv: tuple[str, int] | None
+) -> Records:
     """The block's records: its lines (JSON Lines: those that are not blank), or (CSV) its
     lines not inside quotes, with a field count against the header's.
 
@@ -162,7 +165,7 @@ def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> 
     """
     arr = np.frombuffer(data, dtype=np.uint8)
     all_newlines = np.flatnonzero(end_mask(arr))
-    quoted = csv is not None and data.find(b'"') >= 0
+    quoted = csv is not None and holds(data, b'"')
     quotes = QuoteState(arr, ord(csv[0])) if quoted else None
     newlines = all_newlines
     if quotes is not None:
@@ -171,7 +174,7 @@ def split_records(data: bytes, first_line: int, csv: tuple[str, int] | None) -> 
         newlines = np.append(newlines, len(data))
     ends = newlines
     starts = np.concatenate(([0], ends[:-1] + 1))
-    lines = first_line + np.searchsorted(all_newlines, starts)
+    lines = line_of(first_line) + np.searchsorted(all_newlines, starts)
     last = arr[np.maximum(ends - 1, 0)] if len(arr) else np.zeros(len(ends), dtype=np.uint8)
     stripped = ends - ((ends > starts) & (ends > 0) & (last == 13))
     if csv is None:
@@ -213,14 +216,28 @@ class Parsed(NamedTuple):
 
 def shown(raw: bytes) -> str:
     """Bytes as text a person can read: UTF-8, with any other byte escaped (\\xfc)."""
-    return raw.decode("utf-8", errors="backslashreplace").rstrip("\r\n")
+    return str(raw, "utf-8", errors="backslashreplace").rstrip("\r\n")
 
 
-def decode(data: bytes, text: TextFormat) -> bytes:
+def decode(data: Any, text: TextFormat) -> Any:
     """A block's bytes as UTF-8 (a no-op for UTF-8 input); raises UnicodeDecodeError."""
     if text.encoding == "utf-8":
         return data
-    return data.decode(text.encoding).encode("utf-8")
+    return str(data, text.encoding).encode("utf-8")
+
+
+def check_utf8(data: Any) -> None:
+    """Raises UnicodeDecodeError unless the bytes are UTF-8 (ASCII in one vectorised pass)."""
+    if len(data) and np.frombuffer(data, dtype=np.uint8).max() >= 0x80:
+        codecs.utf_8_decode(data, "strict", True)
+
+
+def holds(data: Any, sub: bytes) -> bool:
+    """Whether the bytes (any bytes-like: a memoryview has no find) hold `sub`, one byte."""
+    find = getattr(data, "find", None)
+    if find is not None:
+        return find(sub) >= 0
+    return bool(np.any(np.frombuffer(data, dtype=np.uint8) == sub[0]))
 
 
 _MARK_INVALID = "beamscore-mark-invalid"
@@ -238,7 +255,7 @@ codecs.register_error(_MARK_INVALID, _note_invalid)  # once: error handlers are 
 def _invalid_bytes(data: bytes, encoding: str) -> list[int]:
     """The offsets of the bytes that do not decode, found in one decoding pass."""
     _INVALID.found = found = []
-    data.decode(encoding, errors=_MARK_INVALID)
+    str(data, encoding, errors=_MARK_INVALID)
     return found
 
 
@@ -250,8 +267,9 @@ def _bad_text(data: bytes, records: Records, text: TextFormat) -> dict[int, str]
         if i < 0 or i in bad or offset >= records.ends[i]:
             continue  # a byte outside any record (a line end's) or already named
         column = offset - int(records.starts[i])
+        byte = bytes(data[offset : offset + 1]).hex()
         bad[i] = (
-            f"not valid {text.encoding} text (byte 0x{data[offset : offset + 1].hex()} at column "
+            f"not valid {text.encoding} text (byte 0x{byte} at column "
             f"{column + 1}); if the file is in another encoding, set --input_encoding "
             "(e.g. latin-1, cp1252)"
         )
@@ -259,13 +277,14 @@ def _bad_text(data: bytes, records: Records, text: TextFormat) -> dict[int, str]
 
 
 def parse_csv(
-    data: bytes,
-    first_line: int,
+    data: Any,
+    first_line: int | Callable[[], int],
     names: tuple[str, ...],
     present: list[str],
     types: dict[str, pa.DataType],
     text: TextFormat,
     keys: dict[str, pa.DataType] | None = None,
+    quoted: bool | None = None,
 ) -> Parsed:
     """Parses a block of whole CSV records (no header) into a table of the `present` columns.
 
@@ -273,17 +292,20 @@ def parse_csv(
     step then rejects the values that do not convert, one by one); records with bytes that are
     not valid text, or with the wrong number of fields, are rejected with their line. The key
     columns (`keys`, with the type each is written as) keep their exact spelling: `NA` or
-    `null` is a key, not a missing value.
+    `null` is a key, not a missing value. `quoted`: whether the block holds a quote, when the
+    cutter knows (None: look).
     """
     csv = (text.delimiter, len(names))
     excluded: frozenset[int] = frozenset()
     rejected: list[Rejection] = []
     try:
         utf8 = decode(data, text)
-        if not utf8.isascii():
-            utf8.decode("utf-8")
+        check_utf8(utf8)
     except UnicodeDecodeError:
         utf8, excluded, rejected = _without_bad_text(data, first_line, csv, text)
+        quoted = None
+    if quoted is None:
+        quoted = holds(utf8, b'"')
     invalid: list[str] = []
     if _BLANK.fullmatch(utf8):  # nothing left (every record had bytes that are not text)
         table = pa.Table.from_arrays(
@@ -291,11 +313,11 @@ def parse_csv(
         )
     else:
         try:
-            table = _read_csv(utf8, names, present, types, text, invalid)
+            table = _read_csv(utf8, names, present, types, text, invalid, quoted)
         except pa.ArrowInvalid:
             invalid.clear()
             as_text = {c: pa.string() for c in present}
-            table = _read_csv(utf8, names, present, as_text, text, invalid)
+            table = _read_csv(utf8, names, present, as_text, text, invalid, quoted)
         table = _nulls_as_spelled(table, keys or {})
     lines = BlockLines(utf8 if not excluded else data, first_line, csv, table.num_rows, excluded)
     if invalid:
@@ -303,7 +325,7 @@ def parse_csv(
     return Parsed(table, rejected, lines)
 
 
-def _without_bad_text(data: bytes, first_line: int, csv, text: TextFormat):
+def _without_bad_text(data: Any, first_line: int | Callable[[], int], csv, text: TextFormat):
     """The block with its records of invalid bytes taken out (as UTF-8), and their rejections."""
     records = split_records(data, first_line, csv)
     bad = _bad_text(data, records, text)
@@ -323,6 +345,7 @@ def _read_csv(
     types: dict[str, pa.DataType],
     text: TextFormat,
     invalid: list[str],
+    quoted: bool,
 ) -> pa.Table:
     import pyarrow.csv as pacsv
 
@@ -335,7 +358,7 @@ def _read_csv(
         read_options=pacsv.ReadOptions(column_names=list(names), use_threads=True),
         parse_options=pacsv.ParseOptions(
             delimiter=text.delimiter,
-            newlines_in_values=data.find(b'"') >= 0,
+            newlines_in_values=quoted,
             invalid_row_handler=on_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
@@ -386,16 +409,18 @@ def _wrong_field_counts(
     """Rejections for the rows Arrow skipped for their field count, with their lines when the
     block's records say which they are (else Arrow's text, without a line)."""
     reason = f"wrong number of fields: expected {ncols}"
-    if not excluded:
-        records = lines.records()
-        records = [records[i] for i in np.flatnonzero(~records.valid)]
-        if len(records) == len(invalid):
-            return [Rejection(lines.text(r), reason, r.line) for r in records]
+    records = lines.records()  # the block's own, those taken out for their bytes among them
+    records = [records[i] for i in np.flatnonzero(~records.valid) if int(i) not in excluded]
+    if len(records) == len(invalid):
+        return [Rejection(lines.text(r), reason, r.line) for r in records]
     return [Rejection(t.rstrip("\r\n"), reason, None) for t in invalid]
 
 
 def parse_jsonl(
-    data: bytes, first_line: int, text: TextFormat, exact: frozenset[str] | None = frozenset()
+    data: Any,
+    first_line: int | Callable[[], int],
+    text: TextFormat,
+    exact: frozenset[str] | None = frozenset(),
 ) -> Parsed:
     """Parses a block of whole JSON Lines records: in one Arrow call when the block is clean,
     else line by line (a line that is not a JSON object is rejected with its line).
@@ -409,8 +434,7 @@ def parse_jsonl(
     rounded = False  # Arrow read a column named in `exact` as floats: parse it exactly
     try:
         utf8 = decode(data, text)
-        if not utf8.isascii():
-            utf8.decode("utf-8")
+        check_utf8(utf8)
         table = _read_json(utf8)
         rounded = _floats_in(table, exact)
         if not rounded:
@@ -425,7 +449,7 @@ def parse_jsonl(
         if i in bad:
             rejected.append(Rejection(shown(raw), bad[i], r.line))
             continue
-        line = raw.decode(text.encoding)
+        line = str(raw, text.encoding)
         try:
             value = json.loads(line)
         except ValueError as e:
@@ -457,7 +481,7 @@ def _floats_in(table: pa.Table, exact: frozenset[str] | None) -> bool:
 def _read_json(data: bytes) -> pa.Table:
     import pyarrow.json as pajson
 
-    if not data.strip():
+    if _BLANK.fullmatch(data):
         return pa.table({})
     parse = pajson.ParseOptions()
     for _ in range(2):

@@ -18,13 +18,22 @@ from scoring.values import cast
 from tests.conftest import FEATURES
 from tests.helpers import make_spec
 from transforms.errors import MAX_RECORD_BYTES, to_json_line
-from transforms.textblocks import RecordBlocks
+from transforms.textblocks import RecordBlocks, line_of
 from transforms.textread import split_records
 
 
+def unit_blocks(data: bytes, start: int, mapped: bool, **options) -> RecordBlocks:
+    """A unit's blocks, read from a stream at `start`, or cut from the whole file's bytes (as
+    from a memory map: then their lines are the file's own and the unit counts none)."""
+    if mapped:
+        return RecordBlocks(None, start, mapped=data, **options)
+    return RecordBlocks(io.BytesIO(data[start:]), start, **options)
+
+
+@pytest.mark.parametrize("mapped", [False, True], ids=["streamed", "mapped"])
 @pytest.mark.parametrize("block", [5, 64, 1 << 20])
 @pytest.mark.parametrize("cuts", [[0], [0, 50, 51, 52, 200, 333], list(range(0, 600, 37))])
-def test_record_blocks_own_each_record_once(block, cuts):
+def test_record_blocks_own_each_record_once(block, cuts, mapped):
     """However a CSV's bytes are cut into units, each record (quoted newlines and all) is read by
     exactly one unit, and the units' line counts add up to the file's lines."""
     lines = ["id,a,b"] + [f'{i},"x{i}\ny",{i}' if i % 7 == 0 else f"{i},x,{i}" for i in range(60)]
@@ -34,18 +43,19 @@ def test_record_blocks_own_each_record_once(block, cuts):
     records, newlines = [], 0
     for index, (start, stop) in enumerate(bounds):
         in_quotes = data[:start].count(b'"') % 2 == 1
-        blocks = RecordBlocks(
-            io.BytesIO(data[start:]),
+        blocks = unit_blocks(
+            data,
             start,
-            stop,
+            mapped,
+            stop=stop,
             quoted=True,
             in_quotes=in_quotes,
             header=index == 0,
             block_bytes=block,
         )
         for b in blocks:
-            for r in split_records(b.data, b.first_line + newlines, (",", 3)):
-                records.append((r.line, b.data[r.start : r.end].decode()))
+            for r in split_records(b.data, line_of(b.first_line) + newlines, (",", 3)):
+                records.append((r.line, bytes(b.data[r.start : r.end]).decode()))
         newlines += blocks.newlines
     expected = []
     line = 2
@@ -53,7 +63,7 @@ def test_record_blocks_own_each_record_once(block, cuts):
         expected.append((line, text))
         line += 1 + text.count("\n")
     assert records == expected
-    assert newlines == data.count(b"\n")
+    assert newlines == (0 if mapped else data.count(b"\n"))
 
 
 _FIELDS = [
@@ -80,8 +90,11 @@ _FIELDS = [
     cuts=st.lists(st.integers(1, 400), max_size=8),
     crlf=st.booleans(),
     block=st.sampled_from([7, 64, 1 << 20]),
+    mapped=st.booleans(),
 )
-def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cuts, crlf, block):
+def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(
+    rows, cuts, crlf, block, mapped
+):
     """Quoted values with delimiters, escaped quotes and line ends; quotes that are text (`55"
     tv`, after a closed value): however the file is cut into units (the planner's quote scan
     deciding where each starts), the units' blocks parse to exactly Arrow's rows of the whole
@@ -110,10 +123,11 @@ def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cu
     bounds = list(zip([0, *cuts], [*cuts, None]))
     got, lines, newlines, inside = [], [], 0, False
     for index, (start, stop) in enumerate(bounds):
-        blocks = RecordBlocks(
-            io.BytesIO(data[start:]),
+        blocks = unit_blocks(
+            data,
             start,
-            stop,
+            mapped,
+            stop=stop,
             quoted=True,
             in_quotes=inside,
             before=data[start - 1 : start],
@@ -122,7 +136,7 @@ def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cu
         )
         for b in blocks:
             parsed = arrow(bytes(b.data))
-            records = split_records(bytes(b.data), b.first_line + newlines, (",", 3))
+            records = split_records(bytes(b.data), line_of(b.first_line) + newlines, (",", 3))
             assert len(records) == len(parsed)  # the records the line numbers are taken from
             got += parsed
             lines += [int(line) for line in records.lines]
@@ -131,7 +145,7 @@ def test_units_read_what_arrow_reads_whole_whatever_the_quotes_and_cuts(rows, cu
             ends = quote_ends(io.BytesIO(data[start:]), stop - start, ",", data[start - 1 : start])
             inside = ends[inside]
     assert got == expected
-    assert newlines == data.count(b"\n")
+    assert newlines == (0 if mapped else data.count(b"\n"))
     starts = [2]
     for r in rows:
         starts.append(starts[-1] + ",".join(r).count("\n") + 1)
