@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -104,8 +105,13 @@ class PredictBatches(CountingDoFn):
             model, _ = loading.load(ref)
             return _LoadedModel(model, time.monotonic() - start)
 
+        in_process = ref.sha256 in _IN_PROCESS  # the launcher's process: it froze its own
         self._loaded = self._handle.acquire(load, tag=ref.sha256)
         self._predictor = Predictor(self._spec, self._loaded.model)
+        if not in_process:
+            # A worker process's modules, model and Beam objects live as long as it does: out
+            # of the cyclic collector's reach, its collections scan only what bundles allocate.
+            gc.freeze()
 
     def start_bundle(self) -> None:
         super().start_bundle()
