@@ -218,3 +218,14 @@ class Page:
 
     def close(self):
         self.page.close()
+
+
+def pipeline_under_test():
+    """A TestPipeline on the runner a local night runs on (the FnApiRunner, which Beam's
+    DirectRunner reaches only after trying to download its Prism runner into ~/.apache_beam)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from pipeline.runners import named
+
+    return TestPipeline(runner=named("DirectRunner").beam_runner(PipelineOptions([])))

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import apache_beam as beam
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.utils import shared
 
 from tests.conftest import float_rows
-from tests.helpers import make_spec
+from tests.helpers import make_spec, pipeline_under_test
 from transforms.predict import PredictBatches
 from transforms.profile import ProfileFn
 from transforms.read import ReadUnits
@@ -47,7 +46,7 @@ def _validated(p, spec):
 
 
 def test_read_units_yields_record_batches_and_rejects_a_record_with_its_line(night):
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         read = _read(p, night)
         assert_that(
             read.batches | beam.Map(lambda c: c.batch.num_rows) | beam.CombineGlobally(sum),
@@ -67,7 +66,7 @@ def test_read_units_yields_record_batches_and_rejects_a_record_with_its_line(nig
 
 
 def test_validate_batches_passes_typed_rows_and_rejects_a_value(night):
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         valid = _validated(p, night)
         assert_that(
             valid.batches | beam.Map(lambda c: c.batch.num_rows) | beam.CombineGlobally(sum),
@@ -88,7 +87,7 @@ def test_validate_batches_passes_typed_rows_and_rejects_a_value(night):
 
 def test_predict_batches_scores_every_valid_row_once(night):
     profiler = ProfileFn(None, night.facts.classes, night.facts.proba_columns[-1])
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         scored = _validated(p, night).batches | beam.ParDo(
             PredictBatches(night, shared.Shared(), profiler)
         ).with_outputs(ERRORS, PROFILE, STATS, main="predictions")

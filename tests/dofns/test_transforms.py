@@ -9,12 +9,11 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.graph import build
 from tests.conftest import float_rows
-from tests.helpers import make_spec
+from tests.helpers import make_spec, pipeline_under_test
 from transforms.spec import ERRORS, ScoringSpec
 from transforms.summary import SUMMARY_FILE
 from transforms.units import PlanInput
@@ -35,7 +34,7 @@ def dirty_lines(n: int) -> list[str]:
 
 def run_graph(spec: ScoringSpec, staging) -> tuple[list, list, dict]:
     """Runs the whole graph; returns the predictions, the error records and per-file counts."""
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         build(p, spec, str(staging))
     predictions = [
         row
@@ -128,7 +127,7 @@ def test_plan_units_cuts_files(tmp_path, models_dir):
     )
     spec = make_spec(models_dir / "binary.joblib", tmp_path / "*.parquet", tmp_path / "o")
     spec = dataclasses.replace(spec, input_format="parquet", batch_size=250)
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         units = p | PlanInput(spec)
         assert_that(
             units["units"] | beam.Map(lambda u: (u.start, u.stop)),
@@ -145,7 +144,7 @@ def test_output_directory_is_never_read(tmp_path, models_dir):
     )
     spec = make_spec(models_dir / "binary.joblib", tmp_path / "d" / "**", tmp_path / "d" / "scores")
     spec = dataclasses.replace(spec, input_format="parquet")
-    with TestPipeline() as p:
+    with pipeline_under_test() as p:
         units = p | PlanInput(spec)
         assert_that(
             units["units"] | beam.Map(lambda u: u.path),

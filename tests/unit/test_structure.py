@@ -125,7 +125,7 @@ def test_no_runner_name_test_outside_the_runner_seam():
 # What a test calls that runs the command line, a pipeline or a process (a method call such as
 # `predictor.score(` is none of them).
 RUNS_CLI = re.compile(r"(?<![\w.])(run_cli|score|main)\(")
-RUNS_PIPELINE = re.compile(r"TestPipeline|beam\.Pipeline")
+RUNS_PIPELINE = re.compile(r"TestPipeline|pipeline_under_test|beam\.Pipeline")
 RUNS_PROCESS = re.compile(
     r"process=True|subprocess\.(run|Popen|check_)|(?<![\w.])(drive|kill_hook|_start)\("
 )
