@@ -240,3 +240,22 @@ def test_error_reasons_group_whatever_the_value_or_the_bad_byte():
     assert reason("carat: '0,65' is not a number") == reason("carat: 'n/a' is not a number")
     utf8 = "not valid utf-8 text (byte 0x{} at column {}); set --input_encoding"
     assert reason(utf8.format("fc", 17)) == reason(utf8.format("e9", 3))
+
+
+def test_a_worker_runs_one_blas_thread_unless_the_environment_says(monkeypatch):
+    """BLAS threads spin between calls and take the cores the parser needs: a worker keeps one,
+    unless OPENBLAS_NUM_THREADS (or MKL's, BLIS's) names a number."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from transforms.predict import one_blas_thread
+
+    def blas_threads() -> set[int]:
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+        one_blas_thread()
+        assert blas_threads() == {2}
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+        one_blas_thread()
+        assert blas_threads() == {1}
