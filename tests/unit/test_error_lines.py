@@ -9,6 +9,7 @@ on each chunk, then NumberErrors with the units' sizes, as the graph wires them.
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import re
 import tempfile
@@ -104,19 +105,9 @@ def units_of(data: bytes, path: str, fmt: str, cuts: list[int]) -> list[Unit]:
         units.append(Unit(path, index, start, stop, inside, names))
         if stop is not None and fmt == "csv":
             before = data[start - 1 : start]
-            ends = quote_ends(_Bytes(data[start:]), stop - start, ",", before)
+            ends = quote_ends(io.BytesIO(data[start:]), stop - start, ",", before)
             inside = ends[inside]
     return units
-
-
-class _Bytes:
-    def __init__(self, data: bytes):
-        self._data, self._pos = data, 0
-
-    def read(self, n: int) -> bytes:
-        out = self._data[self._pos : self._pos + n]
-        self._pos += len(out)
-        return out
 
 
 def read_night(spec, units: list[Unit]) -> list[dict]:
