@@ -56,13 +56,19 @@ def rfind_end(
     return end
 
 
-def count_ends(data: bytes) -> int:
-    """How many line ends (\n, \r\n, bare \r) a run of whole records holds (one counting
-    pass when there is no \r, which memchr rules out at a few GB/s)."""
-    lf = data.count(b"\n")
-    if data.find(b"\r") < 0:
+def count_ends(data: Any, lo: int = 0, hi: int | None = None) -> int:
+    """How many line ends (\n, \r\n, bare \r) data[lo:hi] holds (a stream's block, or a range
+    of a mapped file), in vectorised passes: one when there is no \r, which memchr rules out.
+    A \r\n across `hi` is left to the range after it (its \n)."""
+    hi = len(data) if hi is None else hi
+    arr = np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo)
+    lf = int(np.count_nonzero(arr == _NL))
+    if data.find(b"\r", lo, hi) < 0:
         return lf
-    return lf + data.count(b"\r") - data.count(b"\r\n")
+    cr = int(np.count_nonzero(arr == _CR))
+    crlf = int(np.count_nonzero((arr[:-1] == _CR) & (arr[1:] == _NL)))
+    split = hi < len(data) and arr[-1] == _CR and data[hi] == _NL
+    return lf + cr - crlf - int(split)
 
 
 class LineCount:
@@ -82,20 +88,9 @@ class LineCount:
             if pos < self._pos:
                 self._pos = self._ends = 0
             for lo in range(self._pos, pos, SCAN_BYTES * 16):
-                self._ends += _ends_in(self._data, lo, min(lo + SCAN_BYTES * 16, pos))
+                self._ends += count_ends(self._data, lo, min(lo + SCAN_BYTES * 16, pos))
             self._pos = pos
             return self._ends
-
-
-def _ends_in(data: Any, lo: int, hi: int) -> int:
-    arr = np.frombuffer(data, dtype=np.uint8, count=hi - lo, offset=lo)
-    lf = int(np.count_nonzero(arr == _NL))
-    if data.find(b"\r", lo, hi) < 0:
-        return lf
-    cr = int(np.count_nonzero(arr == _CR))
-    # a \r\n is one end; a pair across lo was counted with the piece before
-    crlf = int(np.count_nonzero((arr[:-1] == _CR) & (arr[1:] == _NL)))
-    return lf + cr - crlf - int(hi < len(data) and arr[-1] == _CR and data[hi] == _NL)
 
 
 def line_of(first_line: int | Callable[[], int]) -> int:
