@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import apache_beam as beam
@@ -57,7 +58,12 @@ class _BundleFileWriter(beam.DoFn):
 
 
 class WriteParquetFiles(_BundleFileWriter):
-    """Streams Arrow tables into a Parquet file per bundle, with an explicit schema."""
+    """Streams Arrow tables into a Parquet file per bundle, with an explicit schema.
+
+    A table is encoded and compressed by a thread of its own (Arrow releases the GIL there)
+    while the next batch is validated and scored: one write in flight at most, its error raised
+    at the next table or at the bundle's end, so a bundle never finishes before its rows are in.
+    """
 
     def __init__(self, directory: str, schema: pa.Schema, compression: str = "snappy"):
         super().__init__(directory, ".parquet")
@@ -67,10 +73,21 @@ class WriteParquetFiles(_BundleFileWriter):
         self._dictionary = [f.name for f in schema if pa.types.is_string(f.type)]
         self._file = None
         self._writer = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future | None = None
+
+    def setup(self) -> None:
+        super().setup()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamscore-write")
+
+    def start_bundle(self) -> None:
+        super().start_bundle()
+        self._abandon()  # what a failed bundle left open is never named, so never published
 
     def process(self, table: pa.Table) -> None:
         import pyarrow.parquet as pq
 
+        self._wait()
         if self._writer is None:
             self._file = FileSystems.create(self._new_path(), mime_type="application/x-parquet")
             self._writer = pq.ParquetWriter(
@@ -79,12 +96,36 @@ class WriteParquetFiles(_BundleFileWriter):
                 compression=self._compression,
                 use_dictionary=self._dictionary or False,
             )
-        self._writer.write_table(table)
+        self._pending = self._pool.submit(self._writer.write_table, table)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()  # the write's own error, raised in the bundle
 
     def _close(self) -> None:
+        self._wait()
         self._writer.close()
         self._file.close()
         self._writer = self._file = None
+
+    def _abandon(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()  # let it end; its error belongs to the failed bundle
+        for part in (self._writer, self._file):
+            try:
+                if part is not None:
+                    part.close()
+            except Exception:  # noqa: BLE001 - the failed attempt's file, never published
+                pass
+        self._writer = self._file = None
+
+    def teardown(self) -> None:
+        self._abandon()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 class WriteJsonLinesFiles(_BundleFileWriter):

@@ -163,3 +163,33 @@ def test_errors_numbered_file_wide_in_a_test_pipeline(tmp_path, models_dir):
     read = sorted((e["line"], e["record"]) for e in errors if e["stage"] == "read")
     assert read == [(9, lines[8]), (121, lines[120])]
     assert ERRORS == "errors"
+
+
+def test_parquet_writer_keeps_every_table_in_order_and_fails_with_a_bad_one(tmp_path):
+    """The writer encodes on a thread of its own: a bundle's file holds all its tables in order
+    once the bundle ends, and a table it cannot write fails the bundle, not a later one."""
+    from transforms.write import WriteParquetFiles
+
+    schema = pa.schema([("id", pa.int64())])
+    tables = [pa.table({"id": list(range(i * 100, (i + 1) * 100))}, schema=schema) for i in range(30)]
+    out = tmp_path / "ok"
+    with pipeline_under_test() as p:
+        parts = (
+            p
+            | beam.Create([tables], reshuffle=False)
+            | beam.FlatMap(lambda ts: ts)
+            | beam.ParDo(WriteParquetFiles(str(out), schema))
+        )
+        assert_that(parts | beam.Map(lambda part: part[0]), equal_to(["files"]))
+    (written,) = out.glob("*.parquet")
+    assert pq.read_table(written)["id"].to_pylist() == list(range(3000))
+
+    wrong = pa.table({"id": pa.array(["x"])})
+    with pytest.raises(Exception, match="schema"):
+        with pipeline_under_test() as p:
+            _ = (
+                p
+                | beam.Create([[*tables[:3], wrong, *tables[3:]]], reshuffle=False)
+                | beam.FlatMap(lambda ts: ts)
+                | beam.ParDo(WriteParquetFiles(str(tmp_path / "bad"), schema))
+            )
