@@ -9,7 +9,7 @@ lines, so errors in later units of a split file get file-wide numbers (transform
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -32,6 +32,7 @@ from transforms.spec import ERRORS, UNITS, Chunk, ScoringSpec, Unit
 from transforms.textblocks import RecordBlocks
 from transforms.textread import (
     Lines,
+    Parsed,
     null_spellings_as_nulls,
     parse_csv,
     parse_jsonl,
@@ -118,11 +119,9 @@ class ReadUnits(CountingDoFn):
     def _chunks(self, unit: Unit, table: pa.Table, lines: Any = None) -> Iterator[Chunk]:
         """A parsed table as Chunks of at most batch_size rows, numbered within the unit.
 
-        Arrow's parser hands a block back in pieces of about a MB (a few thousand rows), one
-        per thread's share: joined first, so that validation, the model and the writer see
-        batch_size rows at a time (a Parquet row group per batch), not a piece at a time."""
-        if table.num_columns and table.column(0).num_chunks > 1:
-            table = table.combine_chunks()
+        A table in pieces is joined first (see `joined`), so that validation, the model and
+        the writer see batch_size rows at a time (a Parquet row group per batch)."""
+        table = joined(table)
         offset = 0
         for batch in table.to_batches(max_chunksize=self._spec.batch_size):
             if batch.num_rows:
@@ -236,7 +235,8 @@ class ReadUnits(CountingDoFn):
 
         def parsed_blocks():
             for block in self._text_blocks(unit, quoted=True):
-                yield parse_csv(
+                yield joined_parse(
+                    parse_csv,
                     block.data,
                     block.first_line,
                     names,
@@ -269,7 +269,7 @@ class ReadUnits(CountingDoFn):
 
         def parsed_blocks():
             for block in self._text_blocks(unit, quoted=False):
-                yield parse_jsonl(block.data, block.first_line, spec.text, exact)
+                yield joined_parse(parse_jsonl, block.data, block.first_line, spec.text, exact)
 
         for parsed in ahead(parsed_blocks):
             for rejection in parsed.rejected:
@@ -348,3 +348,18 @@ def hinted(wanted: list[str], names: list[str]) -> str:
         else:
             out.append(f"{w} (the file has {near[0]!r}; names must match exactly)")
     return ", ".join(out)
+
+
+def joined(table: pa.Table) -> pa.Table:
+    """The table in one piece per column. Arrow's parser hands a block back in pieces of
+    about a MB (a few thousand rows), one per thread's share."""
+    if table.num_columns and table.column(0).num_chunks > 1:
+        return table.combine_chunks()
+    return table
+
+
+def joined_parse(parse: Callable[..., Parsed], *args: Any, **kwargs: Any) -> Parsed:
+    """`parse(*args, **kwargs)` with its table joined, on the read-ahead thread rather than
+    the one that validates and scores."""
+    parsed = parse(*args, **kwargs)
+    return parsed._replace(table=joined(parsed.table))

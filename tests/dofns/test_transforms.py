@@ -171,7 +171,9 @@ def test_parquet_writer_keeps_every_table_in_order_and_fails_with_a_bad_one(tmp_
     from transforms.write import WriteParquetFiles
 
     schema = pa.schema([("id", pa.int64())])
-    tables = [pa.table({"id": list(range(i * 100, (i + 1) * 100))}, schema=schema) for i in range(30)]
+    tables = [
+        pa.table({"id": list(range(i * 100, (i + 1) * 100))}, schema=schema) for i in range(30)
+    ]
     out = tmp_path / "ok"
     with pipeline_under_test() as p:
         parts = (
