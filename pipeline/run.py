@@ -131,7 +131,13 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
             dir_state = job.staging.state()
         except Exception:  # noqa: BLE001 - storage gone too: the run's own error is the news
             dir_state = "unknown"
-        job.staging.discard()
+        if dir_state == "none":  # unknown: it may hold the journal the next run needs
+            try:
+                job.staging.discard()
+            except Exception as gone:  # noqa: BLE001 - as above
+                _LOG.warning(
+                    "could not remove %s: %s", job.staging.dir, one_line(gone, with_type=True)
+                )
         if not (isinstance(e, RunFailed) and e.told):  # the commit stage told them itself
             message = one_line(e, with_type=not isinstance(e, RunFailed))
             for observer in job.observers:
@@ -381,7 +387,12 @@ _COMMITTING: list[Staging] = []
 
 
 def _commit_begun() -> bool:
-    return any(staging.state() == "half" for staging in _COMMITTING)
+    """Whether a commit's journal is written (a signal then waits for the commit). Storage that
+    cannot be read says no: the run stops, and says that what DIR holds is not known."""
+    try:
+        return any(staging.state() == "half" for staging in _COMMITTING)
+    except Exception:  # noqa: BLE001 - raised in a signal handler, it would hide the stop
+        return False
 
 
 def _job_name(options: PipelineOptions, run_id: str) -> str:

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from tests.conftest import assert_one_line_error, float_rows, run_cli, write_input
+from tests.conftest import assert_one_line_error, float_rows, run_cli, score, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -20,62 +20,30 @@ def inp(tmp_path):
 
 
 def test_no_such_model(tmp_path, inp):
-    cli = run_cli("--input", inp, "--model", tmp_path / "nope.joblib", "--output", tmp_path / "o")
+    cli = score(inp, tmp_path / "nope.joblib", tmp_path / "o")
     assert_one_line_error(cli, "no such model file", "nope.joblib")
     assert not (tmp_path / "o").exists()
 
 
 def test_checksum_mismatch_refuses_before_unpickling(tmp_path, inp, models_dir):
-    cli = run_cli(
-        "--input",
-        inp,
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "o",
-        "--model_sha256",
-        "0" * 64,
-    )
+    cli = score(inp, models_dir / "binary.joblib", tmp_path / "o", "--model_sha256", "0" * 64)
     assert_one_line_error(cli, "SHA-256", "refusing")
 
 
 def test_matching_checksum_is_accepted(tmp_path, inp, models_dir):
     sha = hashlib.sha256((models_dir / "binary.joblib").read_bytes()).hexdigest()
-    cli = run_cli(
-        "--input",
-        inp,
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "o",
-        "--model_sha256",
-        sha.upper(),
-    )
+    cli = score(inp, models_dir / "binary.joblib", tmp_path / "o", "--model_sha256", sha.upper())
     assert cli.code == 0, cli.stderr
 
 
 def test_no_input_file_matches(tmp_path, models_dir):
-    cli = run_cli(
-        "--input",
-        tmp_path / "none" / "*.parquet",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "o",
-    )
+    cli = score(tmp_path / "none" / "*.parquet", models_dir / "binary.joblib", tmp_path / "o")
     assert_one_line_error(cli, "no input file matches")
 
 
 def test_model_feature_missing_from_input(tmp_path, models_dir):
     write_input(float_rows(20).drop(columns="f2"), tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "o",
-    )
+    cli = score(tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "o")
     assert_one_line_error(cli, "lacks model feature", "f2")
 
 
@@ -83,7 +51,7 @@ def test_foreign_output_directory_is_never_touched(tmp_path, inp, models_dir):
     foreign = tmp_path / "o"
     foreign.mkdir()
     (foreign / "precious.txt").write_text("keep me")
-    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", foreign)
+    cli = score(inp, models_dir / "binary.joblib", foreign)
     assert_one_line_error(cli, "not empty", "precious.txt")
     assert sorted(os.listdir(foreign)) == ["precious.txt"]
 
@@ -102,7 +70,7 @@ def test_output_locked_by_a_live_run(tmp_path, inp, models_dir):
             }
         )
     )
-    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", out)
+    cli = score(inp, models_dir / "binary.joblib", out)
     assert_one_line_error(cli, "locked by run other", "_lock")
 
 
@@ -119,7 +87,7 @@ def test_lock_of_a_dead_run_is_taken_over(tmp_path, inp, models_dir):
             }
         )
     )
-    cli = run_cli("--input", inp, "--model", models_dir / "binary.joblib", "--output", out)
+    cli = score(inp, models_dir / "binary.joblib", out)
     assert cli.code == 0, cli.stderr
     assert not (out / "_lock").exists()
 
@@ -137,9 +105,7 @@ def test_lock_of_a_dead_run_is_taken_over(tmp_path, inp, models_dir):
     ],
 )
 def test_bad_flags(tmp_path, inp, models_dir, args, words):
-    cli = run_cli(
-        "--input", inp, "--model", models_dir / "binary.joblib", "--output", tmp_path / "o", *args
-    )
+    cli = score(inp, models_dir / "binary.joblib", tmp_path / "o", *args)
     assert_one_line_error(cli, *words)
 
 
@@ -166,7 +132,7 @@ def test_missing_required_flag(tmp_path, models_dir):
 
 def test_not_a_model_file(tmp_path, inp):
     (tmp_path / "m.joblib").write_bytes(b"this is not a pickle")
-    cli = run_cli("--input", inp, "--model", tmp_path / "m.joblib", "--output", tmp_path / "o")
+    cli = score(inp, tmp_path / "m.joblib", tmp_path / "o")
     assert_one_line_error(cli, "cannot load model")
 
 
@@ -188,3 +154,56 @@ def test_a_bug_is_exit_4_one_line_and_the_traceback_in_a_file(module, entry, mon
     trace = err.split("traceback in ", 1)[1].split(";")[0]
     assert "KeyError: 'a bug'" in open(trace).read()
     os.unlink(trace)
+
+
+def test_a_bug_where_the_output_cannot_be_read_says_what_the_next_run_does(
+    tmp_path, models_dir, monkeypatch
+):
+    import tempfile
+
+    from pipeline import run as cli
+    from pipeline.staging import Staging
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the traceback file goes here
+    write_input(float_rows(20), tmp_path / "in" / "p.parquet")
+    out = tmp_path / "out"
+    args = ["--input", tmp_path / "in" / "*.parquet", "--model", models_dir / "binary.joblib"]
+
+    def broken(job, test_pipeline=None):
+        raise RuntimeError("a bug while scoring")
+
+    def unreadable(self):
+        raise OSError("storage gone")
+
+    with monkeypatch.context() as m:
+        m.setattr(cli, "score", broken)
+        m.setattr(Staging, "state", unreadable)
+        ended = run_cli(*args, "--output", out)
+    assert ended.code == 4, ended.stderr
+    line = ended.stderr.strip().splitlines()[-1]
+    assert "RuntimeError: a bug while scoring" in line, line
+    assert f"what {out} holds could not be read" in line, line
+    assert "the next run of this command finishes this run's commit if it was begun" in line
+    again = run_cli(*args, "--output", out)  # the lock was released: the night can run again
+    assert again.code == 0, again.stderr
+    assert again.manifest["counts"]["rows_predicted"] == 20
+
+
+def test_storage_that_cannot_be_read_neither_hides_a_stop_nor_frees_the_lock(
+    tmp_path, monkeypatch
+):
+    """The two other places that ask what DIR holds while a run fails: a stop signal's handler
+    (a commit begun makes it wait) and the commit stage's failure path (nothing of the run in
+    DIR lets it mark the lock ended). Unreadable storage is "no" to both."""
+    from pipeline import commit, run
+    from pipeline.staging import Staging
+
+    staging = Staging(str(tmp_path / "out"), "run-1")
+
+    def unreadable(self):
+        raise OSError("storage gone")
+
+    monkeypatch.setattr(Staging, "state", unreadable)
+    monkeypatch.setattr(run, "_COMMITTING", [staging])
+    assert run._commit_begun() is False  # the signal stops the run instead of raising OSError
+    assert commit._unclaimed(staging) is False  # the lock is left to go stale
