@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.conftest import FEATURES, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, float_rows, score, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,7 @@ def dirty_csv(path, n=1000):
 
 def test_dirty_csv_rejects_each_bad_row_with_its_reason(tmp_path, models_dir):
     dirty_csv(tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "out")
     assert cli.code == 1, cli.stderr  # default --max_error_rate 0: any rejected row fails the run
     m = cli.manifest
     assert m["status"] == "failed"
@@ -84,12 +77,9 @@ def test_dirty_csv_rejects_each_bad_row_with_its_reason(tmp_path, models_dir):
 
 def test_threshold_lets_a_few_bad_rows_pass(tmp_path, models_dir):
     dirty_csv(tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.csv",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "0.01",
@@ -104,14 +94,7 @@ def test_model_that_accepts_missing_values_scores_them(tmp_path, models_dir):
     df = float_rows(200)
     df.loc[5, "f2"] = np.nan
     write_input(df, tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        models_dir / "hgb.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.parquet", models_dir / "hgb.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     model = joblib.load(models_dir / "hgb.joblib")
     got = cli.predictions().set_index("id").loc[df.id]
@@ -126,12 +109,9 @@ def test_jsonl_bad_lines(tmp_path, models_dir):
     lines[5] = '{"id": 5, "f0": "abc", "f1": 1, "f2": 2, "f3": 3}'  # text in f0
     lines[6] = '{"id": 6, "f0": 1, "f1": 1, "f2": 2}'  # f3 missing
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.jsonl",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "0.1",
@@ -162,12 +142,9 @@ def test_unknown_category_is_a_validate_error_naming_the_feature(tmp_path):
     joblib.dump(model, tmp_path / "strict.joblib")
     df.loc[[17, 2500], "color"] = "green"  # unseen category: the encoder would raise
     write_input(df, tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         tmp_path / "strict.joblib",
-        "--output",
         tmp_path / "out",
         "--batch_size",
         "1000",
@@ -193,15 +170,8 @@ def test_model_raising_on_some_rows_fails_only_those(tmp_path):
     joblib.dump(Sentinel().fit(df[FEATURES]), tmp_path / "sentinel.joblib")
     df.loc[[17, 2500], "f0"] = 999  # the model raises on a batch holding these
     write_input(df, tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        tmp_path / "sentinel.joblib",
-        "--output",
-        tmp_path / "out",
-        "--batch_size",
-        "1000",
+    cli = score(
+        tmp_path / "in.csv", tmp_path / "sentinel.joblib", tmp_path / "out", "--batch_size", "1000"
     )
     assert cli.code == 1
     m = cli.manifest
@@ -218,12 +188,9 @@ def test_unreadable_parquet_file_is_listed_and_others_scored(tmp_path, models_di
     write_input(float_rows(300), tmp_path / "in" / "a.parquet")
     good = write_input(float_rows(300, start_id=300), tmp_path / "in" / "b.parquet")
     (tmp_path / "in" / "c.parquet").write_bytes(good.read_bytes()[:500])  # truncated upload
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in" / "*.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "1",
@@ -240,12 +207,9 @@ def test_unreadable_parquet_file_is_listed_and_others_scored(tmp_path, models_di
 def test_file_lacking_a_feature_column_is_one_error(tmp_path, models_dir):
     write_input(float_rows(300), tmp_path / "in" / "a.csv")
     write_input(float_rows(200).drop(columns="f3"), tmp_path / "in" / "b.csv")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in" / "*.csv",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "0.5",
@@ -262,14 +226,7 @@ def test_empty_file_and_header_only_csv_are_zero_rows(tmp_path, models_dir):
     write_input(float_rows(50), tmp_path / "in" / "a.csv")
     (tmp_path / "in" / "b.csv").write_text("id,f0,f1,f2,f3\n")
     (tmp_path / "in" / "c.csv").write_text("")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in" / "*.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in" / "*.csv", models_dir / "binary.joblib", tmp_path / "out")
     # The empty file cannot even name its columns: it is read as zero rows, not an error.
     assert cli.code == 0, cli.stderr
     assert cli.manifest["counts"]["rows_read"] == 50
@@ -281,15 +238,8 @@ def test_long_error_record_is_truncated_to_64_kib(tmp_path, models_dir):
     lines = df.to_csv(index=False).splitlines()
     lines[5] = "4," + "x" * 200_000  # too few fields, and huge
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-        "--max_error_rate",
-        "1",
+    cli = score(
+        tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "out", "--max_error_rate", "1"
     )
     assert cli.code == 0, cli.stderr
     raw = next((tmp_path / "out" / "errors").glob("*.jsonl")).read_bytes()
@@ -302,15 +252,8 @@ def test_broken_quote_swallows_lines_into_one_rejected_record(tmp_path, models_d
     lines = float_rows(30).to_csv(index=False).splitlines()
     lines[10] = '9,"0.5,0.1,0.2,0.3'  # the quote never closes: the rest of the file is one field
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-        "--max_error_rate",
-        "1",
+    cli = score(
+        tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "out", "--max_error_rate", "1"
     )
     assert cli.code in (0, 1), cli.stderr
     assert "Traceback" not in cli.stderr

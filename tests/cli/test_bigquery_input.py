@@ -12,7 +12,7 @@ import joblib
 import numpy as np
 import pytest
 
-from tests.conftest import BQ_PROJECT, FEATURES, assert_one_line_error, run_cli
+from tests.conftest import BQ_PROJECT, FEATURES, assert_one_line_error, run_cli, score
 
 pytestmark = pytest.mark.slow
 
@@ -199,15 +199,7 @@ def test_a_filter_that_selects_no_rows_is_an_empty_night(tables, models_dir, tmp
 )
 def test_launch_refusals(tables, models_dir, tmp_path, table, more, words):
     out = tmp_path / "o"
-    cli = run_cli(
-        "--input",
-        f"bq://{BQ_PROJECT}.{table}",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        out,
-        *more,
-    )
+    cli = score(f"bq://{BQ_PROJECT}.{table}", models_dir / "binary.joblib", out, *more)
     assert_one_line_error(cli, *words)
     assert not out.exists()
 
@@ -248,15 +240,7 @@ def test_no_google_credentials_is_exit_2_at_once(tmp_path, models_dir):
     env |= {"HOME": str(tmp_path), "CLOUDSDK_CONFIG": str(tmp_path / "gcloud")}
     env |= {v: closed for v in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")}
     out = tmp_path / "o"
-    cli = run_cli(
-        "--input",
-        f"bq://{NIGHT}",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        out,
-        env=env,
-    )
+    cli = score(f"bq://{NIGHT}", models_dir / "binary.joblib", out, env=env)
     assert_one_line_error(cli, "Google credentials")
     assert cli.code == 2 and not out.exists()
 

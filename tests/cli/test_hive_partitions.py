@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import assert_one_line_error, float_rows, run_cli, score
+from tests.conftest import assert_one_line_error, float_rows, score
 
 PARTS = {"date=2024-01-01/store=7": 0, "date=2024-01-02/store=a%2Fb": 1}  # %2F: a slash
 SPELLED = {0: ("2024-01-01", "7"), 1: ("2024-01-02", "a/b")}
@@ -73,11 +73,14 @@ def test_partition_folders_in_cloud_storage(models_dir, gcs):
         for part, frame in frames.items():
             name = f"in-{fmt}/{part}/part-0.{EXTENSION[fmt]}"
             bucket.blob(name).upload_from_string(_bytes(frame, fmt))
-        cli = run_cli(
-            "--input", f"gs://scoring/in-{fmt}/*/*/*.{EXTENSION[fmt]}",
-            "--model", "gs://scoring/models/binary.joblib",
-            "--output", f"gs://scoring/out-{fmt}", "--key_columns", "id,date,store", env=env,
-        )  # fmt: skip
+        cli = score(
+            f"gs://scoring/in-{fmt}/*/*/*.{EXTENSION[fmt]}",
+            "gs://scoring/models/binary.joblib",
+            f"gs://scoring/out-{fmt}",
+            "--key_columns",
+            "id,date,store",
+            env=env,
+        )
         assert cli.code == 0, cli.stderr
         blobs = [b for b in bucket.list_blobs(prefix=f"out-{fmt}/predictions/")]
         table = pa.concat_tables(pq.read_table(io.BytesIO(b.download_as_bytes())) for b in blobs)

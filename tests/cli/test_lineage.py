@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pipeline.lineage import run_uuid
-from tests.conftest import ROOT
+from tests.conftest import ROOT, score
 from tests.unit.test_lineage import closed_port
 
 
@@ -24,16 +24,13 @@ def test_importing_the_module_does_not_import_the_client():
 def test_the_cli_sends_start_and_complete_with_what_the_run_read_and_wrote(
     receiver, tmp_path, models_dir
 ):
-    from tests.conftest import float_rows, run_cli, write_input
+    from tests.conftest import float_rows, write_input
 
     write_input(float_rows(300), tmp_path / "in" / "a.parquet")
     write_input(float_rows(200, start_id=300), tmp_path / "in" / "b.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in" / "*.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--openlineage_url",
         receiver.url,
@@ -63,15 +60,12 @@ def test_the_cli_sends_start_and_complete_with_what_the_run_read_and_wrote(
 
 
 def test_a_lineage_server_that_is_down_costs_the_run_nothing(tmp_path, models_dir):
-    from tests.conftest import float_rows, run_cli, write_input
+    from tests.conftest import float_rows, write_input
 
     write_input(float_rows(100), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         env={"OPENLINEAGE_URL": f"http://127.0.0.1:{closed_port()}"},
     )

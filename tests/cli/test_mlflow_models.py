@@ -14,6 +14,7 @@ from tests.conftest import (
     assert_one_line_error,
     float_rows,
     run_cli,
+    score,
     write_input,
 )
 
@@ -128,12 +129,9 @@ def test_workers_without_tracking_uri(tmp_path, registry):
 
 def test_run_uri_version_is_the_run_id(tmp_path, registry):
     write_input(float_rows(100), tmp_path / "in.jsonl")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.jsonl",
-        "--model",
         f"runs:/{registry['sk_run']}/model",
-        "--output",
         tmp_path / "out",
         env={"MLFLOW_TRACKING_URI": registry["uri"]},
     )

@@ -16,7 +16,15 @@ import time
 
 import pytest
 
-from tests.conftest import FEATURES, ROOT, assert_one_line_error, float_rows, run_cli, write_input
+from tests.conftest import (
+    FEATURES,
+    ROOT,
+    assert_one_line_error,
+    float_rows,
+    run_cli,
+    score,
+    write_input,
+)
 from tests.helpers import sqlite_store
 
 pytestmark = pytest.mark.slow
@@ -46,12 +54,9 @@ def read_run(uri: str, run_id: str):
 def test_run_is_logged_with_metrics_artifacts_and_no_drift(tmp_path, model_with_baseline):
     uri = sqlite_store(tmp_path)
     write_input(float_rows(3000, seed=11), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         model_with_baseline,
-        "--output",
         tmp_path / "out",
         "--mlflow_tracking_uri",
         uri,
@@ -98,12 +103,9 @@ def test_shifted_data_warns_and_a_failed_run_is_failed(tmp_path, model_with_base
     lines = df.to_csv(index=False).splitlines()
     lines[5] = "4,1,2"  # one bad row: with the default --max_error_rate 0 the run fails
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.csv",
-        "--model",
         model_with_baseline,
-        "--output",
         tmp_path / "out",
         "--mlflow_tracking_uri",
         uri,
@@ -131,12 +133,9 @@ def test_regressor_distribution_and_a_sample_of_at_most_1000_errors(tmp_path, mo
     for i in range(1, 3001, 2):
         lines[i] = f"{i - 1},x,0,0,0"  # 1,500 rejected records, every other one
     (tmp_path / "in.csv").write_text("\n".join(lines) + "\n")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.csv",
-        "--model",
         models_dir / "regressor.joblib",
-        "--output",
         tmp_path / "out",
         "--mlflow_tracking_uri",
         uri,
@@ -207,26 +206,16 @@ def test_a_killed_run_is_closed_as_killed_by_the_next_run(tmp_path, mlflow_serve
 
 def test_no_baseline_no_drift_section(tmp_path, models_dir):
     write_input(float_rows(100), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.parquet", models_dir / "binary.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     assert "drift" not in cli.manifest
 
 
 def test_unreachable_tracking_server_at_launch_is_exit_3(tmp_path, models_dir):
     write_input(float_rows(10), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--mlflow_tracking_uri",
         "http://127.0.0.1:9",
@@ -365,12 +354,9 @@ def test_registry_alias_on_a_real_server_scored_and_logged(tmp_path, mlflow_serv
     assert model_uri == "models:/churn-server@champion"
     df = demo.make_rows(2000, seed=21).drop(columns="churned")
     write_input(df, tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         model_uri,
-        "--output",
         tmp_path / "out",
         "--mlflow_tracking_uri",
         mlflow_server,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import FEATURES, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, float_rows, score, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -28,14 +28,7 @@ def test_bom_crlf_and_quoted_newlines(tmp_path, models_dir):
     df["note"] = [f'line one, "quoted"\nline {i}' for i in range(50)]
     text = df.to_csv(index=False, lineterminator="\r\n")
     (tmp_path / "in.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.csv", models_dir / "binary.joblib", tmp_path / "out")
     check_predictions(cli, df, models_dir)
     notes = cli.predictions().set_index("id").loc[df.id].note
     assert list(notes) == list(df.note)
@@ -54,12 +47,9 @@ def test_read_errors_name_the_physical_line_through_quoted_newlines_crlf_and_gzi
     records[31] = records[5]  # the same text again: its own occurrence, line 61
     with gzip.open(tmp_path / "in.csv.gz", "wb") as f:
         f.write(b"\xef\xbb\xbf" + ("\r\n".join(records) + "\r\n").encode())
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.csv.gz",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "1",
@@ -77,14 +67,7 @@ def test_gzipped_inputs(tmp_path, models_dir, ext):
     plain = write_input(df, tmp_path / f"plain.{ext}")
     with gzip.open(tmp_path / f"in.{ext}.gz", "wb") as f:
         f.write(plain.read_bytes())
-    cli = run_cli(
-        "--input",
-        tmp_path / f"in.{ext}.gz",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / f"in.{ext}.gz", models_dir / "binary.joblib", tmp_path / "out")
     check_predictions(cli, df, models_dir)
     assert cli.manifest["input_format"] == ext
 
@@ -98,12 +81,9 @@ def test_wide_file_with_shuffled_columns(tmp_path, models_dir):
     df = pd.concat([df, extras], axis=1)
     shuffled = df[list(rng.permutation(df.columns))]
     write_input(shuffled, tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--key_columns",
         "id",
@@ -120,12 +100,9 @@ def test_mixed_files_where_one_lacks_a_column(tmp_path, models_dir):
     write_input(a, tmp_path / "in" / "a.parquet")
     write_input(b[list(reversed(b.columns))], tmp_path / "in" / "b.parquet")
     write_input(c, tmp_path / "in" / "c.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in" / "*.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--max_error_rate",
         "0.6",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from pipeline.report import render_report
-from tests.conftest import float_rows, run_cli, write_input
+from tests.conftest import float_rows, score, write_input
 from tests.helpers import Page
 from tests.unit.test_report import (
     SCRIPT,
@@ -37,14 +37,7 @@ def show(browser, tmp_path: Path, manifest: dict, profile, groups) -> Page:
 def test_regressor_run_shows_the_prediction_histogram(browser, tmp_path, models_dir):
     write_input(float_rows(1500, seed=5), tmp_path / "in" / "a.parquet")
     write_input(float_rows(700, seed=6, start_id=1500), tmp_path / "in" / "b.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in" / "*.parquet",
-        "--model",
-        models_dir / "regressor.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in" / "*.parquet", models_dir / "regressor.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     m, predictions = cli.manifest, cli.predictions()
     page = opened(browser, cli)
@@ -69,14 +62,7 @@ def test_regressor_run_shows_the_prediction_histogram(browser, tmp_path, models_
 
 def test_classifier_run_shows_class_shares(browser, tmp_path, models_dir):
     write_input(float_rows(1200, seed=7), tmp_path / "in.jsonl")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.jsonl",
-        "--model",
-        models_dir / "multiclass.pkl",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.jsonl", models_dir / "multiclass.pkl", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     m, predictions = cli.manifest, cli.predictions()
     page = opened(browser, cli)
@@ -102,14 +88,7 @@ def test_new_and_missing_manifest_keys(browser, tmp_path, models_dir):
     """A manifest with the keys being added (duration, throughput, library versions, the reason
     a run could not complete) shows them; an empty one shows n/a instead of failing."""
     write_input(float_rows(200, seed=8), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.parquet", models_dir / "binary.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     m = cli.manifest
     m["status"] = "failed"

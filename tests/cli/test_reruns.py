@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.output import check_owned, write_json
 from pipeline.staging import Staging
-from tests.conftest import ROOT, float_rows, run_cli, write_input
+from tests.conftest import ROOT, float_rows, run_cli, score, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,7 @@ def test_killed_run_leaves_previous_output_and_next_run_leaves_one_copy(tmp_path
         write_input(float_rows(400_000, seed=i, start_id=i * 400_000), big / f"p{i}.parquet")
     out = tmp_path / "out"
     model = models_dir / "hgb.joblib"
-    assert run_cli("--input", small, "--model", model, "--output", out).code == 0
+    assert score(small, model, out).code == 0
     before = snapshot(out)
 
     proc = subprocess.Popen(
@@ -117,7 +117,7 @@ def test_killed_run_leaves_previous_output_and_next_run_leaves_one_copy(tmp_path
     after = {k: v for k, v in snapshot(out).items() if not k.startswith(("_staging/", "_lock"))}
     assert after == before  # the previous manifest and predictions, byte for byte
 
-    rerun = run_cli("--input", f"{big}/*.parquet", "--model", model, "--output", out)
+    rerun = score(f"{big}/*.parquet", model, out)
     assert rerun.code == 0, rerun.stderr  # the dead run's lock is taken over
     assert sorted(os.listdir(out)) == ["manifest.json", "predictions", "report.html"]
     preds = rerun.predictions()

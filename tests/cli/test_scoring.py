@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import FEATURES, float_rows, run_cli, write_input
+from tests.conftest import FEATURES, float_rows, score, write_input
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +20,7 @@ def test_predictions_equal_the_models_own(tmp_path, models_dir, ext):
     df1, df2 = float_rows(700, seed=3), float_rows(500, seed=4, start_id=700)
     write_input(df1, tmp_path / "in" / f"a.{ext}")
     write_input(df2, tmp_path / "in" / f"b.{ext}")
-    cli = run_cli(
-        "--input", tmp_path / "in" / f"*.{ext}", "--model", model_path, "--output", tmp_path / "out"
-    )
+    cli = score(tmp_path / "in" / f"*.{ext}", model_path, tmp_path / "out")
     assert cli.code == 0, cli.stderr
 
     expected = pd.concat([df1, df2])
@@ -64,9 +62,7 @@ def test_lineage_on_every_row(tmp_path, models_dir):
     model_path = models_dir / "binary.joblib"
     write_input(float_rows(300), tmp_path / "in.parquet")
     before = datetime.datetime.now(datetime.UTC)
-    cli = run_cli(
-        "--input", tmp_path / "in.parquet", "--model", model_path, "--output", tmp_path / "out"
-    )
+    cli = score(tmp_path / "in.parquet", model_path, tmp_path / "out")
     assert cli.code == 0, cli.stderr
     sha = hashlib.sha256(model_path.read_bytes()).hexdigest()
     from sklearn import __version__ as sklearn_version
@@ -94,14 +90,7 @@ def test_multiclass_string_labels(tmp_path, models_dir):
     model = joblib.load(models_dir / "multiclass.pkl")
     df = float_rows(400, seed=5)
     write_input(df, tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "multiclass.pkl",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.csv", models_dir / "multiclass.pkl", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     got = cli.predictions().set_index("id").loc[df.id]
     assert list(model.classes_) == ["high", "low", "mid"]
@@ -115,14 +104,7 @@ def test_regressor_has_float_prediction_and_no_proba(tmp_path, models_dir):
     model = joblib.load(models_dir / "regressor.joblib")
     df = float_rows(300, seed=6)
     write_input(df, tmp_path / "in.jsonl")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.jsonl",
-        "--model",
-        models_dir / "regressor.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.jsonl", models_dir / "regressor.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     got = cli.predictions().set_index("id").loc[df.id]
     assert got.prediction.dtype == np.float64
@@ -136,14 +118,7 @@ def test_pipeline_with_text_categories(tmp_path, models_dir):
     model = joblib.load(models_dir / "categorical.joblib")
     df = demo.make_rows(500, seed=9).drop(columns="churned")
     write_input(df, tmp_path / "in.csv")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.csv",
-        "--model",
-        models_dir / "categorical.joblib",
-        "--output",
-        tmp_path / "out",
-    )
+    cli = score(tmp_path / "in.csv", models_dir / "categorical.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     got = cli.predictions().set_index("customer_id").loc[df.customer_id]
     features = demo.NUMERIC + demo.CATEGORICAL
@@ -157,12 +132,9 @@ def test_key_columns_and_features_flags(tmp_path, models_dir):
     df["region"] = "north"
     df["extra"] = 1.5
     write_input(df, tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         tmp_path / "out",
         "--key_columns",
         "id,region",
@@ -179,12 +151,9 @@ def test_key_columns_and_features_flags(tmp_path, models_dir):
 def test_run_date_fills_input_and_output(tmp_path, models_dir):
     write_input(float_rows(100), tmp_path / "in" / "2026-11-24" / "part.parquet")
     write_input(float_rows(50), tmp_path / "in" / "2026-11-23" / "part.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         f"{tmp_path}/in/{{run_date}}/*.parquet",
-        "--model",
         models_dir / "binary.joblib",
-        "--output",
         f"{tmp_path}/out/{{run_date}}",
         "--run_date",
         "2026-11-24",
@@ -198,13 +167,8 @@ def test_run_date_fills_input_and_output(tmp_path, models_dir):
 def test_run_date_defaults_to_today_utc(tmp_path, models_dir):
     today = datetime.datetime.now(datetime.UTC).date().isoformat()
     write_input(float_rows(10), tmp_path / "in.parquet")
-    cli = run_cli(
-        "--input",
-        tmp_path / "in.parquet",
-        "--model",
-        models_dir / "binary.joblib",
-        "--output",
-        f"{tmp_path}/out/{{run_date}}",
+    cli = score(
+        tmp_path / "in.parquet", models_dir / "binary.joblib", f"{tmp_path}/out/{{run_date}}"
     )
     cli.output = tmp_path / "out" / today
     assert cli.code == 0, cli.stderr
@@ -214,12 +178,9 @@ def test_run_date_defaults_to_today_utc(tmp_path, models_dir):
 def test_two_worker_processes_load_the_model_once_each(tmp_path, models_dir):
     for i in range(6):
         write_input(float_rows(2000, seed=i, start_id=i * 2000), tmp_path / "in" / f"p{i}.parquet")
-    cli = run_cli(
-        "--input",
+    cli = score(
         tmp_path / "in" / "*.parquet",
-        "--model",
         models_dir / "hgb.joblib",
-        "--output",
         tmp_path / "out",
         "--direct_num_workers",
         "2",
@@ -247,10 +208,7 @@ def test_a_local_run_never_tries_prism_which_beam_downloads(tmp_path, models_dir
 
     monkeypatch.setattr(prism_runner.PrismRunner, "run_pipeline", prism)
     write_input(float_rows(50), tmp_path / "in" / "a.parquet")
-    cli = run_cli(
-        "--input", tmp_path / "in" / "*.parquet", "--model", models_dir / "binary.joblib",
-        "--output", tmp_path / "out",
-    )  # fmt: skip
+    cli = score(tmp_path / "in" / "*.parquet", models_dir / "binary.joblib", tmp_path / "out")
     assert cli.code == 0, cli.stderr
     assert cli.manifest["counts"]["rows_predicted"] == 50
     assert tried == []
