@@ -189,9 +189,7 @@ def test_a_bug_where_the_output_cannot_be_read_says_what_the_next_run_does(
     assert again.manifest["counts"]["rows_predicted"] == 20
 
 
-def test_storage_that_cannot_be_read_neither_hides_a_stop_nor_frees_the_lock(
-    tmp_path, monkeypatch
-):
+def test_storage_that_cannot_be_read_neither_hides_a_stop_nor_frees_the_lock(tmp_path, monkeypatch):
     """The two other places that ask what DIR holds while a run fails: a stop signal's handler
     (a commit begun makes it wait) and the commit stage's failure path (nothing of the run in
     DIR lets it mark the lock ended). Unreadable storage is "no" to both."""
