@@ -1,6 +1,7 @@
 """What tests of several layers share, made in one place: input rows, fitted models, the scoring
 spec, tracking stores, the Dataflow flags, Cloud Storage objects, an OpenLineage receiver and
-the report page in a browser. Fixtures built on these are in tests/conftest.py."""
+the report page in a browser, the reason-code frames. Fixtures built on these are in
+tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import http.server
 import io
 import json
 import re
+import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -17,9 +20,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from models import loading
 from models.introspect import inspect
+from pipeline.report import STAGES
 from tests.conftest import FEATURES, ROOT, float_rows
 from transforms.spec import ScoringSpec, TextFormat
 
@@ -229,3 +234,78 @@ def pipeline_under_test():
     from pipeline.runners import named
 
     return TestPipeline(runner=named("DirectRunner").beam_runner(PipelineOptions([])))
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def opened(browser, cli) -> Page:
+    """The report the run wrote into its output directory."""
+    assert cli.manifest["report"] == "report.html"
+    return Page(browser, cli.output / "report.html")
+
+
+def assert_png(path: Path) -> None:
+    """A non-empty PNG of a real page's size."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    width, height = struct.unpack(">II", data[16:24])
+    assert width >= 1000 and height >= 600 and len(data) > 20_000, (width, height, len(data))
+
+
+def assert_offline(page: Page) -> None:
+    """The page itself was the only request, nothing tried another, and its CSP forbids any."""
+    assert page.requests == [page.url], page.requests
+    assert page.console_errors == [], page.console_errors
+    assert page.page.locator("[src], link, iframe, object, embed").count() == 0
+    csp = page.attr('meta[http-equiv="Content-Security-Policy"]', "content")
+    assert "default-src 'none'" in csp
+
+
+def assert_headline(page: Page, m: dict) -> None:
+    """The numbers at the top are the manifest's."""
+    assert page.text("#status") == m["status"].upper()
+    assert page.attr("#status", "data-status") == m["status"]
+    assert page.text("#run-id") == m["run_id"]
+    assert page.text("#run-date") == m["run_date"]
+    for key in ("rows_read", "rows_predicted", "rows_failed"):
+        assert page.number("#" + key.replace("_", "-")) == m["counts"][key], key
+    for stage in STAGES:
+        assert page.number(f"#failed-{stage}") == m["counts"]["rows_failed_by_stage"][stage]
+    assert page.number("#error-rate") == pytest.approx(m["error_rate"], abs=5e-5)
+    assert float(page.attr("#error-rate", "data-value")) == m["error_rate"]
+    assert page.number("#max-error-rate") == pytest.approx(m["max_error_rate"], abs=5e-5)
+    assert page.text("#model-uri") == m["model"]["uri"]
+    assert page.text("#model-version") == m["model"]["version"]
+    assert page.text("#model-sha256") == m["model"]["sha256"]
+    assert page.text("#started-at").startswith(m["started_at"][:19].replace("T", " "))
+    assert page.number("#throughput") > 0 and page.text("#duration").endswith("s")
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then freed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# Reason codes (--explain): a small frame with a coarse feature, and labels of three kinds.
+EXPLAIN_ROWS = 120
+
+
+EXPLAIN_FEATURES = ["f0", "f1", "f2", "f3", "f4"]
+
+
+def explain_frame(seed: int = 0, n: int = EXPLAIN_ROWS) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(rng.normal(size=(n, len(EXPLAIN_FEATURES))), columns=EXPLAIN_FEATURES)
+    df["f4"] = np.round(df["f4"])  # a coarse feature: ties and zero contributions happen
+    return df
+
+
+def explain_labels(df: pd.DataFrame, kind: str) -> np.ndarray:
+    if kind == "binary":
+        return (df.f0 + 0.5 * df.f1 - 0.3 * df.f2 > 0).astype(int).to_numpy()
+    if kind == "multi":
+        return np.digitize(df.f0 + 0.5 * df.f1, [-0.5, 0.5])
+    return (2 * df.f0 - df.f1 + 0.5 * df.f2 * df.f3).to_numpy()

@@ -15,7 +15,10 @@ import pytest
 from models.baseline import baseline_from_frame
 from models.register import requirements
 from tests.conftest import assert_one_line_error, score
-from tests.unit.test_explain import FEATURES, ROWS, frame, labels
+from tests.helpers import EXPLAIN_FEATURES as FEATURES
+from tests.helpers import EXPLAIN_ROWS as ROWS
+from tests.helpers import explain_frame as frame
+from tests.helpers import explain_labels as labels
 
 
 def write(tmp_path, model, df: pd.DataFrame, name: str = "model.joblib", baseline=True):

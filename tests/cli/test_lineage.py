@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.lineage import run_uuid
 from tests.conftest import ROOT, score
-from tests.unit.test_lineage import closed_port
+from tests.helpers import closed_port
 
 
 @pytest.mark.subprocess

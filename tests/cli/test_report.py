@@ -15,14 +15,7 @@ import pytest
 
 from pipeline.report import render_report
 from tests.conftest import float_rows, score, write_input
-from tests.helpers import Page
-from tests.unit.test_report import (
-    SCRIPT,
-    assert_headline,
-    assert_offline,
-    assert_png,
-    opened,
-)
+from tests.helpers import SCRIPT, Page, assert_headline, assert_offline, assert_png, opened
 
 pytestmark = pytest.mark.slow
 

@@ -3,29 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from models.explain import top_k
-
-ROWS = 120
-
-
-FEATURES = ["f0", "f1", "f2", "f3", "f4"]
-
-
-def frame(seed: int = 0, n: int = ROWS) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    df = pd.DataFrame(rng.normal(size=(n, len(FEATURES))), columns=FEATURES)
-    df["f4"] = np.round(df["f4"])  # a coarse feature: ties and zero contributions happen
-    return df
-
-
-def labels(df: pd.DataFrame, kind: str) -> np.ndarray:
-    if kind == "binary":
-        return (df.f0 + 0.5 * df.f1 - 0.3 * df.f2 > 0).astype(int).to_numpy()
-    if kind == "multi":
-        return np.digitize(df.f0 + 0.5 * df.f1, [-0.5, 0.5])
-    return (2 * df.f0 - df.f1 + 0.5 * df.f2 * df.f3).to_numpy()
+from tests.helpers import explain_frame as frame
+from tests.helpers import explain_labels as labels
 
 
 def test_top_k_order_ties_and_zeros():

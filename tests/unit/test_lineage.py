@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.lineage import Dataset, Lineage, job_name_for, run_uuid
-from tests.helpers import serving
+from tests.helpers import closed_port, serving
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,12 +41,6 @@ FIELDS = [("customer_id", "int64"), ("tenure", "double"), ("plan", "string")]
 
 
 CORE_SCHEMA = "https://openlineage.io/spec/2-0-2/OpenLineage.json"
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lineage(url: str | None, **kwargs) -> Lineage:

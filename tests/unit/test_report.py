@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import struct
 from collections import Counter
 from pathlib import Path
 
@@ -17,10 +16,7 @@ from hypothesis import strategies as st
 
 from pipeline.report import MAX_FILES, PSI_WARNING, STAGES, render_report
 from tests.conftest import FEATURES, float_rows, run_cli, write_input
-from tests.helpers import Page
-
-SCRIPT = "<script>alert(1)</script>"
-
+from tests.helpers import SCRIPT, assert_headline, assert_offline, assert_png, opened
 
 EVIL_NAME = '"><img src=x onerror=alert(2)>.csv'
 
@@ -35,49 +31,6 @@ def group_errors(errors: list[dict]) -> list[dict]:
         {"stage": stage, "reason": reason, "count": n}
         for (stage, reason), n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
     ]
-
-
-def opened(browser, cli) -> Page:
-    """The report the run wrote into its output directory."""
-    assert cli.manifest["report"] == "report.html"
-    return Page(browser, cli.output / "report.html")
-
-
-def assert_png(path: Path) -> None:
-    """A non-empty PNG of a real page's size."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
-    width, height = struct.unpack(">II", data[16:24])
-    assert width >= 1000 and height >= 600 and len(data) > 20_000, (width, height, len(data))
-
-
-def assert_offline(page: Page) -> None:
-    """The page itself was the only request, nothing tried another, and its CSP forbids any."""
-    assert page.requests == [page.url], page.requests
-    assert page.console_errors == [], page.console_errors
-    assert page.page.locator("[src], link, iframe, object, embed").count() == 0
-    csp = page.attr('meta[http-equiv="Content-Security-Policy"]', "content")
-    assert "default-src 'none'" in csp
-
-
-def assert_headline(page: Page, m: dict) -> None:
-    """The numbers at the top are the manifest's."""
-    assert page.text("#status") == m["status"].upper()
-    assert page.attr("#status", "data-status") == m["status"]
-    assert page.text("#run-id") == m["run_id"]
-    assert page.text("#run-date") == m["run_date"]
-    for key in ("rows_read", "rows_predicted", "rows_failed"):
-        assert page.number("#" + key.replace("_", "-")) == m["counts"][key], key
-    for stage in STAGES:
-        assert page.number(f"#failed-{stage}") == m["counts"]["rows_failed_by_stage"][stage]
-    assert page.number("#error-rate") == pytest.approx(m["error_rate"], abs=5e-5)
-    assert float(page.attr("#error-rate", "data-value")) == m["error_rate"]
-    assert page.number("#max-error-rate") == pytest.approx(m["max_error_rate"], abs=5e-5)
-    assert page.text("#model-uri") == m["model"]["uri"]
-    assert page.text("#model-version") == m["model"]["version"]
-    assert page.text("#model-sha256") == m["model"]["sha256"]
-    assert page.text("#started-at").startswith(m["started_at"][:19].replace("T", " "))
-    assert page.number("#throughput") > 0 and page.text("#duration").endswith("s")
 
 
 @pytest.fixture(scope="module")
