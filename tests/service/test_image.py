@@ -19,8 +19,7 @@ import pytest
 import setuptools
 
 from tests.conftest import ROOT, float_rows
-from tests.service.conftest import free_port
-from tests.service.test_serve_cli import _ready
+from tests.service.conftest import free_port, wait_ready
 
 DOCKERFILES = [ROOT / "Dockerfile", ROOT / "templates" / "Dockerfile"]
 
@@ -103,7 +102,7 @@ def test_the_serving_image_installs_and_answers_in_a_fresh_virtualenv(tmp_path, 
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _ready(proc, url, timeout=120)
+        wait_ready(proc, url, timeout=120)
         rows = float_rows(3).to_dict("records")
         res = httpx.post(f"{url}/predict", json={"instances": rows}, timeout=30)
         assert res.status_code == 200, res.text

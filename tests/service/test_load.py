@@ -12,8 +12,7 @@ import time
 import httpx
 import pytest
 
-from tests.service.conftest import free_port
-from tests.service.test_serve_cli import _ready, _start
+from tests.service.conftest import free_port, serve_process, wait_ready
 
 pytestmark = [pytest.mark.service, pytest.mark.load]
 SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
@@ -29,7 +28,7 @@ def _rss_kb(pid: int) -> int:
 def test_sixteen_clients_for_a_minute_no_5xx_no_lost_answer_flat_memory(models_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start("--model", models_dir / "categorical.joblib", "--port", port)
+    proc = serve_process("--model", models_dir / "categorical.joblib", "--port", port)
     base = {"tenure_months": 3, "monthly_spend": 20.5, "support_calls": 1, "plan": "pro"}
     rows = [{"customer_id": 2**60 + i, **base, "region": "east"} for i in range(3)]
     rows.append({**rows[0], "tenure_months": "many"})  # rejected: each answer names it
@@ -53,7 +52,7 @@ def test_sixteen_clients_for_a_minute_no_5xx_no_lost_answer_flat_memory(models_d
                     wrong.append((res.status_code, res.text[:300]))
 
     try:
-        _ready(proc, url)
+        wait_ready(proc, url)
         warm_until = time.monotonic() + min(5, SECONDS / 6)
         threads = [threading.Thread(target=client, args=(i, warm_until)) for i in range(CLIENTS)]
         for t in threads:

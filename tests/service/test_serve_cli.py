@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,34 +14,11 @@ import joblib
 import pytest
 
 from tests import custom_models
-from tests.conftest import ROOT, float_rows
+from tests.conftest import float_rows
 from tests.helpers import fitted
-from tests.service.conftest import free_port
+from tests.service.conftest import free_port, serve_process, wait_ready
 
 pytestmark = pytest.mark.service
-
-
-def _start(*argv) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.serve", *map(str, argv)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _ready(proc: subprocess.Popen, url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the service did not get ready")
 
 
 @pytest.mark.subprocess
@@ -51,9 +26,9 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
     joblib.dump(fitted(custom_models.Slow(1.5)), tmp_path / "slow.joblib")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = _start("--model", tmp_path / "slow.joblib", "--host", "127.0.0.1", "--port", port)
+    proc = serve_process("--model", tmp_path / "slow.joblib", "--host", "127.0.0.1", "--port", port)
     try:
-        _ready(proc, url)
+        wait_ready(proc, url)
         rows = float_rows(2).to_dict("records")
         answer = {}
         sender = threading.Thread(
@@ -83,13 +58,13 @@ def test_a_port_in_use_and_a_missing_model_are_one_line_and_exit_2(tmp_path, mod
         taken.listen()
         port = taken.getsockname()[1]
         model = models_dir / "binary.joblib"
-        proc = _start("--model", model, "--host", "127.0.0.1", "--port", port)
+        proc = serve_process("--model", model, "--host", "127.0.0.1", "--port", port)
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in stderr
 
-    proc = _start("--model", Path(tmp_path) / "nope.joblib", "--port", free_port())
+    proc = serve_process("--model", Path(tmp_path) / "nope.joblib", "--port", free_port())
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "nope.joblib" in stderr

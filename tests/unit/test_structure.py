@@ -1,5 +1,6 @@
 """The project's structure, read from its source: no import circle among its modules, no runner
-name tested outside the runner seam, no module over the size limit, and the tests in layers."""
+name tested outside the runner seam, no module over the size limit, and the tests in layers
+(no test file importing another)."""
 
 from __future__ import annotations
 
@@ -155,6 +156,28 @@ def _test_functions() -> list[tuple[Path, str, ast.FunctionDef, str]]:
 def test_every_test_sits_in_a_layer_folder():
     layers = {layer for _, layer, _, _ in _test_functions()}
     assert layers == {"unit", "dofns", "cli", "service"}, layers
+
+
+def test_a_test_module_imports_only_the_shared_test_modules():
+    """A test file of one layer never imports another test file: what layers share is in
+    tests/conftest.py, tests/helpers.py and tests/custom_models.py, and a layer's own in its
+    conftest.py."""
+    shared = {"tests", "tests.conftest", "tests.helpers", "tests.custom_models"}
+    found = []
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        layer = path.relative_to(ROOT / "tests").parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                if name.startswith("tests.") and name not in shared | {f"tests.{layer}.conftest"}:
+                    found.append(f"{path.relative_to(ROOT)}: {name}")
+    assert found == []
 
 
 def test_unit_tests_run_no_cli_pipeline_or_process():
