@@ -3,9 +3,10 @@ again (the feed sent yesterday's data twice) is seen in the history.
 
 Each input file's content is named by a checksum: Cloud Storage gives an object's MD5 (or, for
 a composite object, its CRC32C) as metadata, read with one listing; a local file is checksummed
-(CRC32C, in C, about a second per GB) by the launcher, whose match the workers must see
-unchanged (pipeline.manifest.input_changes). The night's fingerprint is a SHA-256 over the
-files' checksums, sorted: the same files under other names or folders are the same input.
+(CRC32C, in C, about a second per GB read cold) by the launcher while it loads the model, and
+its match the workers must see unchanged (pipeline.manifest.input_changes). The night's
+fingerprint is a SHA-256 over the files' checksums, sorted: the same files under other names
+or folders are the same input.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from collections.abc import Iterable
 
 from models.errors import one_line
@@ -21,9 +23,45 @@ _LOG = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
-def contents(files: Iterable[str]) -> dict[str, str]:
+class Background:
+    """`contents(files)` worked out on a thread of its own while the launch goes on: a local
+    file's reads and its CRC32C release the GIL, so they take no time from the model's load.
+
+    `result()` waits for it; `cancel()` stops it at its next MB (a launch that refuses)."""
+
+    def __init__(self, files: Iterable[str]):
+        self._stop = threading.Event()
+        self._found: dict[str, str] | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._run, args=(list(files),), name="beamscore-checksums", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, files: list[str]) -> None:
+        try:
+            self._found = contents(files, self._stop)
+        except BaseException as e:  # noqa: BLE001 - raised in result(), on the launch's thread
+            self._error = e
+
+    def result(self) -> dict[str, str]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._found or {}
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
+class _Stopped(Exception):
+    pass
+
+
+def contents(files: Iterable[str], stop: threading.Event | None = None) -> dict[str, str]:
     """Per file, its content's checksum ("md5:<hex>" or "crc32c:<hex>:<size>"); a file whose
-    checksum cannot be had is left out (then the night has no fingerprint)."""
+    checksum cannot be had is left out (then the night has no fingerprint). `stop`, once set,
+    ends the work early (what it returns then is not to be used)."""
     found: dict[str, str] = {}
     remote: dict[str, list[str]] = {}
     for path in files:
@@ -32,7 +70,9 @@ def contents(files: Iterable[str]) -> dict[str, str]:
             remote.setdefault(bucket, []).append(name)
         elif "://" not in path:
             try:
-                found[path] = _local(path)
+                found[path] = _local(path, stop)
+            except _Stopped:
+                return found
             except OSError as e:
                 _LOG.info("no content checksum of %s: %s", path, one_line(e))
     for bucket, names in remote.items():
@@ -52,12 +92,14 @@ def night(checksums: dict[str, str], files: Iterable[str]) -> str | None:
     return "sha256:" + digest.hexdigest()
 
 
-def _local(path: str) -> str:
+def _local(path: str, stop: threading.Event | None = None) -> str:
     import google_crc32c
 
     crc = google_crc32c.Checksum()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
+            if stop is not None and stop.is_set():
+                raise _Stopped(path)
             crc.update(chunk)
     return f"crc32c:{crc.digest().hex()}:{os.path.getsize(path)}"
 

@@ -21,8 +21,14 @@ from pipeline import fingerprints, output
 from pipeline.bigquery import BigQuerySink
 from pipeline.launch import nights as night_decisions
 from pipeline.launch.columns import decide_columns, probe
-from pipeline.launch.flags import read_flags
-from pipeline.launch.inputs import match_inputs, open_table, streams_wanted, table_columns
+from pipeline.launch.flags import Flags, read_flags
+from pipeline.launch.inputs import (
+    Inputs,
+    match_inputs,
+    open_table,
+    streams_wanted,
+    table_columns,
+)
 from pipeline.launch.model import load_model
 from pipeline.launch.sinks import check_sinks
 from pipeline.nights import Nights
@@ -137,7 +143,24 @@ def prepare(
         inputs = open_table(flags, model, table_types, streams_wanted(opts, runner))
     else:
         inputs = match_inputs(flags)
-        model = load_model(flags, staging_root)
+        sums = fingerprints.Background(inputs.files)
+        try:
+            return _decided(opts, flags, now, inputs, load_model(flags, staging_root), sums)
+        finally:
+            sums.cancel()  # a no-op once they are in; a launch that refused wants them no more
+    return _decided(opts, flags, now, inputs, model, None)
+
+
+def _decided(
+    opts: ScoringOptions,
+    flags: Flags,
+    now: datetime.datetime,
+    inputs: Inputs,
+    model: core.Model,
+    sums: fingerprints.Background | None,
+) -> Launch:
+    """The rest of prepare(), once the inputs are matched and the model loaded; `sums`: the
+    input checksums being worked out meanwhile (None: a table, which has none)."""
     features, keys = decide_columns(flags, inputs, model)
     baseline = core.drift_baseline(model.ref, features)
     row = probe(flags, inputs, model, features, keys, opts.explain, baseline)
@@ -155,7 +178,7 @@ def prepare(
         partitions=tuple(p for p in inputs.partitions if p in row.wanted),
     )
     predictions_sink, errors_sink = check_sinks(flags, spec)
-    checksums = fingerprints.contents(inputs.files) if inputs.table is None else {}
+    checksums = sums.result() if sums is not None else {}
     return Launch(
         spec=spec,
         files=inputs.files,
