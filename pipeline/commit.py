@@ -128,7 +128,7 @@ def commit_run(plan: CommitPlan) -> dict:
         if not plan.launcher_waits:
             for observer in plan.observers:
                 observer.failed(message, stopped)
-            if _unclaimed(staging):
+            if staging.known_state() == "none":  # unknown: the lock is left to go stale
                 _safely("mark the lock ended", lock.mark_ended, message)
         raise
     outcome: dict = {"errors_summary": _brief(errors_summary)}
@@ -353,12 +353,3 @@ def read_outcome(path: str | None) -> dict:
     except Exception:  # noqa: BLE001 - nothing there: the stage never ran
         return {}
     return outcome
-
-
-def _unclaimed(staging: Staging) -> bool:
-    """Whether DIR holds nothing of this run. Storage that cannot be read says no (the lock is
-    then left to go stale), and the commit's own error is still the one raised."""
-    try:
-        return staging.state() == "none"
-    except Exception:  # noqa: BLE001 - the storage's error would hide the commit's
-        return False

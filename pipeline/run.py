@@ -127,10 +127,7 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
         return finalize(job, result)
     except BaseException as e:
         stopped = isinstance(e, (KeyboardInterrupt, Interrupted))
-        try:
-            dir_state = job.staging.state()
-        except Exception:  # noqa: BLE001 - storage gone too: the run's own error is the news
-            dir_state = "unknown"
+        dir_state = job.staging.known_state()
         if dir_state == "none":  # unknown: it may hold the journal the next run needs
             try:
                 job.staging.discard()
@@ -389,10 +386,7 @@ _COMMITTING: list[Staging] = []
 def _commit_begun() -> bool:
     """Whether a commit's journal is written (a signal then waits for the commit). Storage that
     cannot be read says no: the run stops, and says that what DIR holds is not known."""
-    try:
-        return any(staging.state() == "half" for staging in _COMMITTING)
-    except Exception:  # noqa: BLE001 - raised in a signal handler, it would hide the stop
-        return False
+    return any(staging.known_state() == "half" for staging in _COMMITTING)
 
 
 def _job_name(options: PipelineOptions, run_id: str) -> str:

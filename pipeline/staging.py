@@ -87,6 +87,14 @@ class Staging:
             return "committed"
         return "none"
 
+    def known_state(self) -> str:
+        """state(), or "unknown" when DIR cannot be read: what a run that is failing already,
+        or a stop signal's handler, asks, where the storage's error would hide the news."""
+        try:
+            return self.state()
+        except Exception:  # noqa: BLE001 - storage gone too: the caller's own error is the news
+            return "unknown"
+
     def delete(self) -> None:
         """Drops this run's staging, whatever it holds (its commit is done)."""
         self._delete_tree(self.dir)

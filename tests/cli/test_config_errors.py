@@ -191,9 +191,9 @@ def test_a_bug_where_the_output_cannot_be_read_says_what_the_next_run_does(
 
 def test_storage_that_cannot_be_read_neither_hides_a_stop_nor_frees_the_lock(tmp_path, monkeypatch):
     """The two other places that ask what DIR holds while a run fails: a stop signal's handler
-    (a commit begun makes it wait) and the commit stage's failure path (nothing of the run in
-    DIR lets it mark the lock ended). Unreadable storage is "no" to both."""
-    from pipeline import commit, run
+    (a commit begun makes it wait) and the commit stage's failure path (only "none", nothing of
+    the run in DIR, lets it mark the lock ended). Unreadable storage is "no" to both."""
+    from pipeline import run
     from pipeline.staging import Staging
 
     staging = Staging(str(tmp_path / "out"), "run-1")
@@ -204,4 +204,4 @@ def test_storage_that_cannot_be_read_neither_hides_a_stop_nor_frees_the_lock(tmp
     monkeypatch.setattr(Staging, "state", unreadable)
     monkeypatch.setattr(run, "_COMMITTING", [staging])
     assert run._commit_begun() is False  # the signal stops the run instead of raising OSError
-    assert commit._unclaimed(staging) is False  # the lock is left to go stale
+    assert staging.known_state() == "unknown"  # not "none": the lock is left to go stale
