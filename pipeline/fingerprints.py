@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from models.errors import one_line
 
@@ -27,28 +28,17 @@ class Background:
     """`contents(files)` worked out on a thread of its own while the launch goes on: a local
     file's reads and its CRC32C release the GIL, so they take no time from the model's load.
 
-    `result()` waits for it; `cancel()` stops it at its next MB (a launch that refuses)."""
+    `result()` waits for it (and raises what it raised); `cancel()` stops it at its next MB (a
+    launch that refuses)."""
 
     def __init__(self, files: Iterable[str]):
         self._stop = threading.Event()
-        self._found: dict[str, str] | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(list(files),), name="beamscore-checksums", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, files: list[str]) -> None:
-        try:
-            self._found = contents(files, self._stop)
-        except BaseException as e:  # noqa: BLE001 - raised in result(), on the launch's thread
-            self._error = e
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beamscore-checksums")
+        self._future = pool.submit(contents, list(files), self._stop)
+        pool.shutdown(wait=False)  # the thread ends with its one task
 
     def result(self) -> dict[str, str]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        return self._found or {}
+        return self._future.result()
 
     def cancel(self) -> None:
         self._stop.set()
