@@ -13,6 +13,8 @@ import json
 import re
 import socket
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -280,6 +282,17 @@ def assert_headline(page: Page, m: dict) -> None:
     assert page.text("#model-sha256") == m["model"]["sha256"]
     assert page.text("#started-at").startswith(m["started_at"][:19].replace("T", " "))
     assert page.number("#throughput") > 0 and page.text("#duration").endswith("s")
+
+
+def module_process(module: str, *argv) -> subprocess.Popen:
+    """`python -m MODULE ARGV` started from the checkout as a process, its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *map(str, argv)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def closed_port() -> int:

@@ -28,7 +28,7 @@ from tests.conftest import (
     run_cli,
     write_input,
 )
-from tests.helpers import fitted
+from tests.helpers import fitted, module_process
 
 pytestmark = pytest.mark.slow
 
@@ -443,16 +443,6 @@ def test_a_duplicated_column_name_is_refused(tmp_path, models_dir):
     assert_one_line_error(cli, "'f0'", "more than once")
 
 
-def _start(tmp_path, *argv) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.run", *map(str, argv)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _wait_for_scoring(proc: subprocess.Popen, out: Path, timeout: float = 60) -> None:
     """Until the run holds the lock and its workers are scoring."""
     deadline = time.monotonic() + timeout
@@ -470,7 +460,7 @@ def test_interrupted_run_exits_128_plus_signal_and_leaves_the_output(tmp_path, s
     first = run_cli(*run_args, "--batch_size", "1000")
     assert first.code == 0, first.stderr
     before = (tmp_path / "o" / "manifest.json").read_text()
-    proc = _start(tmp_path, *run_args, "--batch_size", "10")
+    proc = module_process("pipeline.run", *run_args, "--batch_size", "10")
     _wait_for_scoring(proc, tmp_path / "o")
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
@@ -487,8 +477,8 @@ def test_a_run_that_lost_its_lock_commits_nothing(tmp_path):
     joblib.dump(fitted(custom_models.Slow(0.2)), tmp_path / "slow.joblib")
     write_input(float_rows(600), tmp_path / "in.parquet")
     out = tmp_path / "o"
-    proc = _start(
-        tmp_path,
+    proc = module_process(
+        "pipeline.run",
         *args(tmp_path / "in.parquet", tmp_path / "slow.joblib", out),
         "--batch_size",
         "20",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from service.app import create_app
 from service.flags import read_config
 from service.requestlog import open_log
 from service.served import load
-from tests.conftest import ROOT
 
 
 def free_port() -> int:
@@ -92,17 +90,6 @@ def demo_service(models_dir):
     """The demo churn Pipeline (scaling, one-hot of text categories, logistic regression)."""
     with running("--model", models_dir / "categorical.joblib") as service:
         yield service
-
-
-def serve_process(*argv) -> subprocess.Popen:
-    """`python -m pipeline.serve ARGV` started as a process, its output captured."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.serve", *map(str, argv)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def wait_ready(proc: subprocess.Popen, url: str, timeout: float = 60) -> None:

@@ -12,7 +12,8 @@ import time
 import httpx
 import pytest
 
-from tests.service.conftest import free_port, serve_process, wait_ready
+from tests.helpers import module_process
+from tests.service.conftest import free_port, wait_ready
 
 pytestmark = [pytest.mark.service, pytest.mark.load]
 SECONDS = float(os.environ.get("LOAD_SECONDS", "60"))
@@ -28,7 +29,9 @@ def _rss_kb(pid: int) -> int:
 def test_sixteen_clients_for_a_minute_no_5xx_no_lost_answer_flat_memory(models_dir):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve_process("--model", models_dir / "categorical.joblib", "--port", port)
+    proc = module_process(
+        "pipeline.serve", "--model", models_dir / "categorical.joblib", "--port", port
+    )
     base = {"tenure_months": 3, "monthly_spend": 20.5, "support_calls": 1, "plan": "pro"}
     rows = [{"customer_id": 2**60 + i, **base, "region": "east"} for i in range(3)]
     rows.append({**rows[0], "tenure_months": "many"})  # rejected: each answer names it

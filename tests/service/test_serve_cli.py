@@ -15,8 +15,8 @@ import pytest
 
 from tests import custom_models
 from tests.conftest import float_rows
-from tests.helpers import fitted
-from tests.service.conftest import free_port, serve_process, wait_ready
+from tests.helpers import fitted, module_process
+from tests.service.conftest import free_port, wait_ready
 
 pytestmark = pytest.mark.service
 
@@ -26,7 +26,9 @@ def test_sigterm_answers_the_request_in_flight_then_exits_0(tmp_path):
     joblib.dump(fitted(custom_models.Slow(1.5)), tmp_path / "slow.joblib")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = serve_process("--model", tmp_path / "slow.joblib", "--host", "127.0.0.1", "--port", port)
+    proc = module_process(
+        "pipeline.serve", "--model", tmp_path / "slow.joblib", "--host", "127.0.0.1", "--port", port
+    )
     try:
         wait_ready(proc, url)
         rows = float_rows(2).to_dict("records")
@@ -58,13 +60,17 @@ def test_a_port_in_use_and_a_missing_model_are_one_line_and_exit_2(tmp_path, mod
         taken.listen()
         port = taken.getsockname()[1]
         model = models_dir / "binary.joblib"
-        proc = serve_process("--model", model, "--host", "127.0.0.1", "--port", port)
+        proc = module_process(
+            "pipeline.serve", "--model", model, "--host", "127.0.0.1", "--port", port
+        )
         _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}")
     assert "Traceback" not in stderr
 
-    proc = serve_process("--model", Path(tmp_path) / "nope.joblib", "--port", free_port())
+    proc = module_process(
+        "pipeline.serve", "--model", Path(tmp_path) / "nope.joblib", "--port", free_port()
+    )
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "nope.joblib" in stderr
